@@ -1,0 +1,163 @@
+"""Differentiable siamese augmentation (DSA) and CutMix, seeded by a `torch.Generator`.
+
+DSA (Zhao & Bilen, 2021) applies random colour, crop (translation), cutout, flip, scale and
+rotation that stay differentiable with respect to the input images. Two modes:
+
+- siamese: one random draw shared by every image of the batch (used in matching, where the real
+  and synthetic images are concatenated and must see the same transformation);
+- per sample: an independent draw for each image (used in training).
+
+Flip, scale, rotation and translation are composed into one affine warp per image (one bilinear
+resampling instead of three, so less blur). Random numbers come from the given CPU generator, so
+results do not depend on the device. An operation whose strength is 0 is skipped: exact identity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+MATCHING_STRATEGY = "color_crop_cutout"
+TRAINING_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+OPERATIONS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+
+@dataclass(frozen=True)
+class DSAStrengths:
+    """How strong each random transformation is; 0 turns it off. Defaults are DSA's."""
+
+    brightness: float = 1.0  # add U(-b/2, b/2)
+    saturation: float = 1.0  # scale the distance to the grey value by U(1-s, 1+s)
+    contrast: float = 0.5  # scale the distance to the image mean by U(1-c, 1+c)
+    crop: float = 0.125  # translate by a whole number of pixels up to this fraction of the size, zero fill
+    cutout: float = 0.5  # erase a square of this fraction of the size at a random centre
+    flip: float = 0.5  # probability of a horizontal flip
+    scale: float = 0.2  # scale each axis by U(1/(1+s), 1+s)
+    rotate: float = 15.0  # rotate by U(-r, r) degrees
+
+
+def _uniform(n: int, low: float, high: float, generator) -> torch.Tensor:
+    return torch.rand(n, generator=generator) * (high - low) + low
+
+
+class DSA:
+    """`DSA("color_crop_cutout")(images, generator, siamese=True)`; images are [N,C,H,W] floats."""
+
+    def __init__(self, strategy: str = TRAINING_STRATEGY, strengths: DSAStrengths = DSAStrengths()):
+        names = [name for name in strategy.split("_") if name]
+        unknown = [name for name in names if name not in OPERATIONS]
+        if unknown:
+            raise UserError(f"unknown DSA operation(s) {', '.join(unknown)} in {strategy!r}; use {', '.join(OPERATIONS)}")
+        self.strategy = strategy
+        self.strengths = strengths
+        self.operations = set(names)
+
+    def __repr__(self) -> str:
+        return f"DSA({self.strategy!r}, {self.strengths})"
+
+    def _on(self, name: str) -> bool:
+        return name in self.operations
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None, siamese: bool = False) -> torch.Tensor:
+        draws = 1 if siamese else images.shape[0]
+        if self._on("color"):
+            images = self._color(images, draws, generator)
+        if self.operations & {"crop", "flip", "scale", "rotate"}:
+            images = self._warp(images, draws, generator)
+        if self._on("cutout") and self.strengths.cutout > 0:
+            images = self._cutout(images, draws, generator)
+        return images
+
+    def _per_image(self, values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return values.to(images.device, images.dtype).view(-1, 1, 1, 1)
+
+    def _color(self, x: torch.Tensor, draws: int, generator) -> torch.Tensor:
+        s = self.strengths
+        if s.brightness > 0:
+            x = x + self._per_image(_uniform(draws, -s.brightness / 2, s.brightness / 2, generator), x)
+        if s.saturation > 0:
+            grey = x.mean(dim=1, keepdim=True)
+            x = (x - grey) * self._per_image(_uniform(draws, 1 - s.saturation, 1 + s.saturation, generator), x) + grey
+        if s.contrast > 0:
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * self._per_image(_uniform(draws, 1 - s.contrast, 1 + s.contrast, generator), x) + mean
+        return x
+
+    def _warp(self, x: torch.Tensor, draws: int, generator) -> torch.Tensor:
+        """Flip, scale, rotate and translate as one affine map (output -> input coordinates)."""
+        s, n = self.strengths, x.shape[0]
+        height, width = x.shape[2:]
+        theta = torch.eye(2, 3).repeat(draws, 1, 1)
+        changed = False
+        if self._on("flip") and s.flip > 0:
+            theta[:, 0, 0] = torch.where(torch.rand(draws, generator=generator) < s.flip, -1.0, 1.0)
+            changed = True
+        if self._on("scale") and s.scale > 0:
+            factors = _uniform(2 * draws, 1 / (1 + s.scale), 1 + s.scale, generator).view(draws, 2)
+            theta[:, :, :2] = theta[:, :, :2] * factors.view(draws, 1, 2)
+            changed = True
+        if self._on("rotate") and s.rotate > 0:
+            angle = _uniform(draws, -s.rotate, s.rotate, generator) * (math.pi / 180)
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+            theta[:, :, :2] = rotation @ theta[:, :, :2]
+            changed = True
+        if self._on("crop") and s.crop > 0:
+            for axis, size in ((0, width), (1, height)):
+                reach = int(size * s.crop)
+                shift = torch.randint(-reach, reach + 1, (draws,), generator=generator).float()
+                theta[:, axis, 2] = 2 * shift / size  # whole pixels in normalised coordinates
+            changed = True
+        if not changed:
+            return x
+        theta = theta.to(x.device, x.dtype).expand(n, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _cutout(self, x: torch.Tensor, draws: int, generator) -> torch.Tensor:
+        height, width = x.shape[2:]
+        cut_h, cut_w = int(height * self.strengths.cutout + 0.5), int(width * self.strengths.cutout + 0.5)
+        top = torch.randint(0, height, (draws,), generator=generator) - cut_h // 2
+        left = torch.randint(0, width, (draws,), generator=generator) - cut_w // 2
+        rows = torch.arange(height).view(1, -1, 1)
+        cols = torch.arange(width).view(1, 1, -1)
+        inside = (rows >= top.view(-1, 1, 1)) & (rows < (top + cut_h).view(-1, 1, 1))
+        inside = inside & (cols >= left.view(-1, 1, 1)) & (cols < (left + cut_w).view(-1, 1, 1))
+        keep = (~inside).to(x.device, x.dtype).unsqueeze(1)
+        return x * keep
+
+
+def strengths_from(options: dict) -> DSAStrengths:
+    """DSAStrengths from a mapping, rejecting unknown names."""
+    known = {f.name for f in fields(DSAStrengths)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"unknown DSA strength(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return DSAStrengths(**{k: float(v) for k, v in options.items()})
+
+
+def cutmix(images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix (Yun et al., 2019) with a Beta(1, 1) mixing ratio, seeded by `generator`.
+
+    Pastes a random box from a shuffled copy of the batch into every image. Returns the mixed
+    images, the permutation that supplied the boxes and the kept fraction `lam` (by exact box
+    area), so targets mix as `lam * y + (1 - lam) * y[perm]`. Written here rather than taken from
+    torchvision because torchvision's draws from the global RNG and only mixes hard labels.
+    """
+    n, _, height, width = images.shape
+    perm = torch.randperm(n, generator=generator)
+    ratio = math.sqrt(1.0 - torch.rand(1, generator=generator).item())
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    cy = torch.randint(0, height, (1,), generator=generator).item()
+    cx = torch.randint(0, width, (1,), generator=generator).item()
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    mixed = images.clone()
+    mixed[:, :, top:bottom, left:right] = images[perm.to(images.device), :, top:bottom, left:right]
+    lam = 1.0 - (bottom - top) * (right - left) / (height * width)
+    return mixed, perm, lam

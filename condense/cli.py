@@ -1,0 +1,147 @@
+"""The `condense` command line: `condense baseline ...`, `condense eval ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import UserError
+
+DATA_OPTIONS = ("data_config", "revision", "image_column", "label_column", "image_size")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    group = parser.add_argument_group("real data")
+    group.add_argument("--data", required=required, help="Hub id (uoft-cs/cifar10) or local folder in Hub layout (../shared/data/cifar10)")
+    group.add_argument("--data-config", help="the dataset's config name, if it has several")
+    group.add_argument("--revision", help="Hub revision (branch, tag or commit) of the dataset")
+    group.add_argument("--image-column", help="image column (default: the only Image column)")
+    group.add_argument("--label-column", help="label column (default: the only ClassLabel column)")
+    group.add_argument("--image-size", type=int, help="resize images to N x N (needed when sizes differ)")
+
+
+def load_data(source: str, split: str, options: dict):
+    from .data import load_real
+
+    return load_real(
+        source, split, config=options.get("data_config"), revision=options.get("revision"),
+        image_column=options.get("image_column"), label_column=options.get("label_column"),
+        image_size=options.get("image_size"),
+    )
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    return {key: getattr(args, key) for key in DATA_OPTIONS if getattr(args, key) is not None}
+
+
+def cmd_baseline(args: argparse.Namespace) -> None:
+    from .baseline import random_subset
+
+    options = data_options(args)
+    data = load_data(args.data, args.split, options)
+    synthetic = random_subset(data, args.ipc, args.seed)
+    synthetic.config["data"] = options
+    out = Path(args.out or f"{Path(args.data.rstrip('/')).name}-random-ipc{args.ipc}.safetensors")
+    synthetic.save(out)
+    print(f"wrote {out}: {synthetic.summary()}")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="cpu", help="evaluation preset: cpu (BENCHMARKS.md CPU preset) or paper")
+    net = parser.add_argument_group("network (defaults from the preset)")
+    net.add_argument("--net", help="convnet, alexnet, vgg11 or resnet18")
+    net.add_argument("--depth", type=int, help="ConvNet depth (default: 3 at 32 px, 4 at 64, 5 at 128)")
+    net.add_argument("--width", type=int, help="ConvNet width")
+    net.add_argument("--norm", help="none, batch, layer, instance or group")
+    net.add_argument("--act", help="ConvNet activation: sigmoid, relu or leakyrelu")
+    net.add_argument("--pool", help="ConvNet pooling: none, max or avg")
+    training = parser.add_argument_group("training (defaults from the preset)")
+    training.add_argument("--epochs", type=int)
+    training.add_argument("--batch-size", type=int)
+    training.add_argument("--optimizer", help="adamw or sgd")
+    training.add_argument("--lr", type=float)
+    training.add_argument("--weight-decay", type=float)
+    training.add_argument("--dsa", help="per-sample DSA operations joined by _ ('' for none)")
+    training.add_argument("--cutmix-p", type=float, help="probability that a batch is CutMix-ed")
+    training.add_argument("--labels", help="auto (soft when the set has them), hard or soft")
+    training.add_argument("--temperature", type=float, help="KD temperature for soft labels")
+    training.add_argument("--runs", type=int)
+    training.add_argument("--seed", type=int)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def eval_config(args: argparse.Namespace):
+    """The preset's EvalConfig with every option given on the command line applied."""
+    from .evaluate import eval_preset
+
+    config = eval_preset(args.preset)
+    if args.net is not None and args.net != config.net:
+        config.net, config.net_options = args.net, {}
+    config.net_options.update({k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pool") if getattr(args, k) is not None})
+    training = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "dsa", "cutmix_p", "temperature") if getattr(args, k) is not None}
+    config.train = replace(config.train, **training)
+    for key in ("runs", "seed", "labels"):
+        if getattr(args, key) is not None:
+            setattr(config, key, getattr(args, key))
+    return config
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_set, format_result
+    from .runtime import resolve_device, write_json
+    from .synthetic import SyntheticSet
+
+    synthetic = SyntheticSet.load(args.set)
+    config = eval_config(args)
+    device = resolve_device(args.device)
+    options = {**synthetic.config.get("data", {}), **data_options(args)}
+    test = load_data(args.data or synthetic.source_dataset, args.split, options)
+    print(f"evaluating {synthetic.summary()}\non {test.source} [{test.split}] with {config.net} on {device}")
+    result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress)
+    out = Path(args.out or Path(args.set).with_suffix(".eval.json"))
+    write_json(out, {"set_file": str(args.set), **result})
+    print(format_result(result))
+    print(f"wrote {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="condense", description="Dataset condensation (NCFM) and the train-on-small-set, test-on-real evaluation.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    baseline = commands.add_parser("baseline", help="make a baseline set (random real subset)")
+    baseline.add_argument("kind", choices=["random"], help="random: IPC random real images per class")
+    baseline.add_argument("--ipc", type=int, default=10, help="images per class (default 10)")
+    baseline.add_argument("--seed", type=int, default=0)
+    baseline.add_argument("--split", default="train")
+    baseline.add_argument("--out", help="output .safetensors (default: <dataset>-random-ipc<K>.safetensors)")
+    add_data_arguments(baseline, required=True)
+    baseline.set_defaults(func=cmd_baseline)
+
+    evaluate = commands.add_parser("eval", help="train on a set, report final-epoch accuracy on the real test split")
+    evaluate.add_argument("set", help="a .safetensors set written by condense")
+    evaluate.add_argument("--split", default="test", help="real split to test on (default test)")
+    evaluate.add_argument("--out", help="JSON result (default: <set>.eval.json)")
+    add_eval_arguments(evaluate)
+    add_data_arguments(evaluate, required=False)
+    evaluate.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

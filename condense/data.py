@@ -1,0 +1,237 @@
+"""Real image-classification data: load through `datasets`, keep uint8 tensors and a per-class index.
+
+Any Hugging Face dataset with an image column and a class-label column works, by Hub id
+(`uoft-cs/cifar10`) or local folder in Hub layout (`../shared/data/cifar10`). Images are decoded
+once with `Dataset.map` (so `datasets` caches the decoded arrays) and held in memory as uint8.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+# Normalisation statistics the field uses for the well-known datasets (BENCHMARKS.md for CIFAR/MNIST).
+KNOWN_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashionmnist": ((0.2861,), (0.3530,)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def known_stats_key(source: str) -> str | None:
+    """The KNOWN_STATS key for a Hub id or folder name (`uoft-cs/cifar10` -> `cifar10`), if any."""
+    name = re.sub(r"[^a-z0-9]", "", Path(source.rstrip("/")).name.lower())
+    if name in KNOWN_STATS:
+        return name
+    if "imagenet" in name or name.startswith(("imagenette", "imagewoof")):
+        return "imagenet"
+    return None
+
+
+@dataclass
+class RealData:
+    """One split of a real dataset: uint8 images [N,C,H,W], int64 labels and a per-class index."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+    split: str
+    revision: str | None = None
+    by_class: list[torch.Tensor] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        order = torch.argsort(self.labels, stable=True)
+        counts = torch.bincount(self.labels, minlength=self.num_classes).tolist()
+        self.by_class = list(torch.split(order, counts))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[2:])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_indices(
+        self, cls: int, count: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """`count` distinct random indices of class `cls` (without replacement)."""
+        pool = self.by_class[cls]
+        if count > len(pool):
+            raise UserError(
+                f"class {cls} ({self.class_names[cls]!r}) of {self.source} [{self.split}] has only "
+                f"{len(pool)} images, but {count} were asked for; ask for at most {len(pool)} per class"
+            )
+        return pool[torch.randperm(len(pool), generator=generator)[:count]]
+
+    def balanced_indices(
+        self, per_class: int, generator: torch.Generator | None = None, classes=None
+    ) -> torch.Tensor:
+        """`per_class` random indices of every class (or of `classes`), grouped by class."""
+        classes = range(self.num_classes) if classes is None else classes
+        return torch.cat([self.class_indices(c, per_class, generator) for c in classes])
+
+    def floats(self, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Images as float32 in [0, 1] (all of them, or those at `indices`)."""
+        images = self.images if indices is None else self.images[indices]
+        return images.float().div_(255)
+
+
+def _is_local(source: str) -> bool:
+    return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
+
+
+def _load(source: str, split: str, config: str | None, revision: str | None):
+    import datasets
+
+    if _is_local(source) and not Path(source).expanduser().exists():
+        raise UserError(f"no such folder: {source}; pass an existing folder or a Hub id such as uoft-cs/cifar10")
+    where = str(Path(source).expanduser()) if _is_local(source) else source
+    try:
+        splits = datasets.get_dataset_split_names(where, config_name=config, revision=revision)
+    except Exception as exc:  # datasets raises many types for "cannot find or reach this dataset"
+        raise UserError(
+            f"cannot load dataset {source!r}: {type(exc).__name__}: {exc}. Pass a local folder in Hub "
+            "layout or a Hub id you can reach (check the spelling, your network and HF_TOKEN)"
+        ) from exc
+    if split not in splits:
+        raise UserError(f"dataset {source!r} has no split {split!r}; it has: {', '.join(splits)}")
+    return datasets.load_dataset(where, name=config, split=split, revision=revision)
+
+
+def _pick_column(features, wanted: str | None, kind, flag: str, what: str) -> str:
+    columns = ", ".join(f"{name} ({type(feat).__name__})" for name, feat in features.items())
+    if wanted is not None:
+        if wanted not in features:
+            raise UserError(f"no column {wanted!r} in the dataset; its columns are: {columns}")
+        return wanted
+    found = [name for name, feat in features.items() if isinstance(feat, kind)]
+    if not found:
+        raise UserError(f"no {what} column found (columns: {columns}); name one with {flag} NAME")
+    if len(found) > 1:
+        raise UserError(f"several {what} columns ({', '.join(found)}); choose one with {flag} NAME")
+    return found[0]
+
+
+def _class_names(ds, label_column: str) -> list[str]:
+    import datasets
+
+    feature = ds.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    if isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
+        return [str(i) for i in range(int(max(ds[label_column])) + 1)]
+    raise UserError(f"column {label_column!r} is {feature}, not a class label; name an integer or ClassLabel column")
+
+
+def _decoder(image_column: str, mode: str, size: int | None):
+    """A batched `map` function turning PIL images into fixed-shape uint8 arrays [H,W,C]."""
+    first_size: list[tuple[int, int]] = []
+
+    def decode(batch):
+        arrays = []
+        for image in batch[image_column]:
+            image = image.convert(mode)
+            if size is not None and image.size != (size, size):
+                image = image.resize((size, size), resample=2)  # bilinear
+            first_size[:] = first_size or [image.size]
+            if image.size != first_size[0]:
+                raise UserError(
+                    f"images have different sizes ({first_size[0]} and {image.size}); "
+                    "pass --image-size N to resize them all to N x N"
+                )
+            array = np.asarray(image, dtype=np.uint8)
+            arrays.append(array[:, :, None] if array.ndim == 2 else array)
+        return {"pixels": arrays}
+
+    return decode
+
+
+def load_real(
+    source: str,
+    split: str = "train",
+    *,
+    config: str | None = None,
+    revision: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    image_size: int | None = None,
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> RealData:
+    """Load one split of an image-classification dataset (Hub id or local folder) into memory."""
+    import datasets
+
+    ds = _load(source, split, config, revision)
+    image_column = _pick_column(ds.features, image_column, datasets.Image, "--image-column", "image")
+    label_column = _pick_column(ds.features, label_column, (datasets.ClassLabel, datasets.Value), "--label-column", "class-label")
+    class_names = _class_names(ds, label_column)
+    if len(ds) == 0:
+        raise UserError(f"split {split!r} of {source!r} is empty")
+    first = ds[0][image_column]
+    mode = "L" if first.mode in ("L", "1", "I", "I;16", "F") else "RGB"
+    width, height = (image_size, image_size) if image_size else first.size
+    features = datasets.Features(
+        {"pixels": datasets.Array3D((height, width, 1 if mode == "L" else 3), "uint8"), label_column: ds.features[label_column]}
+    )
+    decoded = ds.map(
+        _decoder(image_column, mode, image_size),
+        batched=True,
+        batch_size=1000,
+        remove_columns=[c for c in ds.column_names if c != label_column],
+        features=features,
+        desc=f"Decoding {split} images",
+    )
+    pixels = decoded.select_columns(["pixels"]).with_format("numpy", dtype=np.uint8)[:]["pixels"]
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    labels = torch.as_tensor(decoded.select_columns([label_column]).with_format("numpy")[:][label_column], dtype=torch.int64)
+    if stats is None:
+        stats = _stats_for(source, images)
+    return RealData(images, labels, class_names, tuple(stats[0]), tuple(stats[1]), source, split, revision)
+
+
+def _stats_for(source: str, images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The field's statistics for a known dataset, else the per-channel mean/std of these images."""
+    key = known_stats_key(source)
+    if key is not None and len(KNOWN_STATS[key][0]) == images.shape[1]:
+        return KNOWN_STATS[key]
+    return compute_stats(images)
+
+
+def compute_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images [N,C,H,W] in [0, 1] units, in float64 chunks."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].to(torch.float64).div_(255)
+        total += block.sum((0, 2, 3))
+        squares += block.square().sum((0, 2, 3))
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """(images - mean) / std per channel, for float images in [0, 1]."""
+    shape = (1, -1, 1, 1)
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(shape)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(shape)
+    return (images - mean) / std

@@ -1,0 +1,122 @@
+"""Train on the small set, test on the real test split: the number the field reports.
+
+The protocol (BENCHMARKS.md): a fresh network per run, AdamW, lr halved at every fifth of
+training, per-sample DSA and CutMix; the reported figure is the test accuracy at the **final
+epoch** (never the best over checkpoints), mean and population std (as numpy's `std`) over runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field, replace
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import RealData
+from .errors import UserError
+from .nets import build_net
+from .synthetic import SyntheticSet
+from .train import TrainConfig, accuracy, train
+
+
+@dataclass
+class EvalConfig:
+    """Which network, how to train it, how many runs."""
+
+    net: str = "convnet"
+    net_options: dict = field(default_factory=lambda: {"width": 64, "norm": "instance", "act": "relu", "pool": "avg"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runs: int = 2
+    seed: int = 0
+    labels: str = "auto"  # auto (soft when the set has them) | hard | soft
+
+    def to_dict(self) -> dict:
+        return {"net": self.net, "net_options": dict(self.net_options), "train": self.train.to_dict(), "runs": self.runs, "seed": self.seed, "labels": self.labels}
+
+
+# `cpu`: the evaluation of the cifar10-ipc10-cpu preset; `paper`: the NCFM paper's CIFAR protocol.
+EVAL_PRESETS = {
+    "cpu": EvalConfig(),
+    "paper": EvalConfig(
+        net_options={"width": 128, "norm": "instance", "act": "relu", "pool": "avg"},
+        train=TrainConfig(epochs=2000),
+        runs=10,
+    ),
+}
+
+
+def eval_preset(name: str) -> EvalConfig:
+    if name not in EVAL_PRESETS:
+        raise UserError(f"unknown evaluation preset {name!r}; choose one of {', '.join(EVAL_PRESETS)}")
+    preset = EVAL_PRESETS[name]
+    return replace(preset, net_options=dict(preset.net_options), train=replace(preset.train))
+
+
+def _targets(synthetic: SyntheticSet, labels: str) -> tuple[torch.Tensor, str]:
+    if labels not in ("auto", "hard", "soft"):
+        raise UserError(f"labels must be auto, hard or soft, got {labels!r}")
+    if labels == "soft" and synthetic.soft_labels is None:
+        raise UserError("--labels soft asked for, but this set has no soft labels; use --labels hard")
+    if labels != "hard" and synthetic.soft_labels is not None:
+        return synthetic.soft_labels, "soft"
+    return synthetic.labels, "hard"
+
+
+def check_compatible(synthetic: SyntheticSet, test: RealData) -> None:
+    """The set and the test split must agree on channels, image size and classes."""
+    if tuple(synthetic.images.shape[1:]) != (test.channels, *test.image_size):
+        raise UserError(
+            f"the set's images are {list(synthetic.images.shape[1:])} but {test.source} [{test.split}] has "
+            f"{[test.channels, *test.image_size]}; evaluate against the dataset the set was made from (or pass --image-size)"
+        )
+    if synthetic.class_names != test.class_names:
+        raise UserError(f"the set has classes {synthetic.class_names[:5]}... but {test.source} has {test.class_names[:5]}...; use the matching dataset")
+
+
+def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, device: torch.device, progress: bool = True) -> dict:
+    """Train a fresh network per run on `synthetic`, report final-epoch accuracy on `test`."""
+    check_compatible(synthetic, test)
+    if config.runs < 1:
+        raise UserError(f"runs must be at least 1, got {config.runs}")
+    targets, kind = _targets(synthetic, config.labels)
+    runs = []
+    for run in tqdm(range(config.runs), desc="eval runs", disable=not progress, unit="run"):
+        seed = config.seed + run
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_net(config.net, synthetic.images.shape[1], synthetic.num_classes, synthetic.images.shape[2:], **config.net_options)
+        generator = torch.Generator().manual_seed(seed)
+        stats = train(
+            net, synthetic.images, targets, config.train,
+            mean=synthetic.mean, std=synthetic.std, generator=generator, device=device,
+            desc=f"run {run + 1}/{config.runs}", progress=progress,
+        )
+        runs.append({"seed": seed, "accuracy": accuracy(net, test, synthetic.mean, synthetic.std, device), **stats})
+    accuracies = [r["accuracy"] for r in runs]
+    return {
+        "accuracy_mean": statistics.fmean(accuracies),
+        "accuracy_std": statistics.pstdev(accuracies),
+        "runs": runs,
+        "labels": kind,
+        "set": synthetic.summary(),
+        "test": f"{test.source} [{test.split}], {len(test)} images",
+        "device": str(device),
+        "protocol": config.to_dict(),
+        "train_images_per_second": statistics.fmean(r["images_per_second"] for r in runs),
+    }
+
+
+def format_result(result: dict) -> str:
+    """A plain-text table of an `evaluate_set` result."""
+    protocol = result["protocol"]
+    lines = [f"{'run':>4}  {'seed':>5}  {'final-epoch test acc':>20}  {'train img/s':>11}"]
+    for index, run in enumerate(result["runs"]):
+        lines.append(f"{index:>4}  {run['seed']:>5}  {run['accuracy']:>19.2f}%  {run['images_per_second']:>11.0f}")
+    options = ", ".join(f"{k}={v}" for k, v in protocol["net_options"].items())
+    lines.append(
+        f"mean ± std: {result['accuracy_mean']:.2f} ± {result['accuracy_std']:.2f} %  "
+        f"({protocol['net']}({options}), {protocol['train']['epochs']} epochs, {result['labels']} labels, "
+        f"{len(result['runs'])} runs; {result['test']})"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""`SyntheticSet`: a condensed (or baseline) image set, and its safetensors file.
+
+File contract (DESIGN.md): tensors `images` [N,C,H,W] float32 in [0, 1], `labels` [N] int64,
+optional `soft_labels` [N,K] float32 and `canvases` [M,C,H,W] float32; string metadata with the
+method, source dataset and revision, ipc, factor, mean, std, class names, the full config, the
+evaluation figures and the package version (JSON for structured values).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+FORMAT = "condensed-set/1"
+JSON_KEYS = ("mean", "std", "class_names", "config", "evaluation")
+
+
+@dataclass
+class SyntheticSet:
+    """Training images with their labels, plus everything needed to use and describe them."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    method: str
+    source_dataset: str
+    ipc: int
+    factor: int = 1
+    soft_labels: torch.Tensor | None = None
+    canvases: torch.Tensor | None = None
+    source_revision: str | None = None
+    config: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problem = _check_tensors(self.images, self.labels, self.soft_labels, self.canvases, len(self.class_names))
+        if problem is None and (len(self.mean), len(self.std)) != (self.images.shape[1],) * 2:
+            problem = f"mean/std have {len(self.mean)}/{len(self.std)} values for {self.images.shape[1]} channels"
+        if problem:
+            raise UserError(f"invalid synthetic set: {problem}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def summary(self) -> str:
+        n, c, h, w = self.images.shape
+        soft = ", soft labels" if self.soft_labels is not None else ""
+        return (
+            f"{self.method} set from {self.source_dataset}: {n} images {c}x{h}x{w}, {self.num_classes} classes, "
+            f"ipc {self.ipc}, factor {self.factor}{soft}"
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the safetensors file atomically (temporary name in the same folder, then rename)."""
+        from safetensors.torch import save_file
+
+        from . import __version__
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"images": self.images, "labels": self.labels}
+        if self.soft_labels is not None:
+            tensors["soft_labels"] = self.soft_labels
+        if self.canvases is not None:
+            tensors["canvases"] = self.canvases
+        metadata = {
+            "format": FORMAT,
+            "method": self.method,
+            "source_dataset": self.source_dataset,
+            "source_revision": self.source_revision or "",
+            "ipc": str(self.ipc),
+            "factor": str(self.factor),
+            "version": __version__,
+        }
+        metadata.update({key: json.dumps(getattr(self, key)) for key in JSON_KEYS})
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+            os.chmod(tmp, 0o644)  # safetensors writes 0600; a published set is meant to be read
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SyntheticSet":
+        """Read and check a file written by `save`; a corrupt or foreign file gets a precise error."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"no such file: {path}; pass a .safetensors file written by `condense`")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UserError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or not a condensed set") from exc
+        if metadata.get("format") != FORMAT:
+            raise UserError(f"{path} is a safetensors file but not a condensed set (metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r})")
+        missing = [key for key in ("images", "labels") if key not in tensors]
+        missing += [key for key in ("method", "source_dataset", "ipc", "factor", *JSON_KEYS) if key not in metadata]
+        if missing:
+            raise UserError(f"{path} lacks {', '.join(missing)}; the file is incomplete or was written by another tool")
+        try:
+            decoded = {key: json.loads(metadata[key]) for key in JSON_KEYS}
+            ipc, factor = int(metadata["ipc"]), int(metadata["factor"])
+        except ValueError as exc:
+            raise UserError(f"{path} has malformed metadata ({exc})") from exc
+        problem = _check_tensors(tensors["images"], tensors["labels"], tensors.get("soft_labels"), tensors.get("canvases"), len(decoded["class_names"]))
+        if problem:
+            raise UserError(f"{path}: {problem}")
+        return cls(
+            images=tensors["images"],
+            labels=tensors["labels"],
+            soft_labels=tensors.get("soft_labels"),
+            canvases=tensors.get("canvases"),
+            class_names=decoded["class_names"],
+            mean=tuple(decoded["mean"]),
+            std=tuple(decoded["std"]),
+            method=metadata["method"],
+            source_dataset=metadata["source_dataset"],
+            source_revision=metadata.get("source_revision") or None,
+            ipc=ipc,
+            factor=factor,
+            config=decoded["config"],
+            evaluation=decoded["evaluation"],
+        )
+
+
+def _check_tensors(images, labels, soft_labels, canvases, num_classes: int) -> str | None:
+    """What is wrong with these tensors as a synthetic set, or None."""
+    if images.dtype != torch.float32 or images.dim() != 4:
+        return f"'images' must be float32 [N,C,H,W], got {images.dtype} {list(images.shape)}"
+    if labels.dtype != torch.int64 or labels.dim() != 1 or len(labels) != len(images):
+        return f"'labels' must be int64 [{len(images)}], got {labels.dtype} {list(labels.shape)}"
+    if num_classes < 1:
+        return "there are no class names"
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        return f"labels range over [{labels.min()}, {labels.max()}] but there are {num_classes} classes"
+    if not torch.isfinite(images).all() or (len(images) and (images.min() < 0 or images.max() > 1)):
+        return "'images' must be finite and within [0, 1]"
+    if soft_labels is not None and (soft_labels.dtype != torch.float32 or list(soft_labels.shape) != [len(images), num_classes]):
+        return f"'soft_labels' must be float32 [{len(images)}, {num_classes}], got {soft_labels.dtype} {list(soft_labels.shape)}"
+    if canvases is not None and (canvases.dtype != torch.float32 or canvases.dim() != 4 or canvases.shape[1] != images.shape[1]):
+        return f"'canvases' must be float32 [M,{images.shape[1]},H,W], got {canvases.dtype} {list(canvases.shape)}"
+    return None

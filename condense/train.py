@@ -1,0 +1,129 @@
+"""The one training loop: train a network on a set of images (hard or soft targets), and test it.
+
+Evaluation, pool pretraining and the downstream trainers all call `train`; what differs is the
+`TrainConfig` (optimiser, schedule, augmentation, CutMix, temperature) and the targets.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .augment import DSA, TRAINING_STRATEGY, cutmix
+from .data import RealData, normalise
+from .errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults: the evaluation protocol of BENCHMARKS.md (300 epochs for the CPU preset)."""
+
+    epochs: int = 300
+    batch_size: int = 128
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    momentum: float = 0.9  # sgd only
+    lr_decay_at: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)  # fractions of training where the lr is multiplied by lr_gamma
+    lr_gamma: float = 0.5
+    dsa: str = TRAINING_STRATEGY  # per-sample DSA operations; "" for none
+    cutmix_p: float = 0.5  # probability that a batch is CutMix-ed
+    temperature: float = 1.0  # soft targets: softmax(log p / T); loss T^2 * CE(logits / T, targets)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    raise UserError(f"unknown optimizer {config.optimizer!r}; use adamw or sgd")
+
+
+def soft_targets(probabilities: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Temperature-scaled teacher probabilities: softmax(log p / T) (= softmax(teacher logits / T))."""
+    return torch.softmax(probabilities.clamp_min(1e-12).log() / temperature, dim=1)
+
+
+def train(
+    net: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    config: TrainConfig,
+    *,
+    mean,
+    std,
+    generator: torch.Generator,
+    device: torch.device,
+    desc: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train `net` in place on `images` (uint8 or float in [0, 1], [N,C,H,W]).
+
+    `targets` are class indices [N] (cross-entropy) or probabilities [N,K] (knowledge distillation
+    at `config.temperature`). All randomness (order, DSA, CutMix) comes from `generator`.
+    Returns the last epoch's mean loss, the wall time and training images per second.
+    """
+    if len(images) != len(targets) or len(images) == 0:
+        raise UserError(f"cannot train on {len(images)} images with {len(targets)} targets")
+    if config.epochs < 1 or config.batch_size < 1:
+        raise UserError(f"epochs and batch size must be at least 1, got {config.epochs} and {config.batch_size}")
+    temperature = config.temperature if targets.is_floating_point() else 1.0
+    if targets.is_floating_point():
+        targets = soft_targets(targets, temperature)
+    images, targets = images.to(device), targets.to(device)
+    augment = DSA(config.dsa) if config.dsa else None
+    net.to(device).train()
+    optimizer = make_optimizer(net.parameters(), config)
+    milestones = sorted({max(1, round(f * config.epochs)) for f in config.lr_decay_at})
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.lr_gamma)
+    count = len(images)
+    epochs = tqdm(range(config.epochs), desc=desc or "train", disable=not progress, leave=False, unit="ep")
+    start = time.perf_counter()
+    for epoch in epochs:
+        order = torch.randperm(count, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for first in range(0, count, config.batch_size):
+            batch = order[first : first + config.batch_size]
+            x = images[batch]
+            x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, mean, std)
+            if augment is not None:
+                x = augment(x, generator)
+            y = targets[batch]
+            mix = torch.rand(1, generator=generator).item() < config.cutmix_p
+            if mix:
+                x, perm, lam = cutmix(x, generator)
+            logits = net(x) / temperature
+            loss = F.cross_entropy(logits, y)
+            if mix:
+                loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm.to(device)])
+            loss = loss * temperature**2
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(batch)
+        schedule.step()
+        epoch_loss = loss_sum.item() / count
+        if not torch.isfinite(torch.tensor(epoch_loss)):
+            raise UserError(f"training diverged (loss {epoch_loss}) at epoch {epoch + 1}; lower the learning rate")
+        epochs.set_postfix(loss=f"{epoch_loss:.3f}")
+    seconds = time.perf_counter() - start
+    return {"loss": epoch_loss, "seconds": seconds, "images_per_second": config.epochs * count / seconds}
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, data: RealData, mean, std, device: torch.device, batch_size: int = 1000) -> float:
+    """Top-1 accuracy (%) of `net` on every image of `data`."""
+    net.to(device).eval()
+    correct = 0
+    for first in range(0, len(data), batch_size):
+        x = normalise(data.images[first : first + batch_size].to(device).float() / 255, mean, std)
+        correct += (net(x).argmax(1).cpu() == data.labels[first : first + batch_size]).sum().item()
+    return 100.0 * correct / len(data)

@@ -1,0 +1,1 @@
+"""Consumers of condensed sets: loading, DLB training, continual learning, architecture search."""
