@@ -181,7 +181,7 @@ def load_real(
 
     ds = _load(source, split, config, revision)
     image_column = _pick_column(ds.features, image_column, datasets.Image, "--image-column", "image")
-    label_column = _pick_column(ds.features, label_column, (datasets.ClassLabel, datasets.Value), "--label-column", "class-label")
+    label_column = _pick_column(ds.features, label_column, datasets.ClassLabel, "--label-column", "class-label")
     class_names = _class_names(ds, label_column)
     if len(ds) == 0:
         raise UserError(f"split {split!r} of {source!r} is empty")

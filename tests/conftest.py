@@ -1,0 +1,101 @@
+"""Shared fixtures: the real-data mirrors in ../shared/data (skipped when absent) and tiny local datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"needs the real-data mirror {path} (../shared/data beside the repository); not present here")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    return shared_dataset("mnist")
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir() -> Path:
+    return shared_dataset("cifar10")
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_dir):
+    from condense.data import load_real
+
+    return load_real(str(mnist_dir), "test")
+
+
+@pytest.fixture(scope="session")
+def mnist_train(mnist_dir):
+    from condense.data import load_real
+
+    return load_real(str(mnist_dir), "train")
+
+
+def write_image_folder(folder: Path, columns: dict, splits=("train", "test"), rows: int = 12, seed: int = 0) -> Path:
+    """A tiny Hub-layout dataset: one parquet file per split with the given column kinds.
+
+    `columns` maps a name to "image", "label" (ClassLabel with 3 classes), "int" or "text".
+    """
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    kinds = {
+        "image": datasets.Image(),
+        "label": datasets.ClassLabel(names=["ant", "bee", "cat"]),
+        "int": datasets.Value("int64"),
+        "text": datasets.Value("string"),
+    }
+    features = datasets.Features({name: kinds[kind] for name, kind in columns.items()})
+    for split in splits:
+        data = {}
+        for name, kind in columns.items():
+            if kind == "image":
+                data[name] = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in range(rows)]
+            elif kind in ("label", "int"):
+                data[name] = [i % 3 for i in range(rows)]
+            else:
+                data[name] = [f"row {i}" for i in range(rows)]
+        ds = datasets.Dataset.from_dict(data, features=features)
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        ds.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    return folder
+
+
+@pytest.fixture
+def tiny_set():
+    """A 2-class SyntheticSet of 8x8 RGB images (6 per class) with soft labels."""
+    from condense.synthetic import SyntheticSet
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(2).repeat_interleave(6)
+    images = torch.rand(12, 3, 8, 8, generator=generator)
+    images[labels == 1, 0] = images[labels == 1, 0] * 0.3 + 0.7  # class 1 is redder
+    soft = torch.softmax(torch.randn(12, 2, generator=generator), 1)
+    return SyntheticSet(
+        images=images, labels=labels, soft_labels=soft, class_names=["blue", "red"],
+        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), method="test", source_dataset="tiny", ipc=6,
+    )
+
+
+@pytest.fixture
+def tiny_test_data():
+    """RealData with 40 uint8 8x8 images of the two tiny_set classes."""
+    from condense.data import RealData
+
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(2).repeat(20)
+    images = torch.rand(40, 3, 8, 8, generator=generator)
+    images[labels == 1, 0] = images[labels == 1, 0] * 0.3 + 0.7
+    return RealData((images * 255).to(torch.uint8), labels, ["blue", "red"], (0.5,) * 3, (0.25,) * 3, "tiny", "test")

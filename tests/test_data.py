@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import torch
+
+from condense.data import RealData, compute_stats, known_stats_key, load_real
+from condense.errors import UserError
+from conftest import write_image_folder
+
+
+def test_columns_found_by_feature_type_whatever_their_names(tmp_path):
+    folder = write_image_folder(tmp_path / "ds", {"picture": "image", "caption": "text", "target": "label"})
+    data = load_real(str(folder), "train")
+    assert data.images.shape == (12, 3, 8, 8) and data.images.dtype == torch.uint8
+    assert data.labels.tolist() == [i % 3 for i in range(12)]
+    assert data.class_names == ["ant", "bee", "cat"]
+    assert [ix.tolist() for ix in data.by_class] == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
+
+
+def test_decoded_pixels_equal_the_stored_png(tmp_path):
+    import datasets
+
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "label": "label"})
+    raw = datasets.load_dataset(str(folder), split="train")
+    data = load_real(str(folder), "train")
+    assert np.array_equal(data.images[5].permute(1, 2, 0).numpy(), np.asarray(raw[5]["img"]))
+
+
+def test_no_image_column_names_the_flag(tmp_path):
+    folder = write_image_folder(tmp_path / "ds", {"caption": "text", "label": "label"})
+    with pytest.raises(UserError, match=r"no image column found \(columns: caption \(Value\), label \(ClassLabel\)\); name one with --image-column"):
+        load_real(str(folder))
+
+
+def test_no_label_column_names_the_flag(tmp_path):
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "caption": "text"})
+    with pytest.raises(UserError, match="no class-label column found .*--label-column"):
+        load_real(str(folder))
+
+
+def test_integer_label_column_by_flag(tmp_path):
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "caption": "text", "y": "int"})
+    data = load_real(str(folder), label_column="y")
+    assert data.class_names == ["0", "1", "2"]
+
+
+def test_text_column_is_not_a_label(tmp_path):
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "caption": "text", "label": "label"})
+    with pytest.raises(UserError, match="column 'caption' is .* not a class label"):
+        load_real(str(folder), label_column="caption")
+
+
+def test_ambiguous_and_missing_named_columns(tmp_path):
+    folder = write_image_folder(tmp_path / "ds", {"a": "image", "b": "image", "label": "label"})
+    with pytest.raises(UserError, match=r"several image columns \(a, b\); choose one with --image-column"):
+        load_real(str(folder))
+    with pytest.raises(UserError, match="no column 'c' in the dataset; its columns are: a \\(Image\\), b \\(Image\\)"):
+        load_real(str(folder), image_column="c")
+    assert load_real(str(folder), image_column="b").images.shape == (12, 3, 8, 8)
+
+
+def test_missing_folder_and_unknown_split(tmp_path):
+    with pytest.raises(UserError, match="no such folder: .*nowhere"):
+        load_real(str(tmp_path / "nowhere"))
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "label": "label"})
+    with pytest.raises(UserError, match="has no split 'validation'; it has: train, test"):
+        load_real(str(folder), "validation")
+
+
+def test_resize_option(tmp_path):
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "label": "label"})
+    assert load_real(str(folder), image_size=4).images.shape == (12, 3, 4, 4)
+
+
+def _data(per_class=(5, 7, 9)):
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(per_class)])
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(3))
+    labels = labels[perm]
+    images = torch.arange(len(labels), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone()
+    return RealData(images, labels, ["a", "b", "c"], (0.5,), (0.5,), "toy", "train")
+
+
+def test_balanced_sampling_is_balanced_distinct_and_seeded():
+    data = _data()
+    first = data.balanced_indices(4, torch.Generator().manual_seed(0))
+    again = data.balanced_indices(4, torch.Generator().manual_seed(0))
+    other = data.balanced_indices(4, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert data.labels[first].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert len(set(first.tolist())) == 12
+    assert data.balanced_indices(2, torch.Generator(), classes=[2]).tolist() != []
+    assert set(data.labels[data.balanced_indices(2, torch.Generator(), classes=[2])].tolist()) == {2}
+
+
+def test_sampling_more_than_a_class_has_says_how_many_it_has():
+    with pytest.raises(UserError, match=r"class 0 \('a'\) of toy \[train\] has only 5 images, but 6 were asked for"):
+        _data().balanced_indices(6)
+
+
+def test_stats_known_by_name_else_computed():
+    assert known_stats_key("uoft-cs/cifar10") == "cifar10"
+    assert known_stats_key("../shared/data/cifar10/") == "cifar10"
+    assert known_stats_key("ylecun/mnist") == "mnist"
+    assert known_stats_key("zalando-datasets/fashion_mnist") == "fashionmnist"
+    assert known_stats_key("frgfm/imagenette") == "imagenet"
+    assert known_stats_key("someone/flowers") is None
+    images = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = compute_stats(images, chunk=7)
+    array = images.numpy().astype(np.float64) / 255
+    assert np.allclose(mean, array.mean((0, 2, 3)), atol=1e-4)
+    assert np.allclose(std, array.std((0, 2, 3)), atol=1e-4)
+
+
+def test_cifar10_mirror(cifar10_dir):
+    data = load_real(str(cifar10_dir), "test")
+    assert data.images.shape == (10000, 3, 32, 32)
+    assert data.class_names[:3] == ["airplane", "automobile", "bird"]
+    assert [len(ix) for ix in data.by_class] == [1000] * 10
+    assert data.mean == (0.4914, 0.4822, 0.4465) and data.std == (0.2023, 0.1994, 0.2010)
+
+
+def test_mnist_mirror(mnist_test):
+    assert mnist_test.images.shape == (10000, 1, 28, 28)
+    assert mnist_test.mean == (0.1307,) and mnist_test.std == (0.3081,)
+    assert mnist_test.labels[:5].tolist() == [7, 2, 1, 0, 4]  # the official test order

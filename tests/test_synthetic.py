@@ -1,0 +1,101 @@
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from condense.errors import UserError
+from condense.synthetic import FORMAT, SyntheticSet
+
+
+def test_round_trip_is_bit_exact(tiny_set, tmp_path):
+    tiny_set.canvases = tiny_set.images[:3].clone()
+    tiny_set.config = {"lr": 1e-3, "nested": {"a": [1, 2]}}
+    tiny_set.evaluation = {"accuracy_mean": 51.25}
+    path = tiny_set.save(tmp_path / "sub" / "set.safetensors")
+    back = SyntheticSet.load(path)
+    for name in ("images", "labels", "soft_labels", "canvases"):
+        assert torch.equal(getattr(back, name), getattr(tiny_set, name)), name
+        assert getattr(back, name).dtype == getattr(tiny_set, name).dtype
+    for name in ("class_names", "mean", "std", "method", "source_dataset", "ipc", "factor", "config", "evaluation"):
+        assert getattr(back, name) == getattr(tiny_set, name), name
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+    assert [p.name for p in path.parent.iterdir()] == ["set.safetensors"]
+
+
+def _write(path, tensors, **metadata):
+    base = {"format": FORMAT, "method": "x", "source_dataset": "d", "ipc": "1", "factor": "1",
+            "mean": "[0.5]", "std": "[0.5]", "class_names": '["a", "b"]', "config": "{}", "evaluation": "{}"}
+    save_file(tensors, str(path), metadata={**base, **metadata})
+    return path
+
+
+GOOD = {"images": torch.rand(2, 1, 4, 4), "labels": torch.tensor([0, 1])}
+
+
+@pytest.mark.parametrize(
+    "tensors,metadata,message",
+    [
+        ({**GOOD, "labels": torch.tensor([0, 1], dtype=torch.int32)}, {}, r"'labels' must be int64 \[2\], got torch.int32"),
+        ({**GOOD, "labels": torch.tensor([0, 2])}, {}, r"labels range over \[0, 2\] but there are 2 classes"),
+        ({**GOOD, "images": torch.rand(2, 1, 4, 4) + 1}, {}, r"'images' must be finite and within \[0, 1\]"),
+        ({**GOOD, "images": torch.rand(2, 1, 4, 4).double()}, {}, r"'images' must be float32 \[N,C,H,W\], got torch.float64"),
+        ({**GOOD, "soft_labels": torch.rand(2, 3)}, {}, r"'soft_labels' must be float32 \[2, 2\], got torch.float32 \[2, 3\]"),
+        ({**GOOD, "canvases": torch.rand(1, 3, 4, 4)}, {}, r"'canvases' must be float32 \[M,1,H,W\]"),
+        ({"images": GOOD["images"]}, {}, "lacks labels"),
+        (GOOD, {"format": "other/2"}, "not a condensed set .*'other/2'"),
+        (GOOD, {"ipc": "ten"}, "malformed metadata"),
+        (GOOD, {"mean": "[0.5, 0.5]"}, r"mean/std have 2/1 values for 1 channels"),
+    ],
+)
+def test_each_bad_file_gets_a_precise_error(tmp_path, tensors, metadata, message):
+    path = _write(tmp_path / "bad.safetensors", tensors, **metadata)
+    with pytest.raises(UserError, match=message):
+        SyntheticSet.load(path)
+
+
+def test_foreign_truncated_and_missing_files(tiny_set, tmp_path):
+    foreign = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(UserError, match="not a condensed set \\(metadata 'format' is None"):
+        SyntheticSet.load(foreign)
+    path = tiny_set.save(tmp_path / "set.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match="not a readable safetensors file"):
+        SyntheticSet.load(truncated)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 5)
+    with pytest.raises(UserError, match="not a readable safetensors file"):
+        SyntheticSet.load(garbage)
+    with pytest.raises(UserError, match="no such file"):
+        SyntheticSet.load(tmp_path / "absent.safetensors")
+
+
+def test_failed_save_leaves_nothing_behind(tiny_set, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    with pytest.raises(OSError):
+        tiny_set.save(tmp_path / "set.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metadata_is_plain_strings_with_json(tiny_set, tmp_path):
+    from safetensors import safe_open
+
+    path = tiny_set.save(tmp_path / "set.safetensors")
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["format"] == FORMAT and json.loads(metadata["class_names"]) == ["blue", "red"]
+    assert set(load_file(str(path))) == {"images", "labels", "soft_labels"}
+
+
+def test_constructor_rejects_inconsistent_sets(tiny_set):
+    with pytest.raises(UserError, match="invalid synthetic set: labels range over"):
+        SyntheticSet(images=tiny_set.images, labels=tiny_set.labels + 5, class_names=["a", "b"], mean=(0,) * 3, std=(1,) * 3,
+                     method="x", source_dataset="d", ipc=1)
