@@ -15,7 +15,7 @@ results do not depend on the device. An operation whose strength is 0 is skipped
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -60,85 +60,91 @@ class DSA:
     def __repr__(self) -> str:
         return f"DSA({self.strategy!r}, {self.strengths})"
 
-    def _on(self, name: str) -> bool:
-        return name in self.operations
-
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None, siamese: bool = False) -> torch.Tensor:
-        draws = 1 if siamese else images.shape[0]
-        if self._on("color"):
-            images = self._color(images, draws, generator)
-        if self.operations & {"crop", "flip", "scale", "rotate"}:
-            images = self._warp(images, draws, generator)
-        if self._on("cutout") and self.strengths.cutout > 0:
-            images = self._cutout(images, draws, generator)
-        return images
+        """Augment [N,C,H,W] images: one draw for all (`siamese`) or one per image."""
+        draw = self.draw(1 if siamese else images.shape[0], images.shape[2], images.shape[3], generator)
+        return self.apply(images, draw)
 
-    def _per_image(self, values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        return values.to(images.device, images.dtype).view(-1, 1, 1, 1)
+    def draw(self, count: int, height: int, width: int, generator: torch.Generator | None = None) -> dict:
+        """`count` random draws (on the CPU), to be applied with `apply`."""
+        s, on = self.strengths, self.operations
+        draw: dict[str, torch.Tensor] = {}
+        if "color" in on:
+            if s.brightness > 0:
+                draw["brightness"] = _uniform(count, -s.brightness / 2, s.brightness / 2, generator)
+            if s.saturation > 0:
+                draw["saturation"] = _uniform(count, 1 - s.saturation, 1 + s.saturation, generator)
+            if s.contrast > 0:
+                draw["contrast"] = _uniform(count, 1 - s.contrast, 1 + s.contrast, generator)
+        theta = self._draw_warp(count, height, width, generator)
+        if theta is not None:
+            draw["theta"] = theta
+        if "cutout" in on and s.cutout > 0:
+            draw["keep"] = self._draw_cutout(count, height, width, generator)
+        return draw
 
-    def _color(self, x: torch.Tensor, draws: int, generator) -> torch.Tensor:
-        s = self.strengths
-        if s.brightness > 0:
-            x = x + self._per_image(_uniform(draws, -s.brightness / 2, s.brightness / 2, generator), x)
-        if s.saturation > 0:
+    def apply(self, images: torch.Tensor, draw: dict, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply a draw; image i uses draw row `index[i]` (default: row i, or row 0 for a single draw)."""
+
+        def rows(name: str) -> torch.Tensor:
+            values = draw[name] if index is None else draw[name][index]
+            return values.to(images.device, images.dtype)
+
+        def per_image(name: str) -> torch.Tensor:
+            return rows(name).view(-1, 1, 1, 1)
+
+        x = images
+        if "brightness" in draw:
+            x = x + per_image("brightness")
+        if "saturation" in draw:
             grey = x.mean(dim=1, keepdim=True)
-            x = (x - grey) * self._per_image(_uniform(draws, 1 - s.saturation, 1 + s.saturation, generator), x) + grey
-        if s.contrast > 0:
+            x = (x - grey) * per_image("saturation") + grey
+        if "contrast" in draw:
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = (x - mean) * self._per_image(_uniform(draws, 1 - s.contrast, 1 + s.contrast, generator), x) + mean
+            x = (x - mean) * per_image("contrast") + mean
+        if "theta" in draw:
+            theta = rows("theta").expand(x.shape[0], 2, 3)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if "keep" in draw:
+            x = x * rows("keep").unsqueeze(1)
         return x
 
-    def _warp(self, x: torch.Tensor, draws: int, generator) -> torch.Tensor:
-        """Flip, scale, rotate and translate as one affine map (output -> input coordinates)."""
-        s, n = self.strengths, x.shape[0]
-        height, width = x.shape[2:]
-        theta = torch.eye(2, 3).repeat(draws, 1, 1)
+    def _draw_warp(self, count: int, height: int, width: int, generator) -> torch.Tensor | None:
+        """Flip, scale, rotation and translation as one affine map (output -> input coordinates)."""
+        s, on = self.strengths, self.operations
+        theta = torch.eye(2, 3).repeat(count, 1, 1)
         changed = False
-        if self._on("flip") and s.flip > 0:
-            theta[:, 0, 0] = torch.where(torch.rand(draws, generator=generator) < s.flip, -1.0, 1.0)
+        if "flip" in on and s.flip > 0:
+            theta[:, 0, 0] = torch.where(torch.rand(count, generator=generator) < s.flip, -1.0, 1.0)
             changed = True
-        if self._on("scale") and s.scale > 0:
-            factors = _uniform(2 * draws, 1 / (1 + s.scale), 1 + s.scale, generator).view(draws, 2)
-            theta[:, :, :2] = theta[:, :, :2] * factors.view(draws, 1, 2)
+        if "scale" in on and s.scale > 0:
+            factors = _uniform(2 * count, 1 / (1 + s.scale), 1 + s.scale, generator).view(count, 1, 2)
+            theta[:, :, :2] = theta[:, :, :2] * factors
             changed = True
-        if self._on("rotate") and s.rotate > 0:
-            angle = _uniform(draws, -s.rotate, s.rotate, generator) * (math.pi / 180)
+        if "rotate" in on and s.rotate > 0:
+            angle = _uniform(count, -s.rotate, s.rotate, generator) * (math.pi / 180)
             cos, sin = torch.cos(angle), torch.sin(angle)
             rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
             theta[:, :, :2] = rotation @ theta[:, :, :2]
             changed = True
-        if self._on("crop") and s.crop > 0:
+        if "crop" in on and s.crop > 0:
             for axis, size in ((0, width), (1, height)):
                 reach = int(size * s.crop)
-                shift = torch.randint(-reach, reach + 1, (draws,), generator=generator).float()
+                shift = torch.randint(-reach, reach + 1, (count,), generator=generator).float()
                 theta[:, axis, 2] = 2 * shift / size  # whole pixels in normalised coordinates
             changed = True
-        if not changed:
-            return x
-        theta = theta.to(x.device, x.dtype).expand(n, 2, 3)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return theta if changed else None
 
-    def _cutout(self, x: torch.Tensor, draws: int, generator) -> torch.Tensor:
-        height, width = x.shape[2:]
+    def _draw_cutout(self, count: int, height: int, width: int, generator) -> torch.Tensor:
+        """Masks [count,H,W]: 0 inside a square of `cutout` x the size at a random centre, 1 elsewhere."""
         cut_h, cut_w = int(height * self.strengths.cutout + 0.5), int(width * self.strengths.cutout + 0.5)
-        top = torch.randint(0, height, (draws,), generator=generator) - cut_h // 2
-        left = torch.randint(0, width, (draws,), generator=generator) - cut_w // 2
+        top = torch.randint(0, height, (count,), generator=generator).view(-1, 1, 1) - cut_h // 2
+        left = torch.randint(0, width, (count,), generator=generator).view(-1, 1, 1) - cut_w // 2
         rows = torch.arange(height).view(1, -1, 1)
         cols = torch.arange(width).view(1, 1, -1)
-        inside = (rows >= top.view(-1, 1, 1)) & (rows < (top + cut_h).view(-1, 1, 1))
-        inside = inside & (cols >= left.view(-1, 1, 1)) & (cols < (left + cut_w).view(-1, 1, 1))
-        keep = (~inside).to(x.device, x.dtype).unsqueeze(1)
-        return x * keep
-
-
-def strengths_from(options: dict) -> DSAStrengths:
-    """DSAStrengths from a mapping, rejecting unknown names."""
-    known = {f.name for f in fields(DSAStrengths)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UserError(f"unknown DSA strength(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return DSAStrengths(**{k: float(v) for k, v in options.items()})
+        inside = (rows >= top) & (rows < top + cut_h) & (cols >= left) & (cols < left + cut_w)
+        return (~inside).float()
 
 
 def cutmix(images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:

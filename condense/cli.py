@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -107,6 +109,65 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--preset` plus one flag per DistillConfig field (the preset's value when not given)."""
+    from .distill import DistillConfig, PRESETS
+
+    parser.add_argument("--preset", default="cifar10-ipc10-cpu", help=f"one of {', '.join(PRESETS)} (default cifar10-ipc10-cpu)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group = parser.add_argument_group("settings (override the preset)")
+    for item in dataclasses.fields(DistillConfig):
+        flag = "--" + item.name.replace("_", "-")
+        kind = str(item.type).replace(" | None", "")
+        if kind == "bool":
+            group.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            group.add_argument(flag, dest=item.name, type={"int": int, "float": float}.get(kind, str), default=None, metavar=kind.upper())
+
+
+def distill_config(args: argparse.Namespace):
+    from .distill import DistillConfig, preset
+
+    config = preset(args.preset)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig) if getattr(args, f.name) is not None}
+    return dataclasses.replace(config, **given)
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    from .distill import distill
+    from .runtime import resolve_device
+
+    config = distill_config(args)
+    out = Path(args.out or Path("runs") / args.preset)
+    result = distill(config, out, resolve_device(args.device), resume=args.resume, progress=not args.no_progress)
+    seconds = sorted(result["seconds_per_iteration"]) or [float("nan")]
+    print(f"wrote {out / 'synthetic.safetensors'}: {result['set'].summary()}")
+    print(f"median {seconds[len(seconds) // 2]:.2f} s/iteration over {len(seconds)} iterations")
+    if result["evaluation"]:
+        from .evaluate import format_result
+
+        print(format_result(result["evaluation"]))
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from .distill import _pool_folder, pool_spec
+    from .pool import build_or_load_pool
+    from .runtime import resolve_device
+
+    config = distill_config(args)
+    options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column, "image_size": config.image_size}
+    real = load_data(config.data, config.split, options)
+    test = load_data(config.data, config.test_split, options)
+    spec = pool_spec(config, real)
+    folder = _pool_folder(config, spec)
+    build_or_load_pool(folder, spec, config.pool_size, real, test, resolve_device(args.device), progress=not args.no_progress)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for member in manifest["members"]:
+        print(f"member {member['index']}: test accuracy {member.get('test_accuracy', float('nan')):.2f}%, {member['seconds']:.0f} s")
+    print(f"pool of {len(manifest['members'])} in {folder}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condense", description="Dataset condensation (NCFM) and the train-on-small-set, test-on-real evaluation.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -119,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--out", help="output .safetensors (default: <dataset>-random-ipc<K>.safetensors)")
     add_data_arguments(baseline, required=True)
     baseline.set_defaults(func=cmd_baseline)
+
+    distill = commands.add_parser("distill", help="condense a real dataset with NCFM")
+    distill.add_argument("--out", help="run folder (default runs/<preset>)")
+    distill.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_distill_arguments(distill)
+    distill.set_defaults(func=cmd_distill)
+
+    pretrain = commands.add_parser("pretrain", help="train (or complete) the extractor pool of a preset")
+    add_distill_arguments(pretrain)
+    pretrain.set_defaults(func=cmd_pretrain)
 
     evaluate = commands.add_parser("eval", help="train on a set, report final-epoch accuracy on the real test split")
     evaluate.add_argument("set", help="a .safetensors set written by condense")

@@ -165,6 +165,13 @@ def _decoder(image_column: str, mode: str, size: int | None):
     return decode
 
 
+def _uint8_pixels(decoded, shape: tuple[int, int, int]) -> np.ndarray:
+    """The fixed-shape `pixels` column as one uint8 array [N,H,W,C], read from Arrow without Python objects."""
+    chunks = decoded.data.column("pixels").chunks
+    flat = [chunk.storage.flatten().flatten().flatten().to_numpy(zero_copy_only=False) for chunk in chunks]
+    return np.concatenate(flat).reshape(len(decoded), *shape)
+
+
 def load_real(
     source: str,
     split: str = "train",
@@ -199,8 +206,7 @@ def load_real(
         features=features,
         desc=f"Decoding {split} images",
     )
-    pixels = decoded.select_columns(["pixels"]).with_format("numpy", dtype=np.uint8)[:]["pixels"]
-    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy(_uint8_pixels(decoded, features["pixels"].shape)).permute(0, 3, 1, 2).contiguous()
     labels = torch.as_tensor(decoded.select_columns([label_column]).with_format("numpy")[:][label_column], dtype=torch.int64)
     if stats is None:
         stats = _stats_for(source, images)

@@ -63,6 +63,20 @@ class SyntheticSet:
             f"ipc {self.ipc}, factor {self.factor}{soft}"
         )
 
+    def save_preview(self, path: str | os.PathLike, per_class: int = 20) -> Path:
+        """A PNG grid of the images, one row per class (the first `per_class` of each)."""
+        from torchvision.utils import save_image
+
+        rows = [self.images[self.labels == c][:per_class] for c in range(self.num_classes)]
+        width = max(len(r) for r in rows)
+        padded = [torch.cat([r, torch.ones(width - len(r), *self.images.shape[1:])]) for r in rows]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        save_image(torch.cat(padded), str(tmp), nrow=width, padding=1, pad_value=1.0)
+        tmp.replace(path)
+        return path
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the safetensors file atomically (temporary name in the same folder, then rename)."""
         from safetensors.torch import save_file

@@ -1,0 +1,381 @@
+"""NCFM distillation: the min-max loop over synthetic canvases and the frequency sampler ψ.
+
+One iteration, for all classes at once (REFERENCE.md §1, with the published code's faults fixed):
+1. draw a pool member and a blend l; the frozen matcher gets l·θ_init + (1 − l)·θ_trained;
+2. draw K frequencies (Gaussian, or ψ's scale mixture);
+3. draw a fresh random batch of real images of every class;
+4. decode the canvases (multi-formation); one DSA draw per class, shared by that class's real and
+   synthetic images;
+5. per class: NCFD between L2-normalised matcher features of real and synthetic images (×300);
+   plus calibration: cross-entropy of the trained member on the augmented synthetic images;
+6. one backward of the summed loss; ψ's gradients are negated (ascent); one optimiser step for the
+   images (so no class's step leaks momentum or weight decay into another's), one for ψ; clamp to [0, 1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .augment import DSA, MATCHING_STRATEGY
+from .data import RealData, normalise
+from .errors import UserError
+from .formation import decode, decoded_labels, init_canvases
+from .ncfd import ncfd
+from .pool import POOL_TRAINING, Pool, PoolSpec
+from .sampler import GaussianSampler, ScaleMixtureSampler
+from .synthetic import SyntheticSet
+
+
+@dataclass
+class DistillConfig:
+    """Every setting of a distillation run (presets fill it; any field can be overridden)."""
+
+    data: str = "uoft-cs/cifar10"
+    data_config: str | None = None
+    label_column: str | None = None
+    image_column: str | None = None
+    image_size: int | None = None
+    split: str = "train"
+    test_split: str = "test"
+    ipc: int = 10
+    factor: int = 2
+    # matcher / pool networks
+    net: str = "convnet"
+    depth: int | None = None
+    width: int = 128
+    norm: str = "instance"
+    act: str = "relu"
+    pool: str = "avg"
+    pool_size: int = 20
+    pool_epochs: int = 60
+    pool_folder: str | None = None
+    # matching
+    real_batch: int = 1024
+    frequencies: int = 4096
+    alpha: float = 0.5
+    loss_scale: float = 300.0
+    dsa: str = MATCHING_STRATEGY
+    sampler: str = "learned"  # learned (ψ) | gaussian
+    sampler_lr: float = 1e-3
+    sigma_min: float = 0.1
+    sigma_max: float = 10.0
+    calibration_weight: float = 1.0
+    # image optimiser
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    momentum: float = 0.5
+    iterations: int = 20000
+    plateau_patience: int = 500
+    # run
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    soft_labels: str = "none"  # none | pool (the first trained pool member is the teacher)
+    eval_preset: str = "paper"
+    eval_runs: int | None = None
+    amp: bool = False  # bf16 autocast for the real-image forward passes (GPU)
+    channels_last: bool = False
+    compile: bool = False
+
+    def net_options(self) -> dict:
+        options = {"depth": self.depth, "width": self.width, "norm": self.norm, "act": self.act, "pool": self.pool}
+        return {k: v for k, v in options.items() if v is not None} if self.net == "convnet" else {"norm": self.norm}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _preset(**overrides) -> DistillConfig:
+    return DistillConfig(**overrides)
+
+
+_CPU = dict(width=64, pool_size=2, pool_epochs=1, real_batch=128, frequencies=1024, iterations=200, eval_preset="cpu", checkpoint_every=50)
+PRESETS: dict[str, DistillConfig] = {
+    "cifar10-ipc10-cpu": _preset(data="uoft-cs/cifar10", ipc=10, **_CPU),
+    "mnist-ipc10-cpu": _preset(data="ylecun/mnist", ipc=10, **_CPU),
+    **{f"cifar10-ipc{ipc}": _preset(data="uoft-cs/cifar10", ipc=ipc) for ipc in (1, 10, 50)},
+    **{
+        f"cifar100-ipc{ipc}": _preset(
+            data="uoft-cs/cifar100", label_column="fine_label", ipc=ipc,
+            **({"optimizer": "sgd", "lr": 0.01, "momentum": 0.5} if ipc == 10 else {}),
+        )
+        for ipc in (1, 10, 50)
+    },
+}
+
+
+def preset(name: str) -> DistillConfig:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name])
+
+
+class Distiller:
+    """The state of one distillation run and its `step()`; `state_dict()` makes it resumable."""
+
+    def __init__(self, config: DistillConfig, real: RealData, pool: Pool, device: torch.device):
+        self.config, self.real, self.pool, self.device = config, real, pool, device
+        needed = config.ipc * config.factor**2
+        smallest = min(len(ix) for ix in real.by_class)
+        if needed > smallest:
+            raise UserError(
+                f"IPC {config.ipc} with factor {config.factor} needs {needed} real images per class to initialise, "
+                f"but the smallest class of {real.source} has {smallest}; lower --ipc or --factor"
+            )
+        if config.real_batch > smallest:
+            raise UserError(f"--real-batch {config.real_batch} is larger than the smallest class ({smallest} images); lower it")
+        self.generator = torch.Generator().manual_seed(config.seed)
+        canvases, self.canvas_labels = init_canvases(real, config.ipc, config.factor, self.generator)
+        self.canvases = canvases.to(device).requires_grad_(True)
+        self.labels = decoded_labels(self.canvas_labels, config.factor).to(device)
+        self.augment = DSA(config.dsa)
+        dim = pool.matcher.feature_dim
+        if config.sampler == "learned":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                self.sampler = ScaleMixtureSampler(dim, config.frequencies, sigma_min=config.sigma_min, sigma_max=config.sigma_max)
+            self.sampler.to(device)
+            self.sampler_optimizer = torch.optim.Adam(self.sampler.parameters(), lr=config.sampler_lr)
+            self.sampler_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.sampler_optimizer, max(1, config.iterations))
+        elif config.sampler == "gaussian":
+            self.sampler, self.sampler_optimizer, self.sampler_schedule = GaussianSampler(dim, config.frequencies), None, None
+        else:
+            raise UserError(f"unknown sampler {config.sampler!r}; use learned or gaussian")
+        if config.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW([self.canvases], lr=config.lr, weight_decay=config.weight_decay)
+        elif config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD([self.canvases], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        else:
+            raise UserError(f"unknown optimizer {config.optimizer!r}; use adamw or sgd")
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", factor=0.5, patience=config.plateau_patience)
+        self.iteration = 0
+        self.matcher = pool.matcher
+        if config.channels_last:
+            self.matcher.to(memory_format=torch.channels_last)
+            pool.trained_net.to(memory_format=torch.channels_last)
+        self.features = torch.compile(self.matcher.features) if config.compile else self.matcher.features
+
+    def images(self) -> torch.Tensor:
+        """The decoded synthetic images [N,C,H,W] (ordered by class)."""
+        return decode(self.canvases, self.config.factor)
+
+    def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return F.normalize(self.features(x).float(), dim=1)
+
+    def step(self) -> dict:
+        """One min-max iteration; returns the logged figures."""
+        config, real, generator = self.config, self.real, self.generator
+        classes = real.num_classes
+        member, blend = self.pool.draw(generator)
+        frequencies = self.sampler(generator, self.device)
+        real_indices = real.balanced_indices(config.real_batch, generator)
+        real_images = normalise(real.floats(real_indices).to(self.device), real.mean, real.std)
+        synthetic = normalise(self.images(), real.mean, real.std)
+        per_class = len(synthetic) // classes
+        draw = self.augment.draw(classes, *real_images.shape[2:], generator)
+        real_groups = torch.arange(classes).repeat_interleave(config.real_batch)
+        synthetic = self.augment.apply(synthetic, draw, self.labels.cpu())
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp):
+            real_features = self._forward_features(self.augment.apply(real_images, draw, real_groups))
+        synthetic_features = self._forward_features(synthetic)
+        matching = config.loss_scale * ncfd(
+            real_features.view(classes, config.real_batch, -1), synthetic_features.view(classes, per_class, -1), frequencies, config.alpha
+        )
+        loss = matching.sum()
+        calibration = torch.zeros((), device=self.device)
+        if config.calibration_weight > 0:
+            per_sample = F.cross_entropy(self.pool.trained_net(synthetic), self.labels, reduction="none")
+            calibration = per_sample.view(classes, per_class).mean(1).sum()
+            loss = loss + config.calibration_weight * calibration
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.sampler_optimizer is not None:
+            self.sampler_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.sampler_optimizer is not None:
+            self.sampler.ascend()
+            self.sampler_optimizer.step()
+            self.sampler_schedule.step()
+        with torch.no_grad():
+            self.canvases.clamp_(0, 1)
+        value = loss.item()
+        if value != value:
+            raise UserError(f"the loss became NaN at iteration {self.iteration + 1}; lower --lr or check the data")
+        self.plateau.step(value)
+        self.iteration += 1
+        return {
+            "iteration": self.iteration, "loss": value, "matching": matching.sum().item(), "calibration": calibration.item(),
+            "lr": self.optimizer.param_groups[0]["lr"], "member": member, "blend": blend,
+            "real_indices": real_indices, **self.sampler.stats(),
+        }
+
+    def state_dict(self) -> dict:
+        state = {
+            "iteration": self.iteration, "canvases": self.canvases.detach().cpu(), "optimizer": self.optimizer.state_dict(),
+            "plateau": self.plateau.state_dict(), "generator": self.generator.get_state(),
+        }
+        if self.sampler_optimizer is not None:
+            state.update(sampler=self.sampler.state_dict(), sampler_optimizer=self.sampler_optimizer.state_dict(),
+                         sampler_schedule=self.sampler_schedule.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = state["iteration"]
+        with torch.no_grad():
+            self.canvases.copy_(state["canvases"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.plateau.load_state_dict(state["plateau"])
+        self.generator.set_state(state["generator"])
+        if self.sampler_optimizer is not None:
+            self.sampler.load_state_dict(state["sampler"])
+            self.sampler_optimizer.load_state_dict(state["sampler_optimizer"])
+            self.sampler_schedule.load_state_dict(state["sampler_schedule"])
+
+    def synthetic_set(self, soft_labels: torch.Tensor | None = None, evaluation: dict | None = None) -> SyntheticSet:
+        real = self.real
+        return SyntheticSet(
+            images=self.images().detach().cpu(), labels=self.labels.cpu(), soft_labels=soft_labels,
+            canvases=self.canvases.detach().cpu(), class_names=list(real.class_names), mean=real.mean, std=real.std,
+            method="ncfm", source_dataset=real.source, source_revision=real.revision, ipc=self.config.ipc,
+            factor=self.config.factor, config={**self.config.to_dict(), "iterations_done": self.iteration},
+            evaluation=evaluation or {},
+        )
+
+
+def pool_spec(config: DistillConfig, real: RealData) -> PoolSpec:
+    training = dataclasses.replace(POOL_TRAINING, epochs=config.pool_epochs).to_dict()
+    return PoolSpec(real.source, real.split, real.num_classes, real.channels, real.image_size, config.net, config.net_options(), training, config.seed)
+
+
+@torch.no_grad()
+def teacher_soft_labels(teacher: torch.nn.Module, images: torch.Tensor, mean, std, device, batch_size: int = 500) -> torch.Tensor:
+    """Teacher probabilities on the decoded images (float32 [N,K])."""
+    teacher.eval()
+    chunks = [torch.softmax(teacher(normalise(images[i : i + batch_size].to(device), mean, std)).float(), 1).cpu()
+              for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks)
+
+
+class RunLog:
+    """The JSONL log of a run; on resume, lines past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, keep_until: int):
+        self.path = path
+        lines = path.read_text().splitlines() if path.exists() and keep_until > 0 else []
+        kept = [line for line in lines if json.loads(line)["iteration"] <= keep_until]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def run_distillation(distiller: Distiller, out: Path, progress: bool = True) -> list[float]:
+    """Iterate to `config.iterations`, logging, checkpointing atomically; returns seconds per iteration."""
+    config = distiller.config
+    log = RunLog(out / "log.jsonl", distiller.iteration)
+    seconds = []
+    bar = tqdm(total=config.iterations, initial=distiller.iteration, desc="distilling", disable=not progress, unit="it")
+    while distiller.iteration < config.iterations:
+        start = time.perf_counter()
+        record = distiller.step()
+        seconds.append(time.perf_counter() - start)
+        record.pop("real_indices")
+        if distiller.iteration % config.log_every == 0 or distiller.iteration == config.iterations:
+            log.write({**record, "seconds": seconds[-1]})
+        bar.set_postfix(loss=f"{record['loss']:.2f}", calib=f"{record['calibration']:.2f}")
+        bar.update(1)
+        if distiller.iteration % config.checkpoint_every == 0 or distiller.iteration == config.iterations:
+            save_checkpoint(distiller, out / "checkpoint.pt")
+    bar.close()
+    return seconds
+
+
+def save_checkpoint(distiller: Distiller, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(distiller.state_dict(), tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(distiller: Distiller, path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"--resume: no checkpoint at {path}; start without --resume")
+    distiller.load_state_dict(torch.load(path, weights_only=True))
+
+
+def _pool_folder(config: DistillConfig, spec: PoolSpec) -> Path:
+    if config.pool_folder:
+        return Path(config.pool_folder)
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    name = Path(spec.dataset.rstrip("/")).name
+    return Path("pools") / f"{name}-{spec.net}-{config.pool_size}x{config.pool_epochs}ep-{digest}"
+
+
+def _check_run_folder(out: Path, config: DistillConfig, resume: bool) -> None:
+    saved = out / "config.json"
+    if resume:
+        if not saved.is_file():
+            raise UserError(f"--resume: {out} holds no run (no config.json); start without --resume")
+        previous = json.loads(saved.read_text())
+        changed = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v and k != "iterations")
+        if changed:
+            raise UserError(f"--resume: settings differ from the run in {out} ({', '.join(changed)}); resume with the same settings")
+    elif (out / "checkpoint.pt").exists() or (out / "synthetic.safetensors").exists():
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def distill(config: DistillConfig, out: str | Path, device: torch.device, resume: bool = False, progress: bool = True) -> dict:
+    """The whole job: data, pool, min-max loop, soft labels, evaluation; writes the run folder.
+
+    Folder: config.json (resolved settings), log.jsonl, checkpoint.pt, synthetic.safetensors,
+    preview.png and eval.json. The set file appears only once everything before it succeeded.
+    """
+    from .cli import load_data
+    from .evaluate import eval_preset, evaluate_set
+    from .pool import build_or_load_pool
+    from .runtime import write_json
+
+    out = Path(out)
+    _check_run_folder(out, config, resume)
+    options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column, "image_size": config.image_size}
+    real = load_data(config.data, config.split, options)
+    test = load_data(config.data, config.test_split, options)
+    spec = pool_spec(config, real)
+    pool = build_or_load_pool(_pool_folder(config, spec), spec, config.pool_size, real, test, device, progress)
+    distiller = Distiller(config, real, pool, device)
+    write_json(out / "config.json", {**config.to_dict(), "pool_folder": str(_pool_folder(config, spec))})
+    if resume:
+        load_checkpoint(distiller, out / "checkpoint.pt")
+    seconds = run_distillation(distiller, out, progress)
+    soft = None
+    if config.soft_labels == "pool":
+        teacher = pool.frozen_net(device)
+        teacher.load_state_dict(pool.members[0][1])
+        soft = teacher_soft_labels(teacher, distiller.images().detach(), real.mean, real.std, device)
+    elif config.soft_labels != "none":
+        raise UserError(f"unknown --soft-labels {config.soft_labels!r}; use none or pool")
+    synthetic = distiller.synthetic_set(soft)
+    evaluation = {}
+    if config.eval_runs != 0:
+        eval_config = eval_preset(config.eval_preset)
+        if config.eval_runs is not None:
+            eval_config.runs = config.eval_runs
+        evaluation = evaluate_set(synthetic, test, eval_config, device, progress)
+        write_json(out / "eval.json", evaluation)
+        synthetic.evaluation = {k: evaluation[k] for k in ("accuracy_mean", "accuracy_std", "labels", "protocol")}
+    synthetic.save_preview(out / "preview.png")
+    synthetic.save(out / "synthetic.safetensors")
+    return {"set": synthetic, "seconds_per_iteration": seconds, "evaluation": evaluation, "out": out}

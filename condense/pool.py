@@ -1,0 +1,140 @@
+"""Extractor pool: P networks, each kept as its random init and its trained weights (safetensors).
+
+A pool folder holds `manifest.json` (dataset, network, training settings, one entry per member with
+its test accuracy) and `member-XXX-init.safetensors` / `member-XXX-trained.safetensors`. A pool is
+reused when its manifest matches what is asked for (missing members are trained and added, so an
+interrupted pretraining continues); a pool built for something else is refused with a clear error.
+Weights are loaded into memory once; each iteration draws one member and a blend
+θ = l·θ_init + (1 − l)·θ_trained, l ~ U(0, 1), written in place into a frozen matcher network.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import RealData
+from .errors import UserError
+from .nets import Classifier, build_net
+from .runtime import write_json
+from .train import TrainConfig, accuracy, train
+
+MANIFEST = "manifest.json"
+
+# BENCHMARKS.md: SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 128, DSA colour+crop, CutMix 0.5, constant lr.
+POOL_TRAINING = TrainConfig(epochs=1, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, lr_decay_at=(), dsa="color_crop", cutmix_p=0.5)
+
+
+@dataclass
+class PoolSpec:
+    """What a pool is: which data and network, trained how. Two pools match when their specs are equal."""
+
+    dataset: str
+    split: str
+    num_classes: int
+    channels: int
+    image_size: tuple[int, int]
+    net: str
+    net_options: dict
+    training: dict
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-shaped (tuples as lists), so it compares equal to a manifest read back from disk."""
+        return json.loads(json.dumps(self.__dict__))
+
+    def build(self) -> Classifier:
+        return build_net(self.net, self.channels, self.num_classes, self.image_size, **self.net_options)
+
+
+def _save_weights(net: torch.nn.Module, path: Path, spec: PoolSpec) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp), metadata={"pool_spec": json.dumps(spec.to_dict())})
+    tmp.replace(path)
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise UserError(f"pool member file {path} is missing; delete the pool folder to rebuild it")
+    return load_file(str(path))
+
+
+class Pool:
+    """Pretrained members held in memory, and the frozen matcher they are blended into."""
+
+    def __init__(self, spec: PoolSpec, members: list[tuple[dict, dict]], device: torch.device):
+        if not members:
+            raise UserError("the pool has no members; use a pool size of at least 1")
+        self.spec = spec
+        self.members = [({k: v.to(device) for k, v in init.items()}, {k: v.to(device) for k, v in trained.items()}) for init, trained in members]
+        self.matcher = self.frozen_net(device)
+        self.trained_net = self.frozen_net(device)
+
+    def frozen_net(self, device: torch.device) -> Classifier:
+        net = self.spec.build().to(device)
+        net.requires_grad_(False)
+        return net.eval()
+
+    def draw(self, generator: torch.Generator) -> tuple[int, float]:
+        """Pick a member and a blend l at random; load the blend into `matcher` and the trained weights into `trained_net`."""
+        member = int(torch.randint(len(self.members), (1,), generator=generator))
+        blend = float(torch.rand(1, generator=generator))
+        init, trained = self.members[member]
+        with torch.no_grad():
+            for name, value in self.matcher.state_dict().items():
+                if value.is_floating_point():
+                    torch.lerp(trained[name], init[name], blend, out=value)  # l*init + (1-l)*trained
+                else:
+                    value.copy_(trained[name])
+            self.trained_net.load_state_dict(trained)
+        return member, blend
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); delete the pool folder to rebuild it") from exc
+
+
+def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: RealData, test: RealData | None,
+                       device: torch.device, progress: bool = True) -> Pool:
+    """Reuse the pool in `folder` if it matches `spec`, training any missing members up to `size`."""
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    if manifest is not None and manifest["spec"] != spec.to_dict():
+        theirs = manifest["spec"]
+        differences = [f"{key}: {theirs.get(key)!r} there, {value!r} here" for key, value in spec.to_dict().items() if theirs.get(key) != value]
+        raise UserError(f"the pool in {folder} was built for something else ({'; '.join(differences)}); pass another --pool-folder or delete it")
+    manifest = manifest or {"spec": spec.to_dict(), "members": []}
+    folder.mkdir(parents=True, exist_ok=True)
+    training = replace(POOL_TRAINING, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.training.items()})
+    for index in tqdm(range(len(manifest["members"]), size), desc="pretraining pool", disable=not progress, unit="net"):
+        seed = spec.seed * 1000 + index
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = spec.build()
+        names = {"init": f"member-{index:03d}-init.safetensors", "trained": f"member-{index:03d}-trained.safetensors"}
+        _save_weights(net, folder / names["init"], spec)
+        stats = train(net, real.images, real.labels, training, mean=real.mean, std=real.std,
+                      generator=torch.Generator().manual_seed(seed), device=device, desc=f"member {index}", progress=progress)
+        _save_weights(net, folder / names["trained"], spec)
+        entry = {"index": index, **names, "seed": seed, "train_loss": stats["loss"], "seconds": stats["seconds"]}
+        if test is not None:
+            entry["test_accuracy"] = accuracy(net, test, real.mean, real.std, device)
+        manifest["members"].append(entry)
+        write_json(folder / MANIFEST, manifest)
+    members = [(_load_weights(folder / m["init"]), _load_weights(folder / m["trained"])) for m in manifest["members"][:size]]
+    return Pool(spec, members, device)

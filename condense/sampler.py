@@ -1,0 +1,75 @@
+"""Frequency samplers for the characteristic functions: fixed Gaussian, and the learnable ψ.
+
+ψ is the "max" of NCFM's min-max: a scale mixture t_k = σ_ψ(z_m(k)) ⊙ ε_k with ε ~ N(0, I_D),
+z_m ~ N(0, I), M = K/16 components, σ bounded in [σ_min, σ_max] (log-sigmoid output, starting at
+σ ≈ 1, i.e. at the Gaussian sampler). ψ **ascends** the loss the images descend: after the shared
+backward pass, `ascend()` negates ψ's gradients before its optimiser steps (the published code
+adds a second backward of the negated loss, which cancels the gradient exactly; ψ never learns).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class GaussianSampler(nn.Module):
+    """t ~ N(0, I_D), redrawn every call."""
+
+    def __init__(self, dim: int, num_frequencies: int):
+        super().__init__()
+        self.dim, self.num_frequencies = dim, num_frequencies
+
+    def forward(self, generator: torch.Generator, device: torch.device | None = None) -> torch.Tensor:
+        return torch.randn(self.num_frequencies, self.dim, generator=generator).to(device)
+
+    def stats(self) -> dict:
+        return {}
+
+
+class ScaleMixtureSampler(nn.Module):
+    """Learnable ψ: a small MLP maps z_m ~ N(0, I) to per-dimension scales σ_m in [σ_min, σ_max]."""
+
+    def __init__(self, dim: int, num_frequencies: int, components: int | None = None, noise_dim: int = 64,
+                 hidden: int = 256, sigma_min: float = 0.1, sigma_max: float = 10.0):
+        super().__init__()
+        self.dim, self.num_frequencies = dim, num_frequencies
+        self.components = components or max(1, num_frequencies // 16)
+        if num_frequencies % self.components:
+            raise ValueError(f"{num_frequencies} frequencies do not split into {self.components} equal components")
+        self.noise_dim = noise_dim
+        self.log_min, self.log_max = math.log(sigma_min), math.log(sigma_max)
+        self.net = nn.Sequential(nn.Linear(noise_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        nn.init.normal_(self.net[-1].weight, std=1e-3)
+        nn.init.constant_(self.net[-1].bias, self._logit_of_unit_sigma())
+        self._last_sigma: torch.Tensor | None = None
+
+    def _logit_of_unit_sigma(self) -> float:
+        share = -self.log_min / (self.log_max - self.log_min)  # where log σ = 0
+        return math.log(share / (1 - share))
+
+    def sigma(self, z: torch.Tensor) -> torch.Tensor:
+        """Bounded scales [M, D] for mixture noise z [M, noise_dim]."""
+        return torch.exp(self.log_min + (self.log_max - self.log_min) * torch.sigmoid(self.net(z)))
+
+    def forward(self, generator: torch.Generator, device: torch.device | None = None) -> torch.Tensor:
+        z = torch.randn(self.components, self.noise_dim, generator=generator).to(device)
+        eps = torch.randn(self.num_frequencies, self.dim, generator=generator).to(device)
+        sigma = self.sigma(z)
+        self._last_sigma = sigma.detach()
+        return sigma.repeat_interleave(self.num_frequencies // self.components, dim=0) * eps
+
+    def ascend(self) -> None:
+        """Turn the gradients of the shared (descended) loss into ascent directions for ψ."""
+        for parameter in self.parameters():
+            if parameter.grad is not None:
+                parameter.grad.neg_()
+
+    def stats(self) -> dict:
+        """σ statistics of the last draw (for the log)."""
+        if self._last_sigma is None:
+            return {}
+        s = self._last_sigma
+        return {"sigma_mean": s.mean().item(), "sigma_std": s.std().item(), "sigma_min": s.min().item(), "sigma_max": s.max().item()}
