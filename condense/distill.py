@@ -284,6 +284,7 @@ class RunLog:
 def run_distillation(distiller: Distiller, out: Path, progress: bool = True) -> list[float]:
     """Iterate to `config.iterations`, logging, checkpointing atomically; returns seconds per iteration."""
     config = distiller.config
+    out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out / "log.jsonl", distiller.iteration)
     seconds = []
     bar = tqdm(total=config.iterations, initial=distiller.iteration, desc="distilling", disable=not progress, unit="it")
@@ -356,7 +357,7 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     spec = pool_spec(config, real)
     pool = build_or_load_pool(_pool_folder(config, spec), spec, config.pool_size, real, test, device, progress)
     distiller = Distiller(config, real, pool, device)
-    write_json(out / "config.json", {**config.to_dict(), "pool_folder": str(_pool_folder(config, spec))})
+    write_json(out / "config.json", {**config.to_dict(), "resolved_pool_folder": str(_pool_folder(config, spec))})
     if resume:
         load_checkpoint(distiller, out / "checkpoint.pt")
     seconds = run_distillation(distiller, out, progress)

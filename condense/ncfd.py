@@ -36,7 +36,8 @@ def characteristic_function(features: torch.Tensor, frequencies: torch.Tensor) -
     features [..., N, D] (groups of N samples), frequencies [K, D] -> two tensors [..., K].
     """
     with exact_fp32(features.device.type):
-        projection = features.float() @ frequencies.float().transpose(0, 1)
+        dtype = torch.promote_types(features.dtype, torch.float32)  # fp32 at least (bf16 features come back up)
+        projection = features.to(dtype) @ frequencies.to(dtype).transpose(0, 1)
         return projection.cos().mean(-2), projection.sin().mean(-2)
 
 

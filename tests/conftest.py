@@ -99,3 +99,26 @@ def tiny_test_data():
     images = torch.rand(40, 3, 8, 8, generator=generator)
     images[labels == 1, 0] = images[labels == 1, 0] * 0.3 + 0.7
     return RealData((images * 255).to(torch.uint8), labels, ["blue", "red"], (0.5,) * 3, (0.25,) * 3, "tiny", "test")
+
+
+def make_real(per_class: int = 12, size: int = 16, seed: int = 0, source: str = "tiny-real", split: str = "train"):
+    """RealData with 3 classes of uint8 RGB images whose class shows in the mean colour."""
+    from condense.data import RealData
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(3).repeat(per_class)
+    images = torch.rand(len(labels), 3, size, size, generator=generator) * 0.5
+    for c in range(3):
+        images[labels == c, c] += 0.5
+    return RealData((images * 255).to(torch.uint8), labels, ["r", "g", "b"], (0.5,) * 3, (0.25,) * 3, source, split)
+
+
+@pytest.fixture
+def tiny_pool(tmp_path):
+    """A 2-member pool of small ConvNets trained 1 epoch on make_real()."""
+    from condense.pool import POOL_TRAINING, PoolSpec, build_or_load_pool
+
+    real = make_real()
+    training = {**POOL_TRAINING.to_dict(), "epochs": 1, "batch_size": 8}
+    spec = PoolSpec(real.source, real.split, 3, 3, (16, 16), "convnet", {"depth": 2, "width": 8}, training)
+    return build_or_load_pool(tmp_path / "pool", spec, 2, real, None, torch.device("cpu"), progress=False), real, spec

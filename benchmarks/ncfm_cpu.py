@@ -1,0 +1,114 @@
+"""The `cifar10-ipc10-cpu` preset end to end (BENCHMARKS.md), with ψ and with Gaussian frequencies.
+
+Prints, from one run on one machine: median seconds per distillation iteration, peak resident memory
+per phase (pretraining, distilling, evaluating), and final-epoch accuracy (mean ± std over 2 runs)
+of the random real IPC-10 subset, the initial set (0 iterations) and the distilled sets.
+Usage: python benchmarks/ncfm_cpu.py [--data ../shared/data/cifar10] [--out benchmarks/runs/ncfm_cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from condense.baseline import random_subset
+from condense.cli import load_data
+from condense.distill import Distiller, _pool_folder, pool_spec, preset, run_distillation
+from condense.evaluate import eval_preset, evaluate_set
+from condense.pool import build_or_load_pool
+from condense.runtime import resolve_device, write_json
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process while the block runs, sampled from /proc every 20 ms."""
+
+    def __enter__(self):
+        self.peak, self._stop = self._rss(), threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _rss() -> float:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * 4096 / 2**20
+
+    def _watch(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--out", default="benchmarks/runs/ncfm_cpu")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--samplers", default="learned,gaussian")
+    parser.add_argument("--iterations", type=int, help="override the preset's 200 iterations")
+    args = parser.parse_args()
+    progress = sys.stderr.isatty()
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    config = dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data, pool_folder=str(out / "pool"))
+    if args.iterations:
+        config.iterations = args.iterations
+    real, test = load_data(config.data, "train", {}), load_data(config.data, "test", {})
+    rows, figures = [], {"config": config.to_dict(), "device": str(device), "torch_threads": torch.get_num_threads()}
+
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        pool = build_or_load_pool(config.pool_folder, pool_spec(config, real), config.pool_size, real, test, device, progress)
+    figures["pretrain"] = {"seconds": time.perf_counter() - start, "peak_rss_mb": memory.peak}
+
+    evaluation = eval_preset(config.eval_preset)
+
+    def evaluate(name, synthetic, **extra):
+        with PeakMemory() as memory:
+            result = evaluate_set(synthetic, test, evaluation, device, progress)
+        rows.append({"set": name, "accuracy_mean": result["accuracy_mean"], "accuracy_std": result["accuracy_std"],
+                     "runs": [r["accuracy"] for r in result["runs"]], "eval_peak_rss_mb": memory.peak, **extra})
+        print(f"{name}: {result['accuracy_mean']:.2f} ± {result['accuracy_std']:.2f} %", flush=True)
+
+    evaluate("random real IPC 10", random_subset(real, 10, seed=0))
+    evaluate("NCFM initial set (0 iterations)", Distiller(config, real, pool, device).synthetic_set())
+    for sampler in args.samplers.split(","):
+        run_config = dataclasses.replace(config, sampler=sampler)
+        distiller = Distiller(run_config, real, pool, device)
+        run_folder = out / sampler
+        run_folder.mkdir(parents=True, exist_ok=True)
+        with PeakMemory() as memory:
+            seconds = run_distillation(distiller, run_folder, progress)
+        synthetic = distiller.synthetic_set()
+        synthetic.save(run_folder / "synthetic.safetensors")
+        evaluate(f"NCFM {sampler} sampler, {run_config.iterations} iterations", synthetic,
+                 seconds_per_iteration_median=statistics.median(seconds), distill_peak_rss_mb=memory.peak)
+
+    figures["rows"] = rows
+    write_json(out / "figures.json", figures)
+    print(f"\ncifar10-ipc10-cpu on {device} ({torch.get_num_threads()} threads); pool: 2 members x 1 epoch, "
+          f"{figures['pretrain']['seconds']:.0f} s, peak RSS {figures['pretrain']['peak_rss_mb']:.0f} MB")
+    print(f"{'set':<42} {'final-epoch acc (2 runs)':>24} {'s/iter (median)':>16} {'peak RSS distilling':>20} {'peak RSS eval':>14}")
+    for row in rows:
+        speed = f"{row['seconds_per_iteration_median']:.2f}" if "seconds_per_iteration_median" in row else "-"
+        peak = f"{row['distill_peak_rss_mb']:.0f} MB" if "distill_peak_rss_mb" in row else "-"
+        accuracy = f"{row['accuracy_mean']:.2f} ± {row['accuracy_std']:.2f} %"
+        print(f"{row['set']:<42} {accuracy:>24} {speed:>16} {peak:>20} {row['eval_peak_rss_mb']:>11.0f} MB")
+    print(json.dumps({"figures": str(out / "figures.json")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from condense.cli import main
+from condense.distill import DistillConfig, Distiller, distill, load_checkpoint, preset, run_distillation
+from condense.errors import UserError
+from condense.synthetic import SyntheticSet
+from conftest import make_real, write_image_folder
+
+CPU = torch.device("cpu")
+
+
+def _config(**overrides):
+    base = dict(data="tiny-real", ipc=1, factor=2, depth=2, width=8, real_batch=6, frequencies=64, iterations=4,
+                checkpoint_every=2, log_every=1, eval_runs=0, pool_size=2, pool_epochs=1)
+    return DistillConfig(**{**base, **overrides})
+
+
+def test_real_batch_is_redrawn_every_iteration(tiny_pool):
+    pool, real, _ = tiny_pool
+    distiller = Distiller(_config(), real, pool, CPU)
+    first, second = distiller.step()["real_indices"], distiller.step()["real_indices"]
+    assert not torch.equal(first, second)
+    assert real.labels[first].tolist() == [0] * 6 + [1] * 6 + [2] * 6
+
+
+@pytest.mark.parametrize("sampler,steps", [("learned", 1), ("gaussian", 3)])
+def test_an_image_moves_only_with_its_own_class(tiny_pool, sampler, steps):
+    """Changing class 1's real images leaves the updates of classes 0 and 2 bit for bit unchanged."""
+    pool, real, _ = tiny_pool
+    other = make_real(seed=7)
+    altered = make_real()
+    altered.images[altered.labels == 1] = other.images[other.labels == 1]
+    runs = []
+    for data in (real, altered):
+        distiller = Distiller(_config(sampler=sampler), data, pool, CPU)
+        start = distiller.canvases.detach().clone()
+        for _ in range(steps):
+            distiller.step()
+        runs.append((start, distiller.canvases.detach().clone()))
+    (start_a, end_a), (start_b, end_b) = runs
+    labels = distiller.canvas_labels
+    assert torch.equal(start_a[labels != 1], start_b[labels != 1])
+    for c in (0, 2):
+        assert not torch.equal(end_a[labels == c], start_a[labels == c])
+        assert torch.equal(end_a[labels == c], end_b[labels == c])
+    assert not torch.equal(end_a[labels == 1], end_b[labels == 1])
+
+
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tiny_pool, tmp_path):
+    pool, real, _ = tiny_pool
+    whole = Distiller(_config(iterations=6), real, pool, CPU)
+    run_distillation(whole, tmp_path / "whole", progress=False)
+
+    first = Distiller(_config(iterations=6), real, pool, CPU)
+    first.config = dataclasses.replace(first.config, iterations=4)  # "killed" after the checkpoint at 4
+    run_distillation(first, tmp_path / "split", progress=False)
+    first.step()  # work after the checkpoint that the kill loses
+    resumed = Distiller(_config(iterations=6), real, pool, CPU)
+    load_checkpoint(resumed, tmp_path / "split" / "checkpoint.pt")
+    assert resumed.iteration == 4
+    run_distillation(resumed, tmp_path / "split", progress=False)
+    assert torch.equal(resumed.canvases, whole.canvases)
+    assert resumed.sampler.state_dict()["net.0.weight"].equal(whole.sampler.state_dict()["net.0.weight"])
+    lines = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    whole_lines = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    assert [line["loss"] for line in lines] == [line["loss"] for line in whole_lines]
+
+
+def test_psi_learns_during_distillation(tiny_pool):
+    pool, real, _ = tiny_pool
+    distiller = Distiller(_config(), real, pool, CPU)
+    sigmas = [distiller.step()["sigma_mean"] for _ in range(4)]
+    assert abs(sigmas[0] - 1) < 0.05 and sigmas[-1] != sigmas[0]
+
+
+def test_bad_input_gets_clear_errors(tiny_pool):
+    pool, real, _ = tiny_pool
+    with pytest.raises(UserError, match="IPC 4 with factor 2 needs 16 real images per class .* has 12; lower --ipc or --factor"):
+        Distiller(_config(ipc=4), real, pool, CPU)
+    with pytest.raises(UserError, match="unknown preset 'cifar11-ipc10'; choose one of cifar10-ipc10-cpu"):
+        preset("cifar11-ipc10")
+    with pytest.raises(UserError, match="unknown sampler 'uniform'"):
+        Distiller(_config(sampler="uniform"), real, pool, CPU)
+
+
+def test_presets_follow_benchmarks_md():
+    cpu = preset("cifar10-ipc10-cpu")
+    assert (cpu.width, cpu.pool_size, cpu.pool_epochs, cpu.real_batch, cpu.frequencies, cpu.iterations) == (64, 2, 1, 128, 1024, 200)
+    paper = preset("cifar100-ipc10")
+    assert (paper.width, paper.pool_size, paper.pool_epochs, paper.real_batch, paper.frequencies, paper.iterations) == (128, 20, 60, 1024, 4096, 20000)
+    assert (paper.optimizer, paper.lr, paper.momentum, paper.label_column) == ("sgd", 0.01, 0.5, "fine_label")
+    assert preset("cifar10-ipc50").optimizer == "adamw"
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=36)
+
+
+def test_distill_job_writes_a_complete_run_folder(image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = _config(data=str(image_folder), width=4, real_batch=4, iterations=3, soft_labels="pool", eval_runs=1, eval_preset="cpu")
+    result = distill(config, tmp_path / "run", CPU, progress=False)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "eval.json", "log.jsonl", "preview.png", "synthetic.safetensors"]
+    synthetic = SyntheticSet.load(run / "synthetic.safetensors")
+    assert synthetic.images.shape == (12, 3, 8, 8) and synthetic.canvases.shape == (3, 3, 8, 8)
+    assert synthetic.method == "ncfm" and synthetic.factor == 2 and synthetic.config["iterations_done"] == 3
+    assert torch.allclose(synthetic.soft_labels.sum(1), torch.ones(12))
+    assert synthetic.evaluation["labels"] == "soft" and "accuracy_mean" in synthetic.evaluation
+    assert json.loads((run / "config.json").read_text())["soft_labels"] == "pool"
+    assert result["seconds_per_iteration"] and len(result["seconds_per_iteration"]) == 3
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        distill(config, run, CPU, progress=False)
+
+
+def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["distill", "--data", str(image_folder), "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch", "4", "--frequencies", "32",
+            "--pool-size", "1", "--eval-runs", "0", "--checkpoint-every", "2", "--no-progress"]
+    assert main([*args, "--iterations", "4", "--out", "whole"]) == 0
+    original = Distiller.step
+
+    def killed(self):
+        if self.iteration == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Distiller, "step", killed)
+    assert main([*args, "--iterations", "4", "--out", "killed"]) == 130
+    assert not (tmp_path / "killed" / "synthetic.safetensors").exists()
+    monkeypatch.setattr(Distiller, "step", original)
+    assert main([*args, "--iterations", "4", "--out", "killed"]) == 2  # without --resume
+    assert main([*args, "--iterations", "4", "--out", "killed", "--resume"]) == 0
+    a = SyntheticSet.load(tmp_path / "whole" / "synthetic.safetensors")
+    b = SyntheticSet.load(tmp_path / "killed" / "synthetic.safetensors")
+    assert torch.equal(a.canvases, b.canvases) and torch.equal(a.images, b.images)
