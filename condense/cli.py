@@ -68,7 +68,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--dsa", help="per-sample DSA operations joined by _ ('' for none)")
     training.add_argument("--cutmix-p", type=float, help="probability that a batch is CutMix-ed")
     training.add_argument("--labels", help="auto (soft when the set has them), hard or soft")
-    training.add_argument("--temperature", type=float, help="KD temperature for soft labels")
+    training.add_argument("--temperature", type=float, help="KD temperature for soft labels or --teacher")
+    training.add_argument("--teacher", help="pool member file (member-XXX-trained.safetensors): KD from it on every augmented batch")
     training.add_argument("--runs", type=int)
     training.add_argument("--seed", type=int)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -85,7 +86,7 @@ def eval_config(args: argparse.Namespace):
     config.net_options.update({k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pool") if getattr(args, k) is not None})
     training = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "dsa", "cutmix_p", "temperature") if getattr(args, k) is not None}
     config.train = replace(config.train, **training)
-    for key in ("runs", "seed", "labels"):
+    for key in ("runs", "seed", "labels", "teacher"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     return config

@@ -346,32 +346,32 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     """
     from .cli import load_data
     from .evaluate import eval_preset, evaluate_set
-    from .pool import build_or_load_pool
+    from .pool import build_or_load_pool, load_member
     from .runtime import write_json
 
     out = Path(out)
+    if config.soft_labels not in ("none", "pool"):
+        raise UserError(f"unknown --soft-labels {config.soft_labels!r}; use none or pool")
+    eval_config = eval_preset(config.eval_preset)
     _check_run_folder(out, config, resume)
     options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column, "image_size": config.image_size}
     real = load_data(config.data, config.split, options)
     test = load_data(config.data, config.test_split, options)
     spec = pool_spec(config, real)
-    pool = build_or_load_pool(_pool_folder(config, spec), spec, config.pool_size, real, test, device, progress)
+    pool_folder = _pool_folder(config, spec)
+    pool = build_or_load_pool(pool_folder, spec, config.pool_size, real, test, device, progress)
     distiller = Distiller(config, real, pool, device)
-    write_json(out / "config.json", {**config.to_dict(), "resolved_pool_folder": str(_pool_folder(config, spec))})
+    write_json(out / "config.json", {**config.to_dict(), "resolved_pool_folder": str(pool_folder)})
     if resume:
         load_checkpoint(distiller, out / "checkpoint.pt")
     seconds = run_distillation(distiller, out, progress)
     soft = None
-    if config.soft_labels == "pool":
-        teacher = pool.frozen_net(device)
-        teacher.load_state_dict(pool.members[0][1])
-        soft = teacher_soft_labels(teacher, distiller.images().detach(), real.mean, real.std, device)
-    elif config.soft_labels != "none":
-        raise UserError(f"unknown --soft-labels {config.soft_labels!r}; use none or pool")
+    if config.soft_labels == "pool":  # stored for users of the file; evaluation asks the teacher on each augmented batch
+        eval_config.teacher = str(pool_folder / "member-000-trained.safetensors")
+        soft = teacher_soft_labels(load_member(eval_config.teacher, device), distiller.images().detach(), real.mean, real.std, device)
     synthetic = distiller.synthetic_set(soft)
     evaluation = {}
     if config.eval_runs != 0:
-        eval_config = eval_preset(config.eval_preset)
         if config.eval_runs is not None:
             eval_config.runs = config.eval_runs
         evaluation = evaluate_set(synthetic, test, eval_config, device, progress)

@@ -30,9 +30,11 @@ class EvalConfig:
     runs: int = 2
     seed: int = 0
     labels: str = "auto"  # auto (soft when the set has them) | hard | soft
+    teacher: str | None = None  # a pool member file: KD targets from it on each augmented batch
 
     def to_dict(self) -> dict:
-        return {"net": self.net, "net_options": dict(self.net_options), "train": self.train.to_dict(), "runs": self.runs, "seed": self.seed, "labels": self.labels}
+        return {"net": self.net, "net_options": dict(self.net_options), "train": self.train.to_dict(), "runs": self.runs,
+                "seed": self.seed, "labels": self.labels, "teacher": self.teacher}
 
 
 # `cpu`: the evaluation of the cifar10-ipc10-cpu preset; `paper`: the NCFM paper's CIFAR protocol.
@@ -80,6 +82,11 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
     if config.runs < 1:
         raise UserError(f"runs must be at least 1, got {config.runs}")
     targets, kind = _targets(synthetic, config.labels)
+    teacher = None
+    if config.teacher:
+        from .pool import load_member
+
+        teacher, kind = load_member(config.teacher, device), "teacher on the augmented batch"
     runs = []
     for run in tqdm(range(config.runs), desc="eval runs", disable=not progress, unit="run"):
         seed = config.seed + run
@@ -90,7 +97,7 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
         stats = train(
             net, synthetic.images, targets, config.train,
             mean=synthetic.mean, std=synthetic.std, generator=generator, device=device,
-            desc=f"run {run + 1}/{config.runs}", progress=progress,
+            desc=f"run {run + 1}/{config.runs}", progress=progress, teacher=teacher,
         )
         runs.append({"seed": seed, "accuracy": accuracy(net, test, synthetic.mean, synthetic.std, device), **stats})
     accuracies = [r["accuracy"] for r in runs]

@@ -68,6 +68,23 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def load_member(path: str | Path, device: torch.device) -> Classifier:
+    """A frozen network from one pool member file (its pool spec is in the file's metadata)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such network file: {path}; pass a member-XXX-trained.safetensors file of a pool")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if "pool_spec" not in metadata:
+        raise UserError(f"{path} is not a pool member file (no pool_spec metadata); pass one written by `condense pretrain`")
+    spec = json.loads(metadata["pool_spec"])
+    net = PoolSpec(**{**spec, "image_size": tuple(spec["image_size"])}).build()
+    net.load_state_dict(_load_weights(path))
+    return net.to(device).eval().requires_grad_(False)
+
+
 class Pool:
     """Pretrained members held in memory, and the frozen matcher they are blended into."""
 

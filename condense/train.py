@@ -64,19 +64,25 @@ def train(
     device: torch.device,
     desc: str | None = None,
     progress: bool = True,
+    teacher: nn.Module | None = None,
 ) -> dict:
     """Train `net` in place on `images` (uint8 or float in [0, 1], [N,C,H,W]).
 
     `targets` are class indices [N] (cross-entropy) or probabilities [N,K] (knowledge distillation
-    at `config.temperature`). All randomness (order, DSA, CutMix) comes from `generator`.
+    at `config.temperature`). With a `teacher`, the targets of every batch are instead the teacher's
+    temperature-scaled probabilities on the very batch the student sees (after DSA and CutMix).
+    All randomness (order, DSA, CutMix) comes from `generator`.
     Returns the last epoch's mean loss, the wall time and training images per second.
     """
     if len(images) != len(targets) or len(images) == 0:
         raise UserError(f"cannot train on {len(images)} images with {len(targets)} targets")
     if config.epochs < 1 or config.batch_size < 1:
         raise UserError(f"epochs and batch size must be at least 1, got {config.epochs} and {config.batch_size}")
-    temperature = config.temperature if targets.is_floating_point() else 1.0
-    if targets.is_floating_point():
+    distilling = teacher is not None or targets.is_floating_point()
+    temperature = config.temperature if distilling else 1.0
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
+    elif targets.is_floating_point():
         targets = soft_targets(targets, temperature)
     images, targets = images.to(device), targets.to(device)
     augment = DSA(config.dsa) if config.dsa else None
@@ -101,6 +107,9 @@ def train(
             if mix:
                 x, perm, lam = cutmix(x, generator)
             logits = net(x) / temperature
+            if teacher is not None:
+                with torch.no_grad():
+                    y, mix = torch.softmax(teacher(x).float() / temperature, dim=1), False
             loss = F.cross_entropy(logits, y)
             if mix:
                 loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm.to(device)])

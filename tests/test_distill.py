@@ -112,7 +112,7 @@ def test_distill_job_writes_a_complete_run_folder(image_folder, tmp_path, monkey
     assert synthetic.images.shape == (12, 3, 8, 8) and synthetic.canvases.shape == (3, 3, 8, 8)
     assert synthetic.method == "ncfm" and synthetic.factor == 2 and synthetic.config["iterations_done"] == 3
     assert torch.allclose(synthetic.soft_labels.sum(1), torch.ones(12))
-    assert synthetic.evaluation["labels"] == "soft" and "accuracy_mean" in synthetic.evaluation
+    assert synthetic.evaluation["labels"] == "teacher on the augmented batch" and "accuracy_mean" in synthetic.evaluation
     assert json.loads((run / "config.json").read_text())["soft_labels"] == "pool"
     assert result["seconds_per_iteration"] and len(result["seconds_per_iteration"]) == 3
     with pytest.raises(UserError, match="already holds a run; pass --resume"):

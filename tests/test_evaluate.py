@@ -101,3 +101,22 @@ def test_cli_bad_input_exits_2_with_one_message(tmp_path, capsys):
     assert not (tmp_path / "x.safetensors").exists()
     assert main(["eval", str(tmp_path / "none.safetensors")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_teacher_sees_exactly_the_augmented_batch_the_student_sees(tiny_set):
+    """The published code labels the un-augmented view; here the teacher gets the student's very input."""
+    seen = {"student": [], "teacher": []}
+
+    def recorder(name, net):
+        net.register_forward_pre_hook(lambda module, args: seen[name].append(args[0].detach().clone()))
+        return net
+
+    student = recorder("student", build_net("convnet", 3, 2, (8, 8), depth=1, width=4))
+    teacher = recorder("teacher", build_net("convnet", 3, 2, (8, 8), depth=1, width=4))
+    config = TrainConfig(epochs=2, batch_size=4, cutmix_p=1.0, temperature=4.0)
+    train(student, tiny_set.images, tiny_set.labels, config, mean=tiny_set.mean, std=tiny_set.std,
+          generator=torch.Generator().manual_seed(0), device=CPU, progress=False, teacher=teacher)
+    assert len(seen["student"]) == len(seen["teacher"]) == 6
+    assert all(torch.equal(s, t) for s, t in zip(seen["student"], seen["teacher"]))
+    unaugmented = (tiny_set.images - 0.5) / 0.25
+    assert not any(torch.equal(s, unaugmented[: len(s)]) for s in seen["student"])
