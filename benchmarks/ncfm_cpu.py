@@ -20,10 +20,8 @@ from pathlib import Path
 import torch
 
 from condense.baseline import random_subset
-from condense.cli import load_data
-from condense.distill import Distiller, _pool_folder, pool_spec, preset, run_distillation
+from condense.distill import Distiller, prepare, preset, run_distillation
 from condense.evaluate import eval_preset, evaluate_set
-from condense.pool import build_or_load_pool
 from condense.runtime import resolve_device, write_json
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
@@ -66,12 +64,11 @@ def main() -> None:
     config = dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data, pool_folder=str(out / "pool"))
     if args.iterations:
         config.iterations = args.iterations
-    real, test = load_data(config.data, "train", {}), load_data(config.data, "test", {})
     rows, figures = [], {"config": config.to_dict(), "device": str(device), "torch_threads": torch.get_num_threads()}
 
-    with PeakMemory() as memory:
+    with PeakMemory() as memory:  # loading both splits and pretraining (or reusing) the pool
         start = time.perf_counter()
-        pool = build_or_load_pool(config.pool_folder, pool_spec(config, real), config.pool_size, real, test, device, progress)
+        real, test, pool, _ = prepare(config, device, progress)
     figures["pretrain"] = {"seconds": time.perf_counter() - start, "peak_rss_mb": memory.peak}
 
     evaluation = eval_preset(config.eval_preset)

@@ -152,17 +152,10 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from .distill import _pool_folder, pool_spec
-    from .pool import build_or_load_pool
+    from .distill import prepare
     from .runtime import resolve_device
 
-    config = distill_config(args)
-    options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column, "image_size": config.image_size}
-    real = load_data(config.data, config.split, options)
-    test = load_data(config.data, config.test_split, options)
-    spec = pool_spec(config, real)
-    folder = _pool_folder(config, spec)
-    build_or_load_pool(folder, spec, config.pool_size, real, test, resolve_device(args.device), progress=not args.no_progress)
+    _, _, _, folder = prepare(distill_config(args), resolve_device(args.device), progress=not args.no_progress)
     manifest = json.loads((folder / "manifest.json").read_text())
     for member in manifest["members"]:
         print(f"member {member['index']}: test accuracy {member.get('test_accuracy', float('nan')):.2f}%, {member['seconds']:.0f} s")

@@ -315,7 +315,7 @@ def load_checkpoint(distiller: Distiller, path: Path) -> None:
     distiller.load_state_dict(torch.load(path, weights_only=True))
 
 
-def _pool_folder(config: DistillConfig, spec: PoolSpec) -> Path:
+def pool_folder_for(config: DistillConfig, spec: PoolSpec) -> Path:
     if config.pool_folder:
         return Path(config.pool_folder)
     import hashlib
@@ -338,15 +338,27 @@ def _check_run_folder(out: Path, config: DistillConfig, resume: bool) -> None:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
 
+def prepare(config: DistillConfig, device: torch.device, progress: bool = True) -> tuple[RealData, RealData, Pool, Path]:
+    """Load the train and test splits and build (or reuse) the extractor pool."""
+    from .cli import load_data
+    from .pool import build_or_load_pool
+
+    options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column, "image_size": config.image_size}
+    real = load_data(config.data, config.split, options)
+    test = load_data(config.data, config.test_split, options)
+    spec = pool_spec(config, real)
+    folder = pool_folder_for(config, spec)
+    return real, test, build_or_load_pool(folder, spec, config.pool_size, real, test, device, progress), folder
+
+
 def distill(config: DistillConfig, out: str | Path, device: torch.device, resume: bool = False, progress: bool = True) -> dict:
     """The whole job: data, pool, min-max loop, soft labels, evaluation; writes the run folder.
 
     Folder: config.json (resolved settings), log.jsonl, checkpoint.pt, synthetic.safetensors,
     preview.png and eval.json. The set file appears only once everything before it succeeded.
     """
-    from .cli import load_data
     from .evaluate import eval_preset, evaluate_set
-    from .pool import build_or_load_pool, load_member
+    from .pool import load_member
     from .runtime import write_json
 
     out = Path(out)
@@ -354,12 +366,7 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
         raise UserError(f"unknown --soft-labels {config.soft_labels!r}; use none or pool")
     eval_config = eval_preset(config.eval_preset)
     _check_run_folder(out, config, resume)
-    options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column, "image_size": config.image_size}
-    real = load_data(config.data, config.split, options)
-    test = load_data(config.data, config.test_split, options)
-    spec = pool_spec(config, real)
-    pool_folder = _pool_folder(config, spec)
-    pool = build_or_load_pool(pool_folder, spec, config.pool_size, real, test, device, progress)
+    real, test, pool, pool_folder = prepare(config, device, progress)
     distiller = Distiller(config, real, pool, device)
     write_json(out / "config.json", {**config.to_dict(), "resolved_pool_folder": str(pool_folder)})
     if resume:

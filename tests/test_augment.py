@@ -104,3 +104,17 @@ def test_cutmix_pastes_a_box_from_the_permuted_batch():
             assert abs(from_other.float().mean().item() - (1 - lam)) < 1e-6
     assert 0 <= lam <= 1
     assert torch.equal(cutmix(x, _gen(2))[0], mixed)
+
+
+def test_one_draw_per_class_applies_alike_to_real_and_synthetic_batches():
+    """Matching: real and synthetic images of a class share the class's draw, wherever they sit."""
+    dsa = DSA("color_crop_cutout")
+    draw = dsa.draw(3, 16, 16, _gen(1))
+    real, synthetic = _images(6, 1), _images(3, 2)
+    real_groups, synthetic_groups = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2])
+    together = dsa.apply(torch.cat([real, synthetic]), draw, torch.cat([real_groups, synthetic_groups]))
+    assert torch.equal(together[:6], dsa.apply(real, draw, real_groups))
+    assert torch.equal(together[6:], dsa.apply(synthetic, draw, synthetic_groups))
+    same = _images(1).expand(6, -1, -1, -1)
+    out = dsa.apply(same, draw, real_groups)
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[1], out[2])
