@@ -79,7 +79,7 @@ class DistillConfig:
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
-    soft_labels: str = "none"  # none | pool (the first trained pool member is the teacher)
+    soft_labels: str = "none"  # none | pool (the first trained pool member) | a network file from any pool
     eval_preset: str = "paper"
     eval_runs: int | None = None
     amp: bool = False  # bf16 autocast for the real-image forward passes (GPU)
@@ -362,8 +362,8 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     from .runtime import write_json
 
     out = Path(out)
-    if config.soft_labels not in ("none", "pool"):
-        raise UserError(f"unknown --soft-labels {config.soft_labels!r}; use none or pool")
+    if config.soft_labels not in ("none", "pool") and not Path(config.soft_labels).is_file():
+        raise UserError(f"--soft-labels {config.soft_labels!r} is neither none, pool nor a network file (member-XXX-trained.safetensors)")
     eval_config = eval_preset(config.eval_preset)
     _check_run_folder(out, config, resume)
     real, test, pool, pool_folder = prepare(config, device, progress)
@@ -373,8 +373,8 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
         load_checkpoint(distiller, out / "checkpoint.pt")
     seconds = run_distillation(distiller, out, progress)
     soft = None
-    if config.soft_labels == "pool":  # stored for users of the file; evaluation asks the teacher on each augmented batch
-        eval_config.teacher = str(pool_folder / "member-000-trained.safetensors")
+    if config.soft_labels != "none":  # stored for users of the file; evaluation asks the teacher on each augmented batch
+        eval_config.teacher = str(pool_folder / "member-000-trained.safetensors") if config.soft_labels == "pool" else config.soft_labels
         soft = teacher_soft_labels(load_member(eval_config.teacher, device), distiller.images().detach(), real.mean, real.std, device)
     synthetic = distiller.synthetic_set(soft)
     evaluation = {}
