@@ -7,6 +7,10 @@ rotation that stay differentiable with respect to the input images. Two modes:
   and synthetic images are concatenated and must see the same transformation);
 - per sample: an independent draw for each image (used in training).
 
+Each draw applies one operation of the strategy picked at random (mode `one`, DSA's convention:
+with "color_crop_cutout" a draw is a colour change, a translation or a cutout), or all of them
+(mode `all`).
+
 Flip, scale, rotation and translation are composed into one affine warp per image (one bilinear
 resampling instead of three, so less blur). Random numbers come from the given CPU generator, so
 results do not depend on the device. An operation whose strength is 0 is skipped: exact identity.
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from .errors import UserError
 
 MATCHING_STRATEGY = "color_crop_cutout"
-TRAINING_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+TRAINING_STRATEGY = "color_crop_flip_scale_rotate"  # the NCFM evaluation (BENCHMARKS.md): no cutout
 OPERATIONS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 
@@ -48,17 +52,18 @@ def _uniform(n: int, low: float, high: float, generator) -> torch.Tensor:
 class DSA:
     """`DSA("color_crop_cutout")(images, generator, siamese=True)`; images are [N,C,H,W] floats."""
 
-    def __init__(self, strategy: str = TRAINING_STRATEGY, strengths: DSAStrengths = DSAStrengths()):
+    def __init__(self, strategy: str = TRAINING_STRATEGY, strengths: DSAStrengths = DSAStrengths(), mode: str = "one"):
         names = [name for name in strategy.split("_") if name]
         unknown = [name for name in names if name not in OPERATIONS]
         if unknown:
             raise UserError(f"unknown DSA operation(s) {', '.join(unknown)} in {strategy!r}; use {', '.join(OPERATIONS)}")
-        self.strategy = strategy
-        self.strengths = strengths
-        self.operations = set(names)
+        if mode not in ("one", "all"):
+            raise UserError(f"DSA mode must be one (one random operation per draw, as DSA) or all, got {mode!r}")
+        self.strategy, self.strengths, self.mode = strategy, strengths, mode
+        self.names = list(dict.fromkeys(names))
 
     def __repr__(self) -> str:
-        return f"DSA({self.strategy!r}, {self.strengths})"
+        return f"DSA({self.strategy!r}, {self.strengths}, mode={self.mode!r})"
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None, siamese: bool = False) -> torch.Tensor:
         """Augment [N,C,H,W] images: one draw for all (`siamese`) or one per image."""
@@ -66,21 +71,33 @@ class DSA:
         return self.apply(images, draw)
 
     def draw(self, count: int, height: int, width: int, generator: torch.Generator | None = None) -> dict:
-        """`count` random draws (on the CPU), to be applied with `apply`."""
-        s, on = self.strengths, self.operations
+        """`count` random draws (on the CPU), to be applied with `apply`.
+
+        In mode `one` each draw uses one operation of the strategy, picked at random (DSA's
+        convention); in mode `all` every operation, in the order colour, warp, cutout.
+        """
+        s = self.strengths
+        if self.mode == "one":
+            chosen = torch.randint(len(self.names), (count,), generator=generator)
+            active = {name: chosen == index for index, name in enumerate(self.names)}
+        else:
+            active = {name: torch.ones(count, dtype=torch.bool) for name in self.names}
+        off = torch.zeros(count, dtype=torch.bool)
         draw: dict[str, torch.Tensor] = {}
-        if "color" in on:
+        color = active.get("color", off)
+        if color.any():
             if s.brightness > 0:
-                draw["brightness"] = _uniform(count, -s.brightness / 2, s.brightness / 2, generator)
+                draw["brightness"] = _uniform(count, -s.brightness / 2, s.brightness / 2, generator) * color
             if s.saturation > 0:
-                draw["saturation"] = _uniform(count, 1 - s.saturation, 1 + s.saturation, generator)
+                draw["saturation"] = torch.where(color, _uniform(count, 1 - s.saturation, 1 + s.saturation, generator), 1.0)
             if s.contrast > 0:
-                draw["contrast"] = _uniform(count, 1 - s.contrast, 1 + s.contrast, generator)
-        theta = self._draw_warp(count, height, width, generator)
+                draw["contrast"] = torch.where(color, _uniform(count, 1 - s.contrast, 1 + s.contrast, generator), 1.0)
+        theta = self._draw_warp(count, height, width, generator, {name: active.get(name, off) for name in ("flip", "scale", "rotate", "crop")})
         if theta is not None:
             draw["theta"] = theta
-        if "cutout" in on and s.cutout > 0:
-            draw["keep"] = self._draw_cutout(count, height, width, generator)
+        cutout = active.get("cutout", off)
+        if cutout.any() and s.cutout > 0:
+            draw["keep"] = torch.where(cutout.view(-1, 1, 1), self._draw_cutout(count, height, width, generator), 1.0)
         return draw
 
     def apply(self, images: torch.Tensor, draw: dict, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,28 +127,29 @@ class DSA:
             x = x * rows("keep").unsqueeze(1)
         return x
 
-    def _draw_warp(self, count: int, height: int, width: int, generator) -> torch.Tensor | None:
-        """Flip, scale, rotation and translation as one affine map (output -> input coordinates)."""
-        s, on = self.strengths, self.operations
+    def _draw_warp(self, count: int, height: int, width: int, generator, active: dict) -> torch.Tensor | None:
+        """Flip, scale, rotation and translation of the active draws as one affine map (output -> input coordinates)."""
+        s = self.strengths
         theta = torch.eye(2, 3).repeat(count, 1, 1)
         changed = False
-        if "flip" in on and s.flip > 0:
-            theta[:, 0, 0] = torch.where(torch.rand(count, generator=generator) < s.flip, -1.0, 1.0)
+        if active["flip"].any() and s.flip > 0:
+            theta[:, 0, 0] = torch.where(active["flip"] & (torch.rand(count, generator=generator) < s.flip), -1.0, 1.0)
             changed = True
-        if "scale" in on and s.scale > 0:
-            factors = _uniform(2 * count, 1 / (1 + s.scale), 1 + s.scale, generator).view(count, 1, 2)
+        if active["scale"].any() and s.scale > 0:
+            factors = _uniform(2 * count, 1 / (1 + s.scale), 1 + s.scale, generator).view(count, 2)
+            factors = torch.where(active["scale"].view(-1, 1), factors, 1.0).view(count, 1, 2)
             theta[:, :, :2] = theta[:, :, :2] * factors
             changed = True
-        if "rotate" in on and s.rotate > 0:
-            angle = _uniform(count, -s.rotate, s.rotate, generator) * (math.pi / 180)
+        if active["rotate"].any() and s.rotate > 0:
+            angle = _uniform(count, -s.rotate, s.rotate, generator) * (math.pi / 180) * active["rotate"]
             cos, sin = torch.cos(angle), torch.sin(angle)
             rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
             theta[:, :, :2] = rotation @ theta[:, :, :2]
             changed = True
-        if "crop" in on and s.crop > 0:
+        if active["crop"].any() and s.crop > 0:
             for axis, size in ((0, width), (1, height)):
                 reach = int(size * s.crop)
-                shift = torch.randint(-reach, reach + 1, (count,), generator=generator).float()
+                shift = torch.randint(-reach, reach + 1, (count,), generator=generator).float() * active["crop"]
                 theta[:, axis, 2] = 2 * shift / size  # whole pixels in normalised coordinates
             changed = True
         return theta if changed else None

@@ -66,6 +66,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--lr", type=float)
     training.add_argument("--weight-decay", type=float)
     training.add_argument("--dsa", help="per-sample DSA operations joined by _ ('' for none)")
+    training.add_argument("--dsa-mode", help="one (one random DSA operation per image, the DSA convention) or all")
     training.add_argument("--cutmix-p", type=float, help="probability that a batch is CutMix-ed")
     training.add_argument("--labels", help="auto (soft when the set has them), hard or soft")
     training.add_argument("--temperature", type=float, help="KD temperature for soft labels or --teacher")
@@ -84,7 +85,7 @@ def eval_config(args: argparse.Namespace):
     if args.net is not None and args.net != config.net:
         config.net, config.net_options = args.net, {}
     config.net_options.update({k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pool") if getattr(args, k) is not None})
-    training = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "dsa", "cutmix_p", "temperature") if getattr(args, k) is not None}
+    training = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "dsa", "dsa_mode", "cutmix_p", "temperature") if getattr(args, k) is not None}
     config.train = replace(config.train, **training)
     for key in ("runs", "seed", "labels", "teacher"):
         if getattr(args, key) is not None:

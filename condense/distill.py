@@ -63,6 +63,7 @@ class DistillConfig:
     alpha: float = 0.5
     loss_scale: float = 300.0
     dsa: str = MATCHING_STRATEGY
+    dsa_mode: str = "one"  # one random operation per class and iteration (DSA's convention) | all
     sampler: str = "learned"  # learned (ψ) | gaussian
     sampler_lr: float = 1e-3
     sigma_min: float = 0.1
@@ -98,7 +99,8 @@ def _preset(**overrides) -> DistillConfig:
     return DistillConfig(**overrides)
 
 
-_CPU = dict(width=64, pool_size=2, pool_epochs=1, real_batch=128, frequencies=1024, iterations=200, eval_preset="cpu", checkpoint_every=50)
+# BENCHMARKS.md: the CPU presets match with 1024 Gaussian frequencies (the paper presets with ψ).
+_CPU = dict(width=64, pool_size=2, pool_epochs=1, real_batch=128, frequencies=1024, sampler="gaussian", iterations=200, eval_preset="cpu", checkpoint_every=50)
 PRESETS: dict[str, DistillConfig] = {
     "cifar10-ipc10-cpu": _preset(data="uoft-cs/cifar10", ipc=10, **_CPU),
     "mnist-ipc10-cpu": _preset(data="ylecun/mnist", ipc=10, **_CPU),
@@ -137,7 +139,7 @@ class Distiller:
         canvases, self.canvas_labels = init_canvases(real, config.ipc, config.factor, self.generator)
         self.canvases = canvases.to(device).requires_grad_(True)
         self.labels = decoded_labels(self.canvas_labels, config.factor).to(device)
-        self.augment = DSA(config.dsa)
+        self.augment = DSA(config.dsa, mode=config.dsa_mode)
         dim = pool.matcher.feature_dim
         if config.sampler == "learned":
             with torch.random.fork_rng(devices=[]):
@@ -187,7 +189,10 @@ class Distiller:
         real_groups = torch.arange(classes).repeat_interleave(config.real_batch)
         synthetic = self.augment.apply(synthetic, draw, self.labels.cpu())
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp):
-            real_features = self._forward_features(self.augment.apply(real_images, draw, real_groups))
+            real_features = torch.cat([  # class by class: activations of one class's batch at a time
+                self._forward_features(self.augment.apply(images, draw, groups))
+                for images, groups in zip(real_images.split(config.real_batch), real_groups.split(config.real_batch))
+            ])
         synthetic_features = self._forward_features(synthetic)
         matching = config.loss_scale * ncfd(
             real_features.view(classes, config.real_batch, -1), synthetic_features.view(classes, per_class, -1), frequencies, config.alpha
@@ -255,7 +260,9 @@ class Distiller:
 
 def pool_spec(config: DistillConfig, real: RealData) -> PoolSpec:
     training = dataclasses.replace(POOL_TRAINING, epochs=config.pool_epochs).to_dict()
-    return PoolSpec(real.source, real.split, real.num_classes, real.channels, real.image_size, config.net, config.net_options(), training, config.seed)
+    local = Path(real.source).expanduser()
+    dataset = str(local.resolve()) if local.exists() else real.source  # one identity for ./x, x and /abs/x
+    return PoolSpec(dataset, real.split, real.num_classes, real.channels, real.image_size, config.net, config.net_options(), training, config.seed)
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 With factor f, a canvas [C,H,W] is cut into f*f crops of (H/f, W/f) (row-major), and each crop is
 upsampled back to H x W. IPC k therefore gives k*f*f training images per class. Initialisation tiles
-f*f random real images of the class, downsized, into each canvas.
+f*f random real images of the class, downsized by f x f box averaging, into each canvas.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def tile(images: torch.Tensor, factor: int) -> torch.Tensor:
         return images
     n, c, h, w = images.shape
     _check(h, w, factor)
-    small = F.interpolate(images, size=(h // factor, w // factor), mode="bilinear", antialias=True, align_corners=False)
+    small = F.interpolate(images, size=(h // factor, w // factor), mode="area")  # exact f x f box average
     small = small.reshape(n // factor**2, factor, factor, c, h // factor, w // factor).permute(0, 3, 1, 4, 2, 5)
     return small.reshape(n // factor**2, c, h, w).clamp(0, 1)
 

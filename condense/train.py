@@ -32,6 +32,7 @@ class TrainConfig:
     lr_decay_at: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)  # fractions of training where the lr is multiplied by lr_gamma
     lr_gamma: float = 0.5
     dsa: str = TRAINING_STRATEGY  # per-sample DSA operations; "" for none
+    dsa_mode: str = "one"  # one random operation per image (DSA's convention) | all of them
     cutmix_p: float = 0.5  # probability that a batch is CutMix-ed
     temperature: float = 1.0  # soft targets: softmax(log p / T); loss T^2 * CE(logits / T, targets)
 
@@ -85,7 +86,7 @@ def train(
     elif targets.is_floating_point():
         targets = soft_targets(targets, temperature)
     images, targets = images.to(device), targets.to(device)
-    augment = DSA(config.dsa) if config.dsa else None
+    augment = DSA(config.dsa, mode=config.dsa_mode) if config.dsa else None
     net.to(device).train()
     optimizer = make_optimizer(net.parameters(), config)
     milestones = sorted({max(1, round(f * config.epochs)) for f in config.lr_decay_at})
