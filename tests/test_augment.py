@@ -118,3 +118,18 @@ def test_one_draw_per_class_applies_alike_to_real_and_synthetic_batches():
     same = _images(1).expand(6, -1, -1, -1)
     out = dsa.apply(same, draw, real_groups)
     assert torch.equal(out[0], out[1]) and not torch.equal(out[1], out[2])
+
+
+def test_mode_one_applies_exactly_one_operation_per_draw():
+    strengths = DSAStrengths(flip=1.0)
+    x = _images(64) + 1  # no zeros before cutout
+    out = DSA("flip_cutout", strengths, mode="one")(x, _gen())
+    flipped = torch.tensor([torch.allclose(o, i.flip(2), atol=1e-5) for o, i in zip(out, x)])
+    cut = (out == 0).flatten(1).any(1)
+    assert torch.equal(flipped, ~cut)  # every image got a flip or a cutout, never both
+    assert 10 < flipped.sum() < 54
+    both = DSA("flip_cutout", strengths, mode="all")(x, _gen())
+    assert all(torch.allclose(o[m], i.flip(2)[m]) for o, i, m in zip(both, x, both != 0))
+    assert (both == 0).flatten(1).any(1).all()
+    with pytest.raises(UserError, match="DSA mode must be one"):
+        DSA("flip", mode="some")

@@ -140,3 +140,13 @@ def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch):
     a = SyntheticSet.load(tmp_path / "whole" / "synthetic.safetensors")
     b = SyntheticSet.load(tmp_path / "killed" / "synthetic.safetensors")
     assert torch.equal(a.canvases, b.canvases) and torch.equal(a.images, b.images)
+
+
+def test_pool_identity_of_a_local_folder_does_not_depend_on_how_it_is_written(tmp_path, monkeypatch):
+    from condense.distill import pool_spec
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    relative, absolute = make_real(source="./data"), make_real(source=str(tmp_path / "data"))
+    assert pool_spec(_config(), relative) == pool_spec(_config(), absolute)
+    assert pool_spec(_config(), make_real(source="uoft-cs/cifar10")).dataset == "uoft-cs/cifar10"
