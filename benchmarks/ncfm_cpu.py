@@ -34,7 +34,9 @@ VARIANTS = {
     "psi": {"sampler": "learned"},
     "gaussian": {"sampler": "gaussian"},
     "gaussian-lr3e-3": {"sampler": "gaussian", "lr": 3e-3},
+    "psi-lr3e-3": {"sampler": "learned", "lr": 3e-3},
 }
+DEFAULT_VARIANTS = "psi,gaussian,gaussian-lr3e-3"
 
 
 class PeakMemory:
@@ -65,9 +67,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default="benchmarks/runs/ncfm_cpu")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--override", nargs="*", default=[], metavar="FIELD=VALUE", help="extra settings for every variant, e.g. sampler_lr=1e-4")
     parser.add_argument("--iterations", type=int, help="override the preset's 200 iterations")
-    parser.add_argument("--lr", type=float, help="override the preset's image learning rate (1e-3)")
     args = parser.parse_args()
     progress = sys.stderr.isatty()
     device = resolve_device(args.device)
@@ -75,9 +77,11 @@ def main() -> None:
     config = dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data, pool_folder=str(out / "pool"))
     if args.iterations:
         config.iterations = args.iterations
-    if args.lr:
-        config.lr = args.lr
-    rows, figures = [], {"config": config.to_dict(), "device": str(device), "torch_threads": torch.get_num_threads()}
+    overrides = {}
+    for item in args.override:
+        key, value = item.split("=", 1)
+        overrides[key] = type(getattr(config, key))(value)
+    rows, figures = [], {"overrides": overrides, "config": config.to_dict(), "device": str(device), "torch_threads": torch.get_num_threads()}
 
     with PeakMemory() as memory:  # loading both splits and pretraining (or reusing) the pool
         start = time.perf_counter()
@@ -96,7 +100,7 @@ def main() -> None:
     evaluate("random real IPC 10", random_subset(real, 10, seed=0))
     evaluate("NCFM initial set (0 iterations)", Distiller(config, real, pool, device).synthetic_set())
     for name in args.variants.split(","):
-        run_config = dataclasses.replace(config, **VARIANTS[name])
+        run_config = dataclasses.replace(config, **VARIANTS[name], **overrides)
         distiller = Distiller(run_config, real, pool, device)
         run_folder = out / name
         run_folder.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from .ncfd import ncfd
 from .pool import POOL_TRAINING, Pool, PoolSpec
 from .sampler import GaussianSampler, ScaleMixtureSampler
 from .synthetic import SyntheticSet
+from .train import make_optimizer
 
 
 @dataclass
@@ -95,18 +96,14 @@ class DistillConfig:
         return dataclasses.asdict(self)
 
 
-def _preset(**overrides) -> DistillConfig:
-    return DistillConfig(**overrides)
-
-
 # BENCHMARKS.md: the CPU presets match with 1024 Gaussian frequencies (the paper presets with ψ).
 _CPU = dict(width=64, pool_size=2, pool_epochs=1, real_batch=128, frequencies=1024, sampler="gaussian", iterations=200, eval_preset="cpu", checkpoint_every=50)
 PRESETS: dict[str, DistillConfig] = {
-    "cifar10-ipc10-cpu": _preset(data="uoft-cs/cifar10", ipc=10, **_CPU),
-    "mnist-ipc10-cpu": _preset(data="ylecun/mnist", ipc=10, **_CPU),
-    **{f"cifar10-ipc{ipc}": _preset(data="uoft-cs/cifar10", ipc=ipc) for ipc in (1, 10, 50)},
+    "cifar10-ipc10-cpu": DistillConfig(data="uoft-cs/cifar10", ipc=10, **_CPU),
+    "mnist-ipc10-cpu": DistillConfig(data="ylecun/mnist", ipc=10, **_CPU),
+    **{f"cifar10-ipc{ipc}": DistillConfig(data="uoft-cs/cifar10", ipc=ipc) for ipc in (1, 10, 50)},
     **{
-        f"cifar100-ipc{ipc}": _preset(
+        f"cifar100-ipc{ipc}": DistillConfig(
             data="uoft-cs/cifar100", label_column="fine_label", ipc=ipc,
             **({"optimizer": "sgd", "lr": 0.01, "momentum": 0.5} if ipc == 10 else {}),
         )
@@ -152,12 +149,7 @@ class Distiller:
             self.sampler, self.sampler_optimizer, self.sampler_schedule = GaussianSampler(dim, config.frequencies), None, None
         else:
             raise UserError(f"unknown sampler {config.sampler!r}; use learned or gaussian")
-        if config.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW([self.canvases], lr=config.lr, weight_decay=config.weight_decay)
-        elif config.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD([self.canvases], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-        else:
-            raise UserError(f"unknown optimizer {config.optimizer!r}; use adamw or sgd")
+        self.optimizer = make_optimizer([self.canvases], config.optimizer, config.lr, config.weight_decay, config.momentum)
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", factor=0.5, patience=config.plateau_patience)
         self.iteration = 0
         self.matcher = pool.matcher

@@ -40,12 +40,13 @@ class TrainConfig:
         return asdict(self)
 
 
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    raise UserError(f"unknown optimizer {config.optimizer!r}; use adamw or sgd")
+def make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    """AdamW or SGD with momentum (for networks here, and for the synthetic images in distillation)."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise UserError(f"unknown optimizer {name!r}; use adamw or sgd")
 
 
 def soft_targets(probabilities: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -88,7 +89,7 @@ def train(
     images, targets = images.to(device), targets.to(device)
     augment = DSA(config.dsa, mode=config.dsa_mode) if config.dsa else None
     net.to(device).train()
-    optimizer = make_optimizer(net.parameters(), config)
+    optimizer = make_optimizer(net.parameters(), config.optimizer, config.lr, config.weight_decay, config.momentum)
     milestones = sorted({max(1, round(f * config.epochs)) for f in config.lr_decay_at})
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.lr_gamma)
     count = len(images)
