@@ -8,8 +8,9 @@ One iteration, for all classes at once (REFERENCE.md §1, with the published cod
    synthetic images;
 5. per class: NCFD between L2-normalised matcher features of real and synthetic images (×300);
    plus calibration: cross-entropy of the trained member on the augmented synthetic images;
-6. one backward of the summed loss; ψ's gradients are negated (ascent); one optimiser step for the
-   images (so no class's step leaks momentum or weight decay into another's), one for ψ; clamp to [0, 1].
+6. backward of the summed loss (each network into the augmented images, then once through DSA and
+   decoding); ψ's gradients are negated (ascent); one optimiser step for the images (so no class's
+   step leaks momentum or weight decay into another's), one for ψ; clamp to [0, 1].
 """
 
 from __future__ import annotations
@@ -185,20 +186,26 @@ class Distiller:
                 self._forward_features(self.augment.apply(images, draw, groups))
                 for images, groups in zip(real_images.split(config.real_batch), real_groups.split(config.real_batch))
             ])
-        synthetic_features = self._forward_features(synthetic)
-        matching = config.loss_scale * ncfd(
-            real_features.view(classes, config.real_batch, -1), synthetic_features.view(classes, per_class, -1), frequencies, config.alpha
-        )
-        loss = matching.sum()
-        calibration = torch.zeros((), device=self.device)
-        if config.calibration_weight > 0:
-            per_sample = F.cross_entropy(self.pool.trained_net(synthetic), self.labels, reduction="none")
-            calibration = per_sample.view(classes, per_class).mean(1).sum()
-            loss = loss + config.calibration_weight * calibration
         self.optimizer.zero_grad(set_to_none=True)
         if self.sampler_optimizer is not None:
             self.sampler_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # The matching and calibration networks each backpropagate into a detached copy of the augmented
+        # images and free their graph at once; one backward then carries the summed gradient through
+        # DSA and decoding into the canvases (peak memory: one network's graph, not two).
+        augmented = synthetic.detach().requires_grad_(True)
+        synthetic_features = self._forward_features(augmented)
+        matching = config.loss_scale * ncfd(
+            real_features.view(classes, config.real_batch, -1), synthetic_features.view(classes, per_class, -1), frequencies, config.alpha
+        )
+        matching_total = matching.sum()
+        matching_total.backward()
+        calibration = torch.zeros((), device=self.device)
+        if config.calibration_weight > 0:
+            per_sample = F.cross_entropy(self.pool.trained_net(augmented), self.labels, reduction="none")
+            calibration = per_sample.view(classes, per_class).mean(1).sum()
+            (config.calibration_weight * calibration).backward()
+        synthetic.backward(augmented.grad)
+        loss = matching_total.detach() + config.calibration_weight * calibration.detach()
         self.optimizer.step()
         if self.sampler_optimizer is not None:
             self.sampler.ascend()
@@ -212,7 +219,7 @@ class Distiller:
         self.plateau.step(value)
         self.iteration += 1
         return {
-            "iteration": self.iteration, "loss": value, "matching": matching.sum().item(), "calibration": calibration.item(),
+            "iteration": self.iteration, "loss": value, "matching": matching_total.item(), "calibration": calibration.item(),
             "lr": self.optimizer.param_groups[0]["lr"], "member": member, "blend": blend,
             "real_indices": real_indices, **self.sampler.stats(),
         }
