@@ -136,7 +136,8 @@ class Distiller:
         self.generator = torch.Generator().manual_seed(config.seed)
         canvases, self.canvas_labels = init_canvases(real, config.ipc, config.factor, self.generator)
         self.canvases = canvases.to(device).requires_grad_(True)
-        self.labels = decoded_labels(self.canvas_labels, config.factor).to(device)
+        self.label_groups = decoded_labels(self.canvas_labels, config.factor)  # CPU: DSA draw index per image
+        self.labels = self.label_groups.to(device)
         self.augment = DSA(config.dsa, mode=config.dsa_mode)
         dim = pool.matcher.feature_dim
         if config.sampler == "learned":
@@ -180,7 +181,7 @@ class Distiller:
         per_class = len(synthetic) // classes
         draw = self.augment.draw(classes, *real_images.shape[2:], generator)
         real_groups = torch.arange(classes).repeat_interleave(config.real_batch)
-        synthetic = self.augment.apply(synthetic, draw, self.labels.cpu())
+        synthetic = self.augment.apply(synthetic, draw, self.label_groups)
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp):
             real_features = torch.cat([  # class by class: activations of one class's batch at a time
                 self._forward_features(self.augment.apply(images, draw, groups))
@@ -249,7 +250,7 @@ class Distiller:
     def synthetic_set(self, soft_labels: torch.Tensor | None = None, evaluation: dict | None = None) -> SyntheticSet:
         real = self.real
         return SyntheticSet(
-            images=self.images().detach().cpu(), labels=self.labels.cpu(), soft_labels=soft_labels,
+            images=self.images().detach().cpu(), labels=self.label_groups.clone(), soft_labels=soft_labels,
             canvases=self.canvases.detach().cpu(), class_names=list(real.class_names), mean=real.mean, std=real.std,
             method="ncfm", source_dataset=real.source, source_revision=real.revision, ipc=self.config.ipc,
             factor=self.config.factor, config={**self.config.to_dict(), "iterations_done": self.iteration},
