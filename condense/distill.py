@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -154,11 +154,10 @@ class Distiller:
         self.optimizer = make_optimizer([self.canvases], config.optimizer, config.lr, config.weight_decay, config.momentum)
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", factor=0.5, patience=config.plateau_patience)
         self.iteration = 0
-        self.matcher = pool.matcher
         if config.channels_last:
-            self.matcher.to(memory_format=torch.channels_last)
+            pool.matcher.to(memory_format=torch.channels_last)
             pool.trained_net.to(memory_format=torch.channels_last)
-        self.features = torch.compile(self.matcher.features) if config.compile else self.matcher.features
+        self.features = torch.compile(pool.matcher.features) if config.compile else pool.matcher.features
 
     def images(self) -> torch.Tensor:
         """The decoded synthetic images [N,C,H,W] (ordered by class)."""
