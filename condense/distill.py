@@ -363,7 +363,7 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     Folder: config.json (resolved settings), log.jsonl, checkpoint.pt, synthetic.safetensors,
     preview.png and eval.json. The set file appears only once everything before it succeeded.
     """
-    from .evaluate import eval_preset, evaluate_set
+    from .evaluate import eval_preset, evaluate_set, evaluation_summary
     from .pool import load_member
     from .runtime import write_json
 
@@ -389,7 +389,7 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
             eval_config.runs = config.eval_runs
         evaluation = evaluate_set(synthetic, test, eval_config, device, progress)
         write_json(out / "eval.json", evaluation)
-        synthetic.evaluation = {k: evaluation[k] for k in ("accuracy_mean", "accuracy_std", "labels", "protocol")}
+        synthetic.evaluation = evaluation_summary(evaluation)
     synthetic.save_preview(out / "preview.png")
     synthetic.save(out / "synthetic.safetensors")
     return {"set": synthetic, "seconds_per_iteration": seconds, "evaluation": evaluation, "out": out}

@@ -114,6 +114,18 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
     }
 
 
+def evaluation_summary(result: dict) -> dict:
+    """What a set carries of an `evaluate_set` result: the figures, each run's accuracy, the test split and the protocol."""
+    return {
+        "accuracy_mean": result["accuracy_mean"],
+        "accuracy_std": result["accuracy_std"],
+        "run_accuracies": [run["accuracy"] for run in result["runs"]],
+        "labels": result["labels"],
+        "test": result["test"],
+        "protocol": result["protocol"],
+    }
+
+
 def format_result(result: dict) -> str:
     """A plain-text table of an `evaluate_set` result."""
     protocol = result["protocol"]

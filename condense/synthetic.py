@@ -77,19 +77,19 @@ class SyntheticSet:
         tmp.replace(path)
         return path
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the safetensors file atomically (temporary name in the same folder, then rename)."""
-        from safetensors.torch import save_file
-
-        from . import __version__
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors of the file contract, by name (optional ones only when present)."""
         tensors = {"images": self.images, "labels": self.labels}
         if self.soft_labels is not None:
             tensors["soft_labels"] = self.soft_labels
         if self.canvases is not None:
             tensors["canvases"] = self.canvases
+        return tensors
+
+    def metadata(self) -> dict[str, str]:
+        """The string metadata of the file contract (JSON for structured values)."""
+        from . import __version__
+
         metadata = {
             "format": FORMAT,
             "method": self.method,
@@ -100,10 +100,18 @@ class SyntheticSet:
             "version": __version__,
         }
         metadata.update({key: json.dumps(getattr(self, key)) for key in JSON_KEYS})
+        return metadata
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the safetensors file atomically (temporary name in the same folder, then rename)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()}, tmp, metadata=self.metadata())
             os.chmod(tmp, 0o644)  # safetensors writes 0600; a published set is meant to be read
             os.replace(tmp, path)
         except BaseException:
@@ -125,20 +133,25 @@ class SyntheticSet:
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or not a condensed set") from exc
+        return cls.from_parts(tensors, metadata, origin=str(path))
+
+    @classmethod
+    def from_parts(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str], origin: str) -> "SyntheticSet":
+        """Rebuild a set from `tensors()` and `metadata()` as read back from a file; `origin` names it in errors."""
         if metadata.get("format") != FORMAT:
-            raise UserError(f"{path} is a safetensors file but not a condensed set (metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r})")
+            raise UserError(f"{origin} is not a condensed set (metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r})")
         missing = [key for key in ("images", "labels") if key not in tensors]
         missing += [key for key in ("method", "source_dataset", "ipc", "factor", *JSON_KEYS) if key not in metadata]
         if missing:
-            raise UserError(f"{path} lacks {', '.join(missing)}; the file is incomplete or was written by another tool")
+            raise UserError(f"{origin} lacks {', '.join(missing)}; the file is incomplete or was written by another tool")
         try:
             decoded = {key: json.loads(metadata[key]) for key in JSON_KEYS}
             ipc, factor = int(metadata["ipc"]), int(metadata["factor"])
         except ValueError as exc:
-            raise UserError(f"{path} has malformed metadata ({exc})") from exc
+            raise UserError(f"{origin} has malformed metadata ({exc})") from exc
         problem = _check_tensors(tensors["images"], tensors["labels"], tensors.get("soft_labels"), tensors.get("canvases"), len(decoded["class_names"]))
         if problem:
-            raise UserError(f"{path}: {problem}")
+            raise UserError(f"{origin}: {problem}")
         return cls(
             images=tensors["images"],
             labels=tensors["labels"],
