@@ -1,4 +1,4 @@
-"""The `condense` command line: `condense baseline ...`, `condense eval ...`."""
+"""The `condense` command line: baseline, distill, pretrain, eval, export and push."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
     """`--preset` plus one flag per DistillConfig field (the preset's value when not given)."""
-    from .distill import DistillConfig, PRESETS
+    from .distill import PRESETS, DistillConfig
 
     parser.add_argument("--preset", default="cifar10-ipc10-cpu", help=f"one of {', '.join(PRESETS)} (default cifar10-ipc10-cpu)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -163,6 +163,22 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     print(f"pool of {len(manifest['members'])} in {folder}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .hub import export
+
+    written = export(args.source, args.out, args.config, repo_id=args.repo_id, source_id=args.source_id,
+                     license=args.license, pretty_name=args.pretty_name)
+    print(f"wrote {written} and {Path(args.out) / 'README.md'}")
+    print(f"check: datasets.load_dataset({str(args.out)!r}, {written.name!r})")
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    from .hub import push
+
+    url = push(args.folder, args.repo, private=args.private, revision=args.revision)
+    print(f"pushed {args.folder} to {args.repo}: {url}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condense", description="Dataset condensation (NCFM) and the train-on-small-set, test-on-real evaluation.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -193,6 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(evaluate)
     add_data_arguments(evaluate, required=False)
     evaluate.set_defaults(func=cmd_eval)
+
+    export = commands.add_parser("export", help="write or update a Hub folder: parquet rows, safetensors, preview, card")
+    export.add_argument("source", help="a run folder of `condense distill` or a .safetensors set")
+    export.add_argument("--out", required=True, help="the Hub folder (created if needed; other configs in it are kept)")
+    export.add_argument("--config", help="config name (default ipc<K>)")
+    export.add_argument("--repo-id", help="OWNER/NAME shown in the card's loading examples (default: kept, or OWNER/<folder name>)")
+    export.add_argument("--source-id", help="Hub id of the source dataset for the card (default: the set's source when it is a Hub id)")
+    export.add_argument("--license", help="card license (default: kept, or 'other'; follow the source dataset's terms)")
+    export.add_argument("--pretty-name", help="card title")
+    export.set_defaults(func=cmd_export)
+
+    push = commands.add_parser("push", help="upload a Hub folder to a dataset repo in one commit")
+    push.add_argument("folder", help="a folder written by `condense export`")
+    push.add_argument("--repo", required=True, help="OWNER/NAME of the dataset repo (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", help="branch to push to (created from main if missing)")
+    push.set_defaults(func=cmd_push)
     return parser
 
 

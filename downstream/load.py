@@ -1,0 +1,79 @@
+"""`load_condensed`: a condensed set from a file, a run folder, a Hub folder or a Hub repo id."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from condense.errors import UserError
+from condense.hub import (
+    CARD,
+    ROWS_GLOB,
+    SET_FILE,
+    card_configs,
+    check_agreement,
+    read_card,
+    read_rows,
+)
+from condense.synthetic import SyntheticSet
+
+
+def load_condensed(source: str | Path, config: str | None = None, revision: str | None = None) -> SyntheticSet:
+    """The set (images, labels, soft labels, class names, mean/std, metadata) named by `source`.
+
+    `source` is a .safetensors file, a `condense distill` run folder, a folder written by
+    `condense export`, or a Hub dataset repo id (downloaded through `huggingface_hub`, cached).
+    In a Hub folder or repo the safetensors file is preferred and the parquet rows are the
+    fallback; when both exist they must agree bit for bit. `config` may be omitted when there is one.
+    """
+    path = Path(source)
+    if path.is_file():
+        return SyntheticSet.load(path)
+    if path.is_dir():
+        if not (path / CARD).is_file() and (path / SET_FILE).is_file():
+            return SyntheticSet.load(path / SET_FILE)
+        return _from_folder(path, config)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
+        return _from_folder(_download(str(source), config, revision), config)
+    raise UserError(f"{source} is neither a file, a folder nor a Hub repo id (OWNER/NAME)")
+
+
+def _download(repo_id: str, config: str | None, revision: str | None) -> Path:
+    """A local snapshot of the card and the config's files of a Hub dataset repo."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    patterns = [CARD, f"{config}/*"] if config else [CARD, "*/" + SET_FILE, "*/train-*"]
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, allow_patterns=patterns))
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise UserError(f"no dataset repo {repo_id!r}{f' at revision {revision!r}' if revision else ''} on the Hub (or no access: log in with `hf auth login`)") from exc
+    except HfHubHTTPError as exc:
+        raise UserError(f"could not download {repo_id!r} from the Hub: {exc}") from exc
+
+
+def _from_folder(folder: Path, config: str | None) -> SyntheticSet:
+    card = read_card(folder)
+    if card is None:
+        raise UserError(f"{folder} has neither {CARD} nor {SET_FILE}; pass a folder written by `condense export` or `condense distill`")
+    configs = card_configs(card)
+    if config is None:
+        if len(configs) != 1:
+            raise UserError(f"{folder} holds configs {', '.join(configs)}; name one (e.g. load_condensed(..., {configs[0]!r}))")
+        config = configs[0]
+    if config not in configs:
+        raise UserError(f"{folder} has no config {config!r}; it has {', '.join(configs)}")
+    set_file, rows = folder / config / SET_FILE, sorted((folder / config).glob(ROWS_GLOB))
+    origin = f"{folder} config {config!r}"
+    if not set_file.is_file() and not rows:
+        raise UserError(f"{origin} has neither {SET_FILE} nor parquet rows")
+    if not set_file.is_file():
+        return read_rows(rows, origin)
+    synthetic = SyntheticSet.load(set_file)
+    if rows:
+        check_agreement(synthetic, read_rows(rows, origin), origin)
+    return synthetic

@@ -1,0 +1,183 @@
+"""Hub folders: export, card, load back (folder and repo id), push through a Hub stand-in on loopback."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from condense.errors import UserError
+from condense.hub import (
+    ROWS,
+    SET_FILE,
+    export,
+    folder_problems,
+    push,
+    read_card,
+    write_rows,
+)
+from condense.synthetic import SyntheticSet
+from downstream import load_condensed
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_standin import HubStandIn
+
+
+def saved(tmp_path: Path, synthetic: SyntheticSet, name: str) -> Path:
+    return synthetic.save(tmp_path / f"{name}.safetensors")
+
+
+@pytest.fixture
+def hub_folder(tmp_path, tiny_set):
+    """A Hub folder with config `ipc6` of the tiny set, which carries an evaluation result."""
+    tiny_set.evaluation = {"accuracy_mean": 61.5, "accuracy_std": 0.5, "run_accuracies": [61.0, 62.0], "labels": "soft",
+                           "test": "tiny [test], 12 images", "protocol": {"net": "convnet", "net_options": {"width": 8}, "train": {"epochs": 3}}}
+    folder = tmp_path / "hub"
+    export(saved(tmp_path, tiny_set, "tiny"), folder, source_id="owner/tiny", repo_id="tester/tiny-ncfm")
+    return folder
+
+
+def test_rows_equal_the_safetensors_tensors_bit_for_bit(hub_folder, tiny_set):
+    from datasets import load_dataset
+
+    rows = load_dataset(str(hub_folder), "ipc6", split="train").with_format("torch")
+    batch = rows[:]
+    assert batch["pixel_values"].dtype == torch.float32 and batch["pixel_values"].shape == (12, 3, 8, 8)
+    stored = SyntheticSet.load(hub_folder / "ipc6" / SET_FILE)
+    assert torch.equal(batch["pixel_values"].view(torch.int32), stored.images.view(torch.int32))
+    assert torch.equal(batch["pixel_values"], tiny_set.images)
+    assert torch.equal(batch["label"], tiny_set.labels)
+    assert torch.equal(batch["soft_label"], tiny_set.soft_labels)
+    assert rows.features["label"].names == ["blue", "red"]
+    preview = rows[0]["image"]  # the lossy PNG column: the 8-bit quantisation of the exact pixels
+    assert torch.equal(preview, tiny_set.images[0].mul(255).round().to(torch.uint8))
+
+
+def test_card_yaml_parses_and_names_every_config(hub_folder, tmp_path, tiny_set):
+    from huggingface_hub import DatasetCard
+
+    second = dataclasses.replace(tiny_set, images=tiny_set.images.flip(0), soft_labels=None, ipc=3, evaluation={})
+    before = {p.name: p.read_bytes() for p in (hub_folder / "ipc6").iterdir()}
+    export(saved(tmp_path, second, "second"), hub_folder)
+    assert {p.name: p.read_bytes() for p in (hub_folder / "ipc6").iterdir()} == before  # the first config is intact
+    card = DatasetCard.load(hub_folder / "README.md")
+    yaml = card.data.to_dict()
+    assert [c["config_name"] for c in yaml["configs"]] == ["ipc3", "ipc6"]
+    assert [c["data_files"][0]["path"] for c in yaml["configs"]] == ["ipc3/train-*", "ipc6/train-*"]
+    assert sorted(info["config_name"] for info in yaml["dataset_info"]) == ["ipc3", "ipc6"]
+    assert yaml["source_datasets"] == ["owner/tiny"] and yaml["task_categories"] == ["image-classification"]
+    assert yaml["license"] and yaml["pretty_name"] and "dataset-condensation" in yaml["tags"]
+    assert "![preview of ipc6](ipc6/preview.png)" in card.text
+    assert "61.50 ± 0.50 %" in card.text and "final epoch" in card.text  # the figures with their protocol
+    assert 'load_dataset("tester/tiny-ncfm", "ipc3"' in card.text  # the repo id is kept across exports
+    assert load_condensed(hub_folder, "ipc3").ipc == 3 and load_condensed(hub_folder, "ipc6").ipc == 6
+
+
+def test_load_condensed_prefers_safetensors_and_falls_back_to_rows(hub_folder, tiny_set):
+    exact = load_condensed(hub_folder)
+    assert torch.equal(exact.images, tiny_set.images) and exact.evaluation["accuracy_mean"] == 61.5
+    (hub_folder / "ipc6" / SET_FILE).unlink()
+    rows = load_condensed(hub_folder, "ipc6")
+    assert torch.equal(rows.images, tiny_set.images) and torch.equal(rows.soft_labels, tiny_set.soft_labels)
+    assert (rows.class_names, rows.mean, rows.method, rows.ipc) == (tiny_set.class_names, tiny_set.mean, "test", 6)
+
+
+def test_load_condensed_refuses_rows_that_disagree_with_the_tensors(hub_folder, tiny_set):
+    tampered = dataclasses.replace(tiny_set, images=tiny_set.images.clone())
+    tampered.images[0, 0, 0, 0] = torch.nextafter(tampered.images[0, 0, 0, 0], torch.tensor(2.0))  # one ulp
+    write_rows(tampered, hub_folder / "ipc6" / ROWS)
+    with pytest.raises(UserError, match="disagree on images"):
+        load_condensed(hub_folder, "ipc6")
+    assert "disagree on images" in " ".join(folder_problems(hub_folder))
+
+
+def test_export_failure_leaves_the_folder_as_it_was(hub_folder, tmp_path, tiny_set, monkeypatch):
+    before = sorted(str(p.relative_to(hub_folder)) for p in hub_folder.rglob("*"))
+    card = (hub_folder / "README.md").read_text()
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("condense.hub.write_rows", broken)
+    with pytest.raises(OSError):
+        export(saved(tmp_path, tiny_set, "again"), hub_folder)
+    assert sorted(str(p.relative_to(hub_folder)) for p in hub_folder.rglob("*")) == before
+    assert (hub_folder / "README.md").read_text() == card
+
+
+def test_bad_inputs_get_clear_errors(hub_folder, tmp_path, tiny_set):
+    with pytest.raises(UserError, match="invalid config name"):
+        export(saved(tmp_path, tiny_set, "x"), hub_folder, "ipc 6")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty and has no README.md"):
+        export(saved(tmp_path, tiny_set, "x"), tmp_path / "other")
+    (hub_folder / "ipc6" / "preview.png").unlink()
+    assert folder_problems(hub_folder) == ["config 'ipc6' lacks preview.png"]
+    with pytest.raises(UserError, match="lacks preview.png"):
+        push(hub_folder, "tester/tiny")
+    assert folder_problems(tmp_path / "other") == ["no README.md (dataset card); run `condense export` into this folder"]
+    with pytest.raises(UserError, match="holds configs|no config 'ipc9'"):
+        load_condensed(hub_folder, "ipc9")
+
+
+def test_push_without_a_token_says_how_to_log_in(hub_folder, monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-login"))
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(UserError, match="hf auth login"):
+        push(hub_folder, "tester/tiny")
+
+
+def run_client(hub: HubStandIn, code: str, tmp_path: Path, token: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter whose huggingface_hub and datasets talk to the stand-in."""
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": token, "HF_HOME": str(tmp_path / "hf-home"),
+           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=False, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_push_then_load_dataset_by_repo_id_returns_the_same_tensors(hub_folder, tmp_path, tiny_set):
+    code = f"""
+        import json, torch
+        from condense.hub import push
+        from datasets import load_dataset
+        from downstream import load_condensed
+        print(push({str(hub_folder)!r}, "tester/tiny-ncfm"))
+        rows = load_dataset("tester/tiny-ncfm", "ipc6", split="train").with_format("torch")[:]
+        condensed = load_condensed("tester/tiny-ncfm", "ipc6")
+        torch.save({{"rows": rows["pixel_values"], "labels": rows["label"], "set": condensed.images,
+                    "soft": condensed.soft_labels}}, {str(tmp_path / "got.pt")!r})
+    """
+    with HubStandIn() as hub:
+        result = run_client(hub, code, tmp_path, hub.token)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert sorted(hub.files("tester/tiny-ncfm")) == ["README.md", "ipc6/preview.png", "ipc6/synthetic.safetensors", "ipc6/train-00000-of-00001.parquet"]
+    got = torch.load(tmp_path / "got.pt", weights_only=True)
+    assert torch.equal(got["rows"], tiny_set.images) and torch.equal(got["set"], tiny_set.images)
+    assert torch.equal(got["labels"], tiny_set.labels) and torch.equal(got["soft"], tiny_set.soft_labels)
+    assert hub.token not in result.stdout + result.stderr
+
+
+def test_refused_or_interrupted_push_leaves_nothing_on_the_hub(hub_folder, tmp_path):
+    code = f"""
+        from condense.errors import UserError
+        from condense.hub import push
+        try:
+            push({str(hub_folder)!r}, "tester/tiny-ncfm")
+        except UserError as exc:
+            print("ERROR", exc)
+    """
+    with HubStandIn() as hub:
+        wrong = run_client(hub, code, tmp_path, "hf_wrong_token")
+        assert "ERROR the Hub refused the upload" in wrong.stdout and "401" in wrong.stdout
+        assert "hf_wrong_token" not in wrong.stdout + wrong.stderr
+        hub.fail_commits = True
+        failed = run_client(hub, code, tmp_path, hub.token)
+        assert "ERROR the Hub refused the upload" in failed.stdout
+        assert hub.files("tester/tiny-ncfm") == {}  # created, but no file claims a set is there
+    assert json.loads(json.dumps(read_card(hub_folder).data.to_dict()))["configs"]  # the local folder is untouched
