@@ -10,8 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import UserError
+from .synthetic import SOURCE_OPTIONS
 
-DATA_OPTIONS = ("data_config", "revision", "image_column", "label_column", "image_size")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -35,7 +35,7 @@ def load_data(source: str, split: str, options: dict):
 
 
 def data_options(args: argparse.Namespace) -> dict:
-    return {key: getattr(args, key) for key in DATA_OPTIONS if getattr(args, key) is not None}
+    return {key: getattr(args, key) for key in SOURCE_OPTIONS if getattr(args, key) is not None}
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
@@ -44,7 +44,7 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     options = data_options(args)
     data = load_data(args.data, args.split, options)
     synthetic = random_subset(data, args.ipc, args.seed)
-    synthetic.config["data"] = options
+    synthetic.config.update(data=args.data, **options)
     out = Path(args.out or f"{Path(args.data.rstrip('/')).name}-random-ipc{args.ipc}.safetensors")
     synthetic.save(out)
     print(f"wrote {out}: {synthetic.summary()}")
@@ -101,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     synthetic = SyntheticSet.load(args.set)
     config = eval_config(args)
     device = resolve_device(args.device)
-    options = {**synthetic.config.get("data", {}), **data_options(args)}
+    options = {**synthetic.source_options(), **data_options(args)}
     test = load_data(args.data or synthetic.source_dataset, args.split, options)
     print(f"evaluating {synthetic.summary()}\non {test.source} [{test.split}] with {config.net} on {device}")
     result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress)

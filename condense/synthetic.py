@@ -20,6 +20,7 @@ from .errors import UserError
 
 FORMAT = "condensed-set/1"
 JSON_KEYS = ("mean", "std", "class_names", "config", "evaluation")
+SOURCE_OPTIONS = ("data_config", "revision", "image_column", "label_column", "image_size")
 
 
 @dataclass
@@ -54,6 +55,10 @@ class SyntheticSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def source_options(self) -> dict:
+        """The `load_real` options (config, revision, columns, size) its config recorded for the source dataset."""
+        return {key: self.config[key] for key in SOURCE_OPTIONS if self.config.get(key) is not None}
 
     def summary(self) -> str:
         n, c, h, w = self.images.shape

@@ -124,6 +124,8 @@ def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch):
     args = ["distill", "--data", str(image_folder), "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch", "4", "--frequencies", "32",
             "--pool-size", "1", "--eval-runs", "0", "--checkpoint-every", "2", "--no-progress"]
     assert main([*args, "--iterations", "4", "--out", "whole"]) == 0
+    # a distilled set records its source's loading options flat in its config; `condense eval` reads them back
+    assert main(["eval", "whole/synthetic.safetensors", "--epochs", "1", "--runs", "1", "--width", "4", "--depth", "2", "--no-progress"]) == 0
     original = Distiller.step
 
     def killed(self):
