@@ -13,7 +13,6 @@ from .errors import UserError
 from .synthetic import SOURCE_OPTIONS
 
 
-
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     group = parser.add_argument_group("real data")
     group.add_argument("--data", required=required, help="Hub id (uoft-cs/cifar10) or local folder in Hub layout (../shared/data/cifar10)")

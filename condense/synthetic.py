@@ -125,7 +125,7 @@ class SyntheticSet:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SyntheticSet":
+    def load(cls, path: str | os.PathLike) -> SyntheticSet:
         """Read and check a file written by `save`; a corrupt or foreign file gets a precise error."""
         from safetensors import SafetensorError, safe_open
 
@@ -141,7 +141,7 @@ class SyntheticSet:
         return cls.from_parts(tensors, metadata, origin=str(path))
 
     @classmethod
-    def from_parts(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str], origin: str) -> "SyntheticSet":
+    def from_parts(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str], origin: str) -> SyntheticSet:
         """Rebuild a set from `tensors()` and `metadata()` as read back from a file; `origin` names it in errors."""
         if metadata.get("format") != FORMAT:
             raise UserError(f"{origin} is not a condensed set (metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r})")
