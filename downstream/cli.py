@@ -21,12 +21,132 @@ def cmd_info(args: argparse.Namespace) -> None:
         print("evaluation: " + json.dumps(synthetic.evaluation))
 
 
+def _all_or_int(text: str) -> int | None:
+    return None if text == "all" else int(text)
+
+
+def add_nas_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--preset` plus one flag per NasConfig setting (the preset's value when not given)."""
+    from condense.cli import add_data_arguments
+
+    add_data_arguments(parser, required=True)
+    parser.add_argument("--preset", default="cifar10-cpu", help="cifar10-cpu (default) or cifar10-paper (all 720 ConvNets, GPU)")
+    parser.add_argument("--condensed", help="the condensed set: .safetensors file, run folder, Hub folder or repo id")
+    parser.add_argument("--condensed-config", help="config of a Hub folder or repo with several (ipc10, ...)")
+    parser.add_argument("--out", help="result folder: nas.json and nas.png (default runs/nas-<preset>); an earlier search there is continued")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group = parser.add_argument_group("settings (override the preset)")
+    group.add_argument("--space", default=argparse.SUPPRESS, help="convnet720 or a JSON file with a list of build_net option dicts")
+    group.add_argument("--candidates", type=_all_or_int, default=argparse.SUPPRESS, help="how many to sample, or all")
+    group.add_argument("--max-mmacs", type=lambda text: None if text == "none" else float(text), default=argparse.SUPPRESS,
+                       help="sample only candidates of at most this many million MACs per image (none: no limit)")
+    group.add_argument("--proxies", default=argparse.SUPPRESS, help="comma-separated, among condensed, random, real")
+    for flag in ("condensed-epochs", "random-ipc", "random-epochs", "real-epochs", "reference-epochs", "seed"):
+        group.add_argument(f"--{flag}", type=int, default=argparse.SUPPRESS)
+    for flag in ("real-per-class", "test-per-class"):
+        group.add_argument(f"--{flag}", type=_all_or_int, default=argparse.SUPPRESS, help="images per class, or all")
+
+
+NAS_SETTINGS = ("space", "candidates", "max_mmacs", "proxies", "condensed_epochs", "random_ipc", "random_epochs",
+                "real_epochs", "reference_epochs", "real_per_class", "test_per_class", "seed")
+
+
+def cmd_nas(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from condense.cli import data_options, load_data
+    from condense.runtime import resolve_device
+    from downstream import nas
+
+    config = nas.nas_preset(args.preset)
+    for key in NAS_SETTINGS:
+        if key in vars(args):
+            setattr(config, key, getattr(args, key))
+    if isinstance(config.proxies, str):
+        config.proxies = tuple(p.strip() for p in config.proxies.split(",") if p.strip())
+    condensed = None
+    if "condensed" in config.proxies and args.condensed:
+        from downstream.load import load_condensed
+
+        condensed = load_condensed(args.condensed, args.condensed_config, None)
+    device = resolve_device(args.device)
+    options = data_options(args)
+    train_data, test = load_data(args.data, "train", options), load_data(args.data, "test", options)
+    out = Path(args.out or Path("runs") / f"nas-{args.preset}")
+    result = nas.run_search(config, train_data, test, out, condensed=condensed, device=device, progress=not args.no_progress)
+    print(nas.format_summary(result))
+    print(f"wrote {out / nas.RESULT_FILE} and {out / nas.PLOT_FILE}")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """`downstream train`: the evaluation flags of `condense eval`, plus the set or data, DLB and label noise."""
+    from condense.cli import add_data_arguments, add_eval_arguments
+
+    parser.add_argument("set", nargs="?", help="a condensed set: .safetensors file, run folder, Hub folder or repo id (omit to train on --data)")
+    parser.add_argument("--set-config", help="config of a Hub folder or repo with several (ipc10, ...)")
+    add_data_arguments(parser, required=False)
+    parser.add_argument("--per-class", type=int, help="with --data: train on this many random images per class (seeded by --seed)")
+    parser.add_argument("--split", default="test", help="real split to test on (default test)")
+    dlb = parser.add_argument_group("objective")
+    dlb.add_argument("--loss", choices=("ce", "dlb"), default="dlb", help="plain cross-entropy or DLB (default)")
+    dlb.add_argument("--scheme", choices=("official", "paper"), default="official",
+                     help="DLB batches: official (new batch + previous batch, two forwards) or paper (half-overlapping batches of n)")
+    dlb.add_argument("--tau", type=float, default=3.0, help="DLB temperature (default 3)")
+    dlb.add_argument("--alpha", type=float, default=1.0, help="DLB weight (default 1)")
+    dlb.add_argument("--label-noise", type=float, default=0.0, help="rate of symmetric noise on the training labels")
+    add_eval_arguments(parser)
+    parser.add_argument("--out", help="result JSON (default <set or data name>-<loss>.json)")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from condense.cli import data_options, eval_config, load_data
+    from condense.evaluate import format_result
+    from condense.runtime import resolve_device
+    from downstream.dlb import DLB
+    from downstream.train import describe, real_subset, train_model
+
+    config = eval_config(args)
+    if args.cutmix_p is None:
+        config.train.cutmix_p = 0.0  # DLB compares per-sample predictions; CE trains on the same augmentation
+    options = data_options(args)
+    if args.set is not None:
+        from downstream.load import load_condensed
+
+        train_set = load_condensed(args.set, args.set_config)
+        test = load_data(args.data or train_set.source_dataset, args.split, {**train_set.config.get("data", {}), **options})
+    elif args.data is not None:
+        train_set, test = load_data(args.data, "train", options), load_data(args.data, args.split, options)
+        if args.per_class is not None:
+            train_set = real_subset(train_set, args.per_class, config.seed)
+    else:
+        raise UserError("name a condensed set to train on, or a real dataset with --data")
+    objective = DLB(args.tau, args.alpha, args.scheme) if args.loss == "dlb" else None
+    device = resolve_device(args.device)
+    name = Path((args.set or args.data).rstrip("/")).name.removesuffix(".safetensors")
+    out = Path(args.out or f"{name}-{args.loss}.json")
+    print(f"training {config.net} with {objective or 'cross-entropy'} on {describe(train_set)}"
+          f"{f', {args.label_noise:.0%} label noise' if args.label_noise else ''}\ntesting on {test.source} [{test.split}] on {device}")
+    result = train_model(train_set, test, config, objective=objective, label_noise=args.label_noise, device=device,
+                         progress=not args.no_progress, out=out)
+    print(format_result(result))
+    print(f"{result['seconds_per_epoch']:.2f} s/epoch; wrote {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="downstream", description="Use condensed sets: inspect them and train on them.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = commands.add_parser("info", help="describe a condensed-set file")
     info.add_argument("set", help="a .safetensors set written by condense")
     info.set_defaults(func=cmd_info)
+    nas = commands.add_parser("nas", help="rank architectures on proxies (condensed, random, short real) against real training")
+    add_nas_arguments(nas)
+    nas.set_defaults(func=cmd_nas)
+    train = commands.add_parser("train", help="train a network on a condensed set or real data, with CE or DLB; test at the final epoch")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
     return parser
 
 
