@@ -251,11 +251,13 @@ def summarise(candidates: list[dict], proxies) -> dict:
     reference = [c["runs"]["reference"]["accuracy"] for c in done]
     for proxy in proxies:
         seconds = sum(c["runs"][proxy]["seconds"] for c in done)
+        images = sum(c["runs"][proxy]["images_seen"] for c in done)
         summary["proxies"][proxy] = {
             **rank_report([c["runs"][proxy]["accuracy"] for c in done], reference, names),
             "search_seconds": seconds,
-            "images_seen": sum(c["runs"][proxy]["images_seen"] for c in done),
+            "images_seen": images,
             "reference_time_ratio": summary["reference_search_seconds"] / seconds if seconds else None,
+            "reference_images_ratio": summary["reference_images_seen"] / images,
         }
     return summary
 
@@ -347,7 +349,7 @@ def format_summary(result: dict) -> str:
     reference = result["sets"]["reference"]
     lines = [
         f"{summary['finished']} candidates; reference: {reference['epochs']} epochs on {reference['description']}; test: {result['test']}",
-        f"{'proxy':<10} {'rho all':>7} {'top5':>6} {'top10':>6} {'top20':>6}  {'pick ref acc':>12} {'best':>6}  {'search min':>10} {'ref/proxy time':>14}",
+        f"{'proxy':<10} {'rho all':>7} {'top5':>6} {'top10':>6} {'top20':>6}  {'pick ref acc':>12} {'best':>6}  {'search min':>10} {'ref/proxy time':>14} {'images':>7}",
     ]
 
     def figure(value):
@@ -359,7 +361,7 @@ def format_summary(result: dict) -> str:
         lines.append(
             f"{proxy:<10} {figure(rho['all']):>7} {figure(rho['top5']):>6} {figure(rho['top10']):>6} {figure(rho['top20']):>6}  "
             f"{report['pick_reference_accuracy']:>11.2f}% {report['best_reference_accuracy']:>5.2f}%  "
-            f"{report['search_seconds'] / 60:>10.1f} {figure(ratio):>13}x"
+            f"{report['search_seconds'] / 60:>10.1f} {figure(ratio):>13}x {report['reference_images_ratio']:>6.1f}x"
         )
     lines.append(f"{'reference':<10} {'':>7} {'':>6} {'':>6} {'':>6}  {'':>12} {'':>6}  {summary['reference_search_seconds'] / 60:>10.1f}")
     for proxy, report in summary["proxies"].items():

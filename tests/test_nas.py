@@ -156,6 +156,8 @@ def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_
         expected = spearmanr(proxy_acc, reference).statistic
         assert report["spearman"]["all"] == (None if math.isnan(expected) else pytest.approx(expected))
         assert report["search_seconds"] > 0
+    condensed_report = result["summary"]["proxies"]["condensed"]
+    assert (condensed_report["images_seen"], condensed_report["reference_images_ratio"]) == (27, 4.0)  # 3 x 9 x 1 vs 3 x 18 x 2
     assert (tmp_path / nas.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "reference" in nas.format_summary(result)
 
