@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from downstream.cli import main
 
 HERE = Path(__file__).resolve().parent
@@ -26,7 +28,10 @@ if __name__ == "__main__":
     parser.add_argument("--condensed", default=str(DEFAULT_SET), help="condensed IPC-10 CIFAR-10 set (default: the NCFM CPU set)")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default=str(HERE / "runs" / "nas_cpu"))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a CPU shared with other jobs, 1 thread trained 2.3x faster than 2)")
     args, extra = parser.parse_known_args()
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     code = main(["nas", "--preset", "cifar10-cpu", "--data", args.data, "--condensed", args.condensed, "--out", args.out,
                  "--device", "cpu", *extra])

@@ -65,8 +65,9 @@ def cmd_nas(args: argparse.Namespace) -> None:
             setattr(config, key, getattr(args, key))
     if isinstance(config.proxies, str):
         config.proxies = tuple(p.strip() for p in config.proxies.split(",") if p.strip())
+    nas.check_config(config, args.condensed is not None)
     condensed = None
-    if "condensed" in config.proxies and args.condensed:
+    if "condensed" in config.proxies:
         from downstream.load import load_condensed
 
         condensed = load_condensed(args.condensed, args.condensed_config, None)
@@ -135,6 +136,67 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{result['seconds_per_epoch']:.2f} s/epoch; wrote {out}")
 
 
+def add_cl_arguments(parser: argparse.ArgumentParser) -> None:
+    """`downstream cl`: a preset, the data, the memories, and the settings worth changing."""
+    from condense.cli import add_data_arguments
+
+    add_data_arguments(parser, required=True)
+    parser.add_argument("--preset", default="cifar10-cpu", help="cifar10-cpu (default), cifar100-5steps or cifar100-10steps (GPU)")
+    parser.add_argument("--memory", default="random,herding", help="comma-separated: random, herding, condensed:PATH (a condensed "
+                        "set: file, run folder, Hub folder or repo id), condensed (condense as you go)")
+    parser.add_argument("--out", help="result folder: cl.json and cl.png (default runs/cl-<data name>)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group = parser.add_argument_group("settings (override the preset)")
+    group.add_argument("--steps", type=int, default=argparse.SUPPRESS, help="experiences (the classes split equally)")
+    group.add_argument("--ipc", type=int, default=argparse.SUPPRESS, help="stored images per class in every memory")
+    group.add_argument("--mem-size", type=int, default=argparse.SUPPRESS, help="memory size in all (default ipc x classes); per class "
+                       "min(ipc, mem-size // classes seen)")
+    group.add_argument("--seeds", default=argparse.SUPPRESS, help="comma-separated; each seed draws a class order")
+    group.add_argument("--class-order", default=argparse.SUPPRESS, help="comma-separated class indices, the same for every seed")
+    group.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="epochs of the fresh model on the memory, per step")
+    group.add_argument("--width", type=int, default=argparse.SUPPRESS, help="ConvNet width")
+    group.add_argument("--stream-epochs", type=int, default=argparse.SUPPRESS, help="epochs of the continual model per experience (herding)")
+    group.add_argument("--condensed-count", choices=("stored", "decoded"), default=argparse.SUPPRESS,
+                       help="a condensed class's budget counts stored canvases (default) or decoded images")
+    group.add_argument("--condense-iterations", type=int, default=argparse.SUPPRESS, help="condense-as-you-go: NCFM iterations per step")
+
+
+def cmd_cl(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from condense.cli import data_options, load_data
+    from condense.runtime import resolve_device, write_json
+    from downstream import continual
+
+    config = continual.cl_preset(args.preset)
+    settings = vars(args)
+    for key in ("steps", "ipc", "mem_size", "stream_epochs", "condensed_count", "condense_iterations"):
+        if key in settings:
+            setattr(config, key, settings[key])
+    try:
+        if "seeds" in settings:
+            config.seeds = tuple(int(s) for s in args.seeds.split(","))
+        if "class_order" in settings:
+            config.order = tuple(int(c) for c in args.class_order.split(","))
+    except ValueError as exc:
+        raise UserError(f"--seeds and --class-order take comma-separated integers ({exc})") from exc
+    if "epochs" in settings:
+        config.train.epochs = args.epochs
+    if "width" in settings:
+        config.net_options["width"] = args.width
+    memories = continual.parse_memories(args.memory)
+    device = resolve_device(args.device)
+    options = {"label_column": config.label_column, **data_options(args)}
+    train_data, test = load_data(args.data, "train", options), load_data(args.data, "test", options)
+    out = Path(args.out or Path("runs") / f"cl-{Path(args.data.rstrip('/')).name}")
+    result = continual.run_comparison(train_data, test, memories, config, device, progress=not args.no_progress)
+    write_json(out / "cl.json", result)
+    continual.save_plot(result, out / "cl.png")
+    print(continual.format_table(result))
+    print(f"wrote {out / 'cl.json'} and {out / 'cl.png'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="downstream", description="Use condensed sets: inspect them and train on them.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -147,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a network on a condensed set or real data, with CE or DLB; test at the final epoch")
     add_train_arguments(train)
     train.set_defaults(func=cmd_train)
+    cl = commands.add_parser("cl", help="class-incremental learning with random, herding and condensed replay memories (Avalanche)")
+    add_cl_arguments(cl)
+    cl.set_defaults(func=cmd_cl)
     return parser
 
 

@@ -129,8 +129,6 @@ def sample_candidates(space: list[dict], count: int | None, seed: int, max_mmacs
     The space is shuffled once with the seed and walked in that order, skipping candidates above `max_mmacs`,
     so only the candidates looked at are built (on the meta device).
     """
-    if count is not None and count < 1:
-        raise UserError(f"--candidates must be at least 1, got {count}")
     chosen = []
     for index in torch.randperm(len(space), generator=torch.Generator().manual_seed(seed)).tolist():
         cost = candidate_cost(space[index], channels, num_classes, image_size)
@@ -183,14 +181,23 @@ class TrainingSet:
     description: str
 
 
+def check_config(config: NasConfig, condensed_given: bool) -> list[dict]:
+    """Refuse unknown proxies, a missing condensed set and bad counts before any data is loaded; the search space."""
+    unknown = sorted(set(config.proxies) - set(PROXY_KINDS))
+    if unknown or not config.proxies:
+        raise UserError(f"unknown proxy {', '.join(unknown) or '(none given)'}; choose among {', '.join(PROXY_KINDS)}")
+    if "condensed" in config.proxies and not condensed_given:
+        raise UserError("the condensed proxy needs a condensed set; pass --condensed PATH_OR_REPO (or leave the proxy out)")
+    if config.candidates is not None and config.candidates < 1:
+        raise UserError(f"--candidates must be at least 1, got {config.candidates}")
+    return load_space(config.space)
+
+
 def training_sets(config: NasConfig, train_data: RealData, test: RealData, condensed=None) -> dict[str, TrainingSet]:
     """The proxies in `config.proxies` and the reference, each with its epochs."""
     from condense.baseline import random_subset
     from condense.evaluate import _targets, check_compatible
 
-    unknown = sorted(set(config.proxies) - set(PROXY_KINDS))
-    if unknown or not config.proxies:
-        raise UserError(f"unknown proxy {', '.join(unknown) or '(none given)'}; choose among {', '.join(PROXY_KINDS)}")
     if config.real_per_class is None:
         real_images, real_labels = train_data.images, train_data.labels
     else:
@@ -200,8 +207,6 @@ def training_sets(config: NasConfig, train_data: RealData, test: RealData, conde
     sets = {}
     steps = None
     if "condensed" in config.proxies:
-        if condensed is None:
-            raise UserError("the condensed proxy needs a condensed set; pass --condensed PATH_OR_REPO (or leave the proxy out)")
         check_compatible(condensed, test)
         targets, kind = _targets(condensed, "auto")
         sets["condensed"] = TrainingSet(condensed.images, targets, condensed.mean, condensed.std, config.condensed_epochs,
@@ -281,7 +286,7 @@ def run_search(config: NasConfig, train_data: RealData, test: RealData, out: str
     from tqdm.auto import tqdm
 
     device = device or torch.device("cpu")
-    space = load_space(config.space)
+    space = check_config(config, condensed is not None)
     sets = training_sets(config, train_data, test, condensed)
     test = test_subset(test, config.test_per_class, config.seed)
     candidates = sample_candidates(space, config.candidates, config.seed, config.max_mmacs,

@@ -174,3 +174,15 @@ def test_random_proxy_gets_as_many_steps_as_the_condensed_one(tiny_data):
     assert sets["random"].epochs == 6 and len(sets["random"].images) == 6
     assert sets["real"].epochs == 1 and sets["reference"].epochs == 2 and len(sets["reference"].images) == 18
     assert torch.equal(sets["real"].images, sets["reference"].images)
+
+
+def test_cli_refuses_bad_settings_before_loading_data(tmp_path, capsys):
+    from downstream.cli import main
+
+    missing = str(tmp_path / "no-such-dataset")  # never read: the settings are refused first
+    assert main(["nas", "--data", missing, "--proxies", "random,herding"]) == 2
+    assert "unknown proxy herding" in capsys.readouterr().err
+    assert main(["nas", "--data", missing]) == 2
+    assert "pass --condensed" in capsys.readouterr().err
+    assert main(["nas", "--data", missing, "--proxies", "random", "--candidates", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
