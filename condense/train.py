@@ -1,13 +1,16 @@
 """The one training loop: train a network on a set of images (hard or soft targets), and test it.
 
 Evaluation, pool pretraining and the downstream trainers all call `train`; what differs is the
-`TrainConfig` (optimiser, schedule, augmentation, CutMix, temperature) and the targets.
+`TrainConfig` (optimiser, schedule, augmentation, CutMix, temperature), the targets, and an optional
+`Objective` that chooses each step's samples and adds a loss term (DLB in `downstream.dlb` is one).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +43,25 @@ class TrainConfig:
         return asdict(self)
 
 
+class Objective(Protocol):
+    """What `train(objective=...)` accepts: the samples of each step, and a term added to the loss.
+
+    Each step is a list of index tensors ("parts"). Every part is augmented and forwarded on its own
+    (so BatchNorm sees each part alone) and has its own mean cross-entropy; the step's loss is the
+    sum of those plus `extra_loss` of the parts' raw logits (before any temperature). Objectives
+    compare per-sample predictions, so `train` refuses CutMix together with an objective.
+    """
+
+    def start(self) -> None:
+        """Forget any state from an earlier training run (called once, before the first epoch)."""
+
+    def steps(self, order: torch.Tensor, batch_size: int) -> Iterable[list[torch.Tensor]]:
+        """The parts of every step of one epoch, given the epoch's random permutation `order`."""
+
+    def extra_loss(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        """The term added to the step's cross-entropy, from the raw logits of each part."""
+
+
 def make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
     """AdamW or SGD with momentum (for networks here, and for the synthetic images in distillation)."""
     if name == "adamw":
@@ -67,19 +89,24 @@ def train(
     desc: str | None = None,
     progress: bool = True,
     teacher: nn.Module | None = None,
+    objective: Objective | None = None,
 ) -> dict:
     """Train `net` in place on `images` (uint8 or float in [0, 1], [N,C,H,W]).
 
     `targets` are class indices [N] (cross-entropy) or probabilities [N,K] (knowledge distillation
     at `config.temperature`). With a `teacher`, the targets of every batch are instead the teacher's
     temperature-scaled probabilities on the very batch the student sees (after DSA and CutMix).
+    An `objective` (see `Objective`) chooses the samples of each step and adds a loss term; without
+    one, every epoch is a random permutation cut into batches of `config.batch_size`.
     All randomness (order, DSA, CutMix) comes from `generator`.
-    Returns the last epoch's mean loss, the wall time and training images per second.
+    Returns the last epoch's mean step loss, the wall time and images forwarded per second.
     """
     if len(images) != len(targets) or len(images) == 0:
         raise UserError(f"cannot train on {len(images)} images with {len(targets)} targets")
     if config.epochs < 1 or config.batch_size < 1:
         raise UserError(f"epochs and batch size must be at least 1, got {config.epochs} and {config.batch_size}")
+    if objective is not None and config.cutmix_p > 0:
+        raise UserError(f"{type(objective).__name__} compares per-sample predictions, which CutMix mixes; set cutmix_p to 0")
     distilling = teacher is not None or targets.is_floating_point()
     temperature = config.temperature if distilling else 1.0
     if teacher is not None:
@@ -93,40 +120,55 @@ def train(
     milestones = sorted({max(1, round(f * config.epochs)) for f in config.lr_decay_at})
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.lr_gamma)
     count = len(images)
+    if objective is not None:
+        objective.start()
     epochs = tqdm(range(config.epochs), desc=desc or "train", disable=not progress, leave=False, unit="ep")
-    start = time.perf_counter()
+    start, forwarded = time.perf_counter(), 0
     for epoch in epochs:
         order = torch.randperm(count, generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        for first in range(0, count, config.batch_size):
-            batch = order[first : first + config.batch_size]
-            x = images[batch]
-            x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, mean, std)
-            if augment is not None:
-                x = augment(x, generator)
-            y = targets[batch]
-            mix = torch.rand(1, generator=generator).item() < config.cutmix_p
-            if mix:
-                x, perm, lam = cutmix(x, generator)
-            logits = net(x) / temperature
-            if teacher is not None:
-                with torch.no_grad():
-                    y, mix = torch.softmax(teacher(x).float() / temperature, dim=1), False
-            loss = F.cross_entropy(logits, y)
-            if mix:
-                loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm.to(device)])
-            loss = loss * temperature**2
+        if objective is None:
+            steps = ([order[first : first + config.batch_size]] for first in range(0, count, config.batch_size))
+        else:
+            steps = objective.steps(order, config.batch_size)
+        loss_sum, step_samples = torch.zeros((), device=device), 0
+        for parts in steps:
+            part_losses, part_logits = [], []
+            for batch in parts:
+                x = images[batch]
+                x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, mean, std)
+                if augment is not None:
+                    x = augment(x, generator)
+                y = targets[batch]
+                mix = torch.rand(1, generator=generator).item() < config.cutmix_p
+                if mix:
+                    x, perm, lam = cutmix(x, generator)
+                raw = net(x)
+                logits = raw / temperature
+                if teacher is not None:
+                    with torch.no_grad():
+                        y, mix = torch.softmax(teacher(x).float() / temperature, dim=1), False
+                loss = F.cross_entropy(logits, y)
+                if mix:
+                    loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm.to(device)])
+                part_losses.append(loss * temperature**2)
+                part_logits.append(raw)
+            loss = sum(part_losses)
+            if objective is not None:
+                loss = loss + objective.extra_loss(part_logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach() * len(batch)
+            samples = sum(len(batch) for batch in parts)
+            loss_sum += loss.detach() * samples
+            step_samples += samples
+        forwarded += step_samples
         schedule.step()
-        epoch_loss = loss_sum.item() / count
+        epoch_loss = loss_sum.item() / step_samples
         if not torch.isfinite(torch.tensor(epoch_loss)):
             raise UserError(f"training diverged (loss {epoch_loss}) at epoch {epoch + 1}; lower the learning rate")
         epochs.set_postfix(loss=f"{epoch_loss:.3f}")
     seconds = time.perf_counter() - start
-    return {"loss": epoch_loss, "seconds": seconds, "images_per_second": config.epochs * count / seconds}
+    return {"loss": epoch_loss, "seconds": seconds, "images_per_second": forwarded / seconds}
 
 
 @torch.no_grad()
