@@ -117,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         from downstream.load import load_condensed
 
         train_set = load_condensed(args.set, args.set_config)
-        test = load_data(args.data or train_set.source_dataset, args.split, {**train_set.config.get("data", {}), **options})
+        test = load_data(args.data or train_set.source_dataset, args.split, {**train_set.source_options(), **options})
     elif args.data is not None:
         train_set, test = load_data(args.data, "train", options), load_data(args.data, args.split, options)
         if args.per_class is not None:

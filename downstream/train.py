@@ -143,6 +143,6 @@ def _default_test(train_set: RealData | SyntheticSet) -> RealData:
     from condense.cli import load_data
 
     if isinstance(train_set, SyntheticSet):
-        return load_data(train_set.source_dataset, "test", train_set.config.get("data", {}))
+        return load_data(train_set.source_dataset, "test", train_set.source_options())
     return load_data(train_set.source, "test", {"revision": train_set.revision} if train_set.revision else {})
 

@@ -272,5 +272,14 @@ def test_downstream_train_cli(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["protocol"]["train"]["cutmix_p"] == 0.0 and result["protocol"]["train"]["epochs"] == 2
     assert result["train_set"].endswith("12 images") and result["test"].endswith("24 images")
+    from condense.baseline import random_subset
+    from condense.data import load_real
+
+    path = random_subset(load_real(str(folder), "train"), 2).save(tmp_path / "random2.safetensors")
+    code = main(["train", str(path), "--loss", "ce", "--depth", "1", "--width", "8", "--epochs", "1", "--runs", "1", "--no-progress",
+                 "--out", str(tmp_path / "ce.json")])
+    result = json.loads((tmp_path / "ce.json").read_text())  # the test split comes from the set's recorded source
+    assert code == 0 and result["objective"] == {"objective": "ce"} and result["test"] == f"{folder} [test], 24 images"
+    capsys.readouterr()
     assert main(["train", "--epochs", "1"]) == 2
     assert "name a condensed set" in capsys.readouterr().err
