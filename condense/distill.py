@@ -122,10 +122,14 @@ def preset(name: str) -> DistillConfig:
 class Distiller:
     """The state of one distillation run and its `step()`; `state_dict()` makes it resumable."""
 
-    def __init__(self, config: DistillConfig, real: RealData, pool: Pool, device: torch.device):
+    def __init__(self, config: DistillConfig, real: RealData, pool: Pool, device: torch.device, classes=None):
+        """Distil every class of `real`, or only `classes` (the others are never read)."""
         self.config, self.real, self.pool, self.device = config, real, pool, device
+        self.classes = list(range(real.num_classes)) if classes is None else [int(c) for c in classes]
+        if not self.classes or min(self.classes) < 0 or max(self.classes) >= real.num_classes:
+            raise UserError(f"classes to distil must be among 0..{real.num_classes - 1}, got {self.classes}")
         needed = config.ipc * config.factor**2
-        smallest = min(len(ix) for ix in real.by_class)
+        smallest = min(len(real.by_class[c]) for c in self.classes)
         if needed > smallest:
             raise UserError(
                 f"IPC {config.ipc} with factor {config.factor} needs {needed} real images per class to initialise, "
@@ -134,10 +138,12 @@ class Distiller:
         if config.real_batch > smallest:
             raise UserError(f"--real-batch {config.real_batch} is larger than the smallest class ({smallest} images); lower it")
         self.generator = torch.Generator().manual_seed(config.seed)
-        canvases, self.canvas_labels = init_canvases(real, config.ipc, config.factor, self.generator)
+        canvases, self.canvas_labels = init_canvases(real, config.ipc, config.factor, self.generator, self.classes)
         self.canvases = canvases.to(device).requires_grad_(True)
-        self.label_groups = decoded_labels(self.canvas_labels, config.factor)  # CPU: DSA draw index per image
-        self.labels = self.label_groups.to(device)
+        positions = torch.arange(len(self.classes)).repeat_interleave(config.ipc)
+        self.label_groups = decoded_labels(positions, config.factor)  # CPU: DSA draw index per image
+        self.image_labels = decoded_labels(self.canvas_labels, config.factor)  # CPU: class of every decoded image
+        self.labels = self.image_labels.to(device)
         self.augment = DSA(config.dsa, mode=config.dsa_mode)
         dim = pool.matcher.feature_dim
         if config.sampler == "learned":
@@ -171,10 +177,10 @@ class Distiller:
     def step(self) -> dict:
         """One min-max iteration; returns the logged figures."""
         config, real, generator = self.config, self.real, self.generator
-        classes = real.num_classes
+        classes = len(self.classes)
         member, blend = self.pool.draw(generator)
         frequencies = self.sampler(generator, self.device)
-        real_indices = real.balanced_indices(config.real_batch, generator)
+        real_indices = real.balanced_indices(config.real_batch, generator, self.classes)
         real_images = normalise(real.floats(real_indices).to(self.device), real.mean, real.std)
         synthetic = normalise(self.images(), real.mean, real.std)
         per_class = len(synthetic) // classes
@@ -249,7 +255,7 @@ class Distiller:
     def synthetic_set(self, soft_labels: torch.Tensor | None = None, evaluation: dict | None = None) -> SyntheticSet:
         real = self.real
         return SyntheticSet(
-            images=self.images().detach().cpu(), labels=self.label_groups.clone(), soft_labels=soft_labels,
+            images=self.images().detach().cpu(), labels=self.image_labels.clone(), soft_labels=soft_labels,
             canvases=self.canvases.detach().cpu(), class_names=list(real.class_names), mean=real.mean, std=real.std,
             method="ncfm", source_dataset=real.source, source_revision=real.revision, ipc=self.config.ipc,
             factor=self.config.factor, config={**self.config.to_dict(), "iterations_done": self.iteration},

@@ -10,6 +10,7 @@ Weights are loaded into memory once; each iteration draws one member and a blend
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -126,6 +127,32 @@ def _read_manifest(folder: Path) -> dict | None:
         raise UserError(f"{path} is not valid JSON ({exc}); delete the pool folder to rebuild it") from exc
 
 
+def _pretrain_member(spec: PoolSpec, index: int, real: RealData, device: torch.device, progress: bool) -> tuple[Classifier, Classifier, dict]:
+    """Member `index`: its trained network, a copy of its random init, and the training figures (with the seed)."""
+    seed = spec.seed * 1000 + index
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = spec.build()
+    init = copy.deepcopy(net)
+    training = replace(POOL_TRAINING, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.training.items()})
+    stats = train(net, real.images, real.labels, training, mean=real.mean, std=real.std,
+                  generator=torch.Generator().manual_seed(seed), device=device, desc=f"member {index}", progress=progress)
+    return net, init, {**stats, "seed": seed}
+
+
+def pretrain_pool(spec: PoolSpec, size: int, real: RealData, device: torch.device, progress: bool = True) -> Pool:
+    """A pool of `size` members pretrained on `real` and kept in memory only (nothing is written).
+
+    The members are the ones `build_or_load_pool` would train for the same spec and data; used where
+    the data is itself ephemeral (condense-as-you-go trains matchers on the classes seen so far).
+    """
+    members = []
+    for index in tqdm(range(size), desc="pretraining pool", disable=not progress, unit="net", leave=False):
+        net, init, _ = _pretrain_member(spec, index, real, device, progress)
+        members.append((init.state_dict(), net.state_dict()))
+    return Pool(spec, members, device)
+
+
 def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: RealData, test: RealData | None,
                        device: torch.device, progress: bool = True) -> Pool:
     """Reuse the pool in `folder` if it matches `spec`, training any missing members up to `size`."""
@@ -137,18 +164,12 @@ def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: Real
         raise UserError(f"the pool in {folder} was built for something else ({'; '.join(differences)}); pass another --pool-folder or delete it")
     manifest = manifest or {"spec": spec.to_dict(), "members": []}
     folder.mkdir(parents=True, exist_ok=True)
-    training = replace(POOL_TRAINING, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.training.items()})
     for index in tqdm(range(len(manifest["members"]), size), desc="pretraining pool", disable=not progress, unit="net"):
-        seed = spec.seed * 1000 + index
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = spec.build()
         names = {"init": f"member-{index:03d}-init.safetensors", "trained": f"member-{index:03d}-trained.safetensors"}
-        _save_weights(net, folder / names["init"], spec)
-        stats = train(net, real.images, real.labels, training, mean=real.mean, std=real.std,
-                      generator=torch.Generator().manual_seed(seed), device=device, desc=f"member {index}", progress=progress)
+        net, init, stats = _pretrain_member(spec, index, real, device, progress)
+        _save_weights(init, folder / names["init"], spec)
         _save_weights(net, folder / names["trained"], spec)
-        entry = {"index": index, **names, "seed": seed, "train_loss": stats["loss"], "seconds": stats["seconds"]}
+        entry = {"index": index, **names, "seed": stats["seed"], "train_loss": stats["loss"], "seconds": stats["seconds"]}
         if test is not None:
             entry["test_accuracy"] = accuracy(net, test, real.mean, real.std, device)
         manifest["members"].append(entry)

@@ -1,0 +1,82 @@
+"""Continual learning with condensed memory on CPU: the `cifar10-cpu` preset of `downstream cl`.
+
+CIFAR-10 in 5 steps of 2 classes (class order from each seed), memory of 10 stored images per class,
+the DM protocol (a fresh ConvNet trained from scratch on the memory after every step, tested on all
+seen classes). Memories: random real, herding, the precomputed NCFM set counted by stored canvases
+(10 canvases = 40 decoded images per class) and the same set counted by decoded images (10 of its
+40 per class); `--as-you-go` adds condense-as-you-go (NCFM on each step's classes, matchers
+pretrained on the classes seen so far). Prints the table, the condensed - random gap per step, and
+the wall time; writes cl.json and cl.png to --out.
+
+Usage: python benchmarks/cl_cpu.py [--data ../shared/data/cifar10] [--set SET] [--epochs 300] [--seeds 0,1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+from condense.data import load_real
+from condense.runtime import resolve_device, write_json
+from downstream.continual import (
+    MemorySpec,
+    cl_preset,
+    format_table,
+    run_comparison,
+    save_plot,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10"
+DEFAULT_SET = ROOT / "benchmarks" / "runs" / "ncfm_cpu" / "gaussian-lr3e-3" / "synthetic.safetensors"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--set", default=str(DEFAULT_SET), help="precomputed condensed set (IPC 10)")
+    parser.add_argument("--epochs", type=int, default=300, help="fresh-model epochs per step")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--as-you-go", action="store_true", help="also condense as you go (slow on CPU)")
+    parser.add_argument("--condense-iterations", type=int, default=100)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "cl_cpu"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
+    parser.add_argument("--memories", default="random,herding,condensed,condensed-decoded", help="which of the memories to run")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    config = cl_preset("cifar10-cpu")
+    config.train.epochs = args.epochs
+    config.seeds = tuple(int(s) for s in args.seeds.split(","))
+    config.condense_iterations = args.condense_iterations
+    memories = [MemorySpec("random"), MemorySpec("herding"), MemorySpec("condensed", args.set, "stored"),
+                MemorySpec("condensed", args.set, "decoded")]
+    memories = [m for m, name in zip(memories, ("random", "herding", "condensed", "condensed-decoded")) if name in args.memories.split(",")]
+    if args.as_you_go:
+        memories.append(MemorySpec("condensed"))
+    train, test = load_real(args.data, "train"), load_real(args.data, "test")
+    device = resolve_device(args.device)
+    result = run_comparison(train, test, memories, config, device, progress=args.progress or sys.stderr.isatty())
+    out = Path(args.out)
+    result["seconds"] = time.perf_counter() - start
+    write_json(out / "cl.json", result)
+    save_plot(result, out / "cl.png")
+    print(format_table(result))
+    random = result["memories"].get("random", {}).get("accuracy_mean")
+    for label, memory in result["memories"].items():
+        if label.startswith("condensed") and random:
+            gaps = ", ".join(f"{m - r:+.2f}" for m, r in zip(memory["accuracy_mean"], random))
+            print(f"{label} - random, per step: {gaps} points")
+    for label, memory in result["memories"].items():
+        run = memory["runs"][0]["steps"][-1]
+        print(f"{label}: last step of seed {memory['runs'][0]['seed']}: {run['memory_images']} training images in memory "
+              f"({run['images_per_second']:.0f} img/s); accuracy on seen classes {run['accuracy']:.2f} %")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"device {device}; peak RSS {peak_mb:.0f} MB; total {result['seconds']:.0f} s; wrote {out / 'cl.json'} and {out / 'cl.png'}")
+
+
+if __name__ == "__main__":
+    main()

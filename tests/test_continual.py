@@ -1,0 +1,332 @@
+"""Continual learning through Avalanche: benchmark, memories, the fresh-model protocol, condense-as-you-go, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from condense.data import RealData
+from condense.errors import UserError
+from condense.synthetic import SyntheticSet
+from condense.train import TrainConfig, accuracy
+from downstream import continual
+
+CPU = torch.device("cpu")
+STATS = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def tiny_real(classes: int = 6, per_class: int = 8, size: int = 8, seed: int = 0, split: str = "train") -> RealData:
+    """uint8 RGB images whose class shows in the mean colour of one channel and the brightness."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat(per_class)
+    images = torch.rand(len(labels), 3, size, size, generator=generator) * 0.4
+    for c in range(classes):
+        images[labels == c, c % 3] += 0.3 + 0.3 * (c // 3)
+    names = [f"class{c}" for c in range(classes)]
+    return RealData((images.clamp(0, 1) * 255).to(torch.uint8), labels, names, *STATS, "tiny-cl", split)
+
+
+def tiny_condensed(classes: int = 6, ipc: int = 2, factor: int = 2, size: int = 8) -> SyntheticSet:
+    """A condensed set with `ipc` canvases per class, decoded to ipc * factor² images (canvas-major)."""
+    labels = torch.arange(classes).repeat_interleave(ipc * factor**2)
+    images = torch.rand(len(labels), 3, size, size, generator=torch.Generator().manual_seed(5))
+    return SyntheticSet(images=images, labels=labels, class_names=[f"class{c}" for c in range(classes)], mean=STATS[0], std=STATS[1],
+                        method="ncfm", source_dataset="tiny-cl", ipc=ipc, factor=factor)
+
+
+def tiny_config(**changes) -> continual.CLConfig:
+    config = continual.CLConfig(steps=3, ipc=2, seeds=(0,), net_options={"depth": 1, "width": 8},
+                                train=TrainConfig(epochs=2, batch_size=16), stream_batch=8, eval_batch=64)
+    return replace(config, **changes)
+
+
+def fake_agent(model=None):
+    """What a memory reads from a strategy: its model, device and evaluation batch size."""
+    return SimpleNamespace(model=model, device=CPU, eval_mb_size=64)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_real(), tiny_real(per_class=4, seed=1, split="test")
+
+
+def test_benchmark_order_names_and_items(data):
+    train, test = data
+    bench = continual.condensed_benchmark(train, test, 3, seed=3)
+    assert bench.class_order == continual.class_order(6, 3) and sorted(bench.class_order) == list(range(6))
+    assert bench.class_names == train.class_names
+    assert bench.experience_classes == [bench.class_order[0:2], bench.class_order[2:4], bench.class_order[4:6]]
+    for k, (exp, test_exp) in enumerate(zip(bench.train_stream, bench.test_stream)):
+        assert sorted(exp.classes_in_this_experience) == sorted(bench.experience_classes[k])
+        assert len(exp.dataset) == 16 and len(test_exp.dataset) == 8
+        rows = torch.tensor(list(exp.dataset.source_index))
+        assert set(train.labels[rows].tolist()) == set(bench.experience_classes[k])
+    x, y, t = bench.train_stream[0].dataset[0]
+    row = bench.train_stream[0].dataset.source_index[0]
+    expected = (train.images[row].float() / 255 - 0.5) / 0.25
+    assert torch.allclose(x, expected) and y.dtype == torch.int64 and int(y) == int(train.labels[row]) and t == 0
+    given = continual.condensed_benchmark(train, test, 2, order=[5, 4, 3, 2, 1, 0])
+    assert given.experience_classes == [[5, 4, 3], [2, 1, 0]]
+    with pytest.raises(UserError, match="equal steps"):
+        continual.condensed_benchmark(train, test, 4)
+    with pytest.raises(UserError, match="each of the 6 classes once"):
+        continual.condensed_benchmark(train, test, 2, order=[0, 0, 1, 2, 3, 4])
+
+
+def feed(memory, bench, model=None) -> list[dict[int, int]]:
+    """Absorb every experience; the stored images per class after each."""
+    sizes = []
+    for exp in bench.train_stream:
+        memory.post_adapt(fake_agent(model), exp)
+        sizes.append(memory.stored_per_class())
+    return sizes
+
+
+def test_budget_per_class_shrinks_as_classes_arrive(data):
+    bench = continual.condensed_benchmark(*data, 3, seed=0)
+    order = bench.class_order
+    # 12 images in all: 6 per class for 2 classes, 3 for 4, 2 for 6.
+    sizes = feed(continual.RandomMemory(12), bench)
+    assert sizes == [{c: 6 for c in order[:2]}, {c: 3 for c in order[:4]}, {c: 2 for c in order}]
+    memory = continual.RandomMemory(12, max_per_class=4)
+    assert [len(memory.buffer) for _ in feed(memory, bench)[-1:]] == [12]
+    assert feed(continual.RandomMemory(12, max_per_class=4), bench)[0] == {c: 4 for c in order[:2]}
+    # shrinking keeps a prefix of each class's ranking, and the buffer holds exactly the stored images
+    random = continual.RandomMemory(12, seed=1)
+    random.post_adapt(fake_agent(), bench.train_stream[0])
+    before = list(random.buffer.source_index)
+    random.post_adapt(fake_agent(), bench.train_stream[1])
+    after = list(random.buffer.source_index)
+    for c in order[:2]:
+        kept = [r for r in after if int(data[0].labels[r]) == c]
+        assert kept == [r for r in before if int(data[0].labels[r]) == c][:3]
+    # a condensed class counts its canvases (factor 2: 4 decoded images each), or its decoded images
+    condensed = continual.CondensedMemory(8, tiny_condensed(ipc=2))
+    sizes = feed(condensed, bench)
+    assert sizes[0] == {c: 2 for c in order[:2]}  # budget 4 per class, but the set has 2 canvases
+    assert sizes[2] == {c: 1 for c in order} and len(condensed.buffer) == 6 * 4
+    decoded = continual.CondensedMemory(8, tiny_condensed(ipc=2), count="decoded")
+    assert feed(decoded, bench)[0] == {c: 4 for c in order[:2]} and len(decoded.buffer) == 6 * 1
+    # the same experience absorbed twice (ReplayPlugin and FreshModelPlugin) changes nothing
+    condensed.post_adapt(fake_agent(), bench.train_stream[2])
+    assert len(condensed.buffer) == 24 and condensed.absorbed == [0, 1, 2]
+
+
+def test_memory_items_have_the_stream_structure(data):
+    from condense.nets import build_net
+
+    bench = continual.condensed_benchmark(*data, 3, seed=0)
+    model = build_net("convnet", 3, 6, (8, 8), depth=1, width=8)
+    stream_item = bench.train_stream[0].dataset[0]
+    memories = {
+        "random": continual.RandomMemory(12), "herding": continual.HerdingMemory(12),
+        "condensed": continual.CondensedMemory(12, tiny_condensed()),
+    }
+    for name, memory in memories.items():
+        feed(memory, bench, model)
+        for item in (memory.buffer[0], memory.buffer[len(memory.buffer) - 1]):
+            assert len(item) == len(stream_item), name
+            assert [type(v) for v in item] == [type(v) for v in stream_item], name
+            assert item[0].shape == stream_item[0].shape and item[0].dtype == stream_item[0].dtype, name
+            assert item[1].dtype == stream_item[1].dtype and item[1].shape == stream_item[1].shape, name
+        assert len(memory.buffer.targets) == len(memory.buffer)
+    # herding's first pick per class is the image whose features are nearest the class mean
+    herding = continual.HerdingMemory(12)
+    herding.post_adapt(fake_agent(model), bench.train_stream[0])
+    cls = bench.experience_classes[0][0]
+    rows = torch.tensor(bench.train_stream[0].dataset.targets.val_to_idx[cls])
+    x = torch.stack([bench.train_stream[0].dataset[int(i)][0] for i in rows])
+    with torch.no_grad():
+        features = model.features(x)
+    nearest = rows[(features - features.mean(0)).square().sum(1).argmin()]
+    assert herding.buffer.source_index[0] == bench.train_stream[0].dataset.source_index[int(nearest)]
+
+
+def test_herding_order_is_avalanche_herding_prefix():
+    from avalanche.training.storage_policy import HerdingSelectionStrategy
+
+    features = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
+    full = HerdingSelectionStrategy.make_sorted_indices_from_features(None, features)  # the method uses no state
+    assert continual.herding_order(features, 7) == [int(i) for i in full[:7]]
+    assert continual.herding_order(features, 100) == [int(i) for i in full]
+
+
+def test_condense_as_you_go_never_reads_unseen_classes(data):
+    from condense.distill import DistillConfig
+
+    train, _ = data
+    bench = continual.condensed_benchmark(*data, 3, seed=2)
+    config = DistillConfig(ipc=1, factor=2, width=8, depth=1, pool_size=1, pool_epochs=1, real_batch=4, frequencies=16,
+                           sampler="gaussian", iterations=3, seed=0)
+    memory = continual.CondensingMemory(12, bench, config, CPU, progress=False)
+    for k, exp in enumerate(bench.train_stream):
+        memory.post_adapt(fake_agent(), exp)
+        read = memory.reads[k]
+        seen = {c for group in bench.experience_classes[: k + 1] for c in group}
+        current = set(bench.experience_classes[k])
+        assert set(train.labels[read["pool_rows"]].tolist()) == seen  # matchers: the classes seen so far, all of them
+        assert set(train.labels[read["distill_rows"]].tolist()) == current  # distillation: this experience only
+        assert set(train.labels[read["step_rows"]].tolist()) <= current and len(read["step_rows"]) > 0
+        assert len(read["pool_rows"]) == 16 * (k + 1)
+        assert memory.stored_per_class() == {c: 1 for c in seen}
+    assert set(memory.buffer.targets) == set(range(6)) and len(memory.buffer) == 6 * 4
+
+
+def test_fresh_model_protocol_resets_weights_each_experience(data, monkeypatch):
+    train, test = data
+    config = tiny_config()
+    starts, ends = [], []
+    real_train = continual.train
+
+    def recording_train(net, images, targets, *args, **kwargs):
+        starts.append({k: v.clone() for k, v in net.state_dict().items()})
+        result = real_train(net, images, targets, *args, **kwargs)
+        ends.append({k: v.clone() for k, v in net.state_dict().items()})
+        return result
+
+    monkeypatch.setattr(continual, "train", recording_train)
+    bench = continual.condensed_benchmark(train, test, 3, seed=0)
+    memory = continual.RandomMemory(12, 2)
+    fresh_models = []
+    watcher = SimpleNamespace(after_eval=lambda strategy, **kw: fresh_models.append(copy.deepcopy(strategy.model)))
+    run = continual.run_continual(bench, memory, config, 7, CPU, plugins=[_plugin(watcher)], progress=False)
+    from condense.nets import build_net
+
+    for k in range(3):
+        torch.manual_seed(7 * 1000 + k)
+        fresh = build_net("convnet", 3, 6, (8, 8), **config.net_options).state_dict()
+        assert all(torch.equal(starts[k][name], fresh[name]) for name in fresh)  # a new init, the seed's own
+        if k:
+            assert not torch.equal(starts[k]["classifier.weight"], ends[k - 1]["classifier.weight"])
+    assert [s["memory_images"] for s in run["steps"]] == [4, 8, 12]
+    assert [s["classes_seen"] for s in run["steps"]] == [2, 4, 6]
+    for k, (step, net) in enumerate(zip(run["steps"], fresh_models)):  # Avalanche tested the fresh model on the seen classes
+        assert all(torch.equal(net.state_dict()[name], ends[k][name]) for name in ends[k])
+        seen = torch.isin(test.labels, torch.tensor(bench.class_order[: 2 * (k + 1)]))
+        subset = RealData(test.images[seen], test.labels[seen], test.class_names, test.mean, test.std, test.source, test.split)
+        assert step["accuracy"] == pytest.approx(accuracy(net, subset, test.mean, test.std, CPU), abs=1e-6)
+    assert any(name.startswith("StreamForgetting") for name in run["avalanche"])
+
+
+def _plugin(callbacks):
+    """An Avalanche plugin calling the given callbacks (e.g. to watch the strategy after each evaluation)."""
+    from avalanche.core import SupervisedPlugin
+
+    plugin = SupervisedPlugin()
+    for name, function in vars(callbacks).items():
+        setattr(plugin, name, function)
+    return plugin
+
+
+def test_plugins_inside_naive_and_replay(data):
+    from avalanche.training.plugins import ReplayPlugin
+    from avalanche.training.supervised import Naive, Replay
+
+    from condense.nets import build_net
+
+    train, test = data
+    bench = continual.condensed_benchmark(train, test, 3, seed=1)
+    config = TrainConfig(epochs=1, batch_size=16)
+
+    def make_net():
+        return build_net("convnet", 3, 6, (8, 8), depth=1, width=8)
+
+    for strategy_class in (Naive, Replay):
+        model = make_net()
+        memory = continual.CondensedMemory(12, tiny_condensed(), max_per_class=2)
+        fresh = continual.FreshModelPlugin(memory, make_net, config, *STATS, progress=False)
+        plugins = [fresh] if strategy_class is Replay else [ReplayPlugin(12, storage_policy=memory), fresh]
+        extra = {"mem_size": 12} if strategy_class is Replay else {}
+        strategy = strategy_class(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+                                  criterion=torch.nn.CrossEntropyLoss(), train_mb_size=8,
+                                  train_epochs=1, eval_mb_size=64, device=CPU, plugins=plugins, evaluator=None, **extra)
+        before = model.classifier.weight.detach().clone()
+        for exp in bench.train_stream:
+            strategy.train(exp, eval_streams=[])
+        assert not torch.equal(before, model.classifier.weight)
+        assert [h["memory_images"] for h in fresh.history] == [2 * 2 * 4, 4 * 2 * 4, 6 * 2 * 4]
+        assert fresh.history[-1]["stored_per_class"] == {c: 2 for c in range(6)}
+
+
+def test_dlb_composes_with_memories_and_the_fresh_model(data):
+    dlb = pytest.importorskip("downstream.dlb")
+    from avalanche.training.plugins import ReplayPlugin
+    from avalanche.training.supervised import Naive
+
+    from condense.nets import build_net
+
+    train, test = data
+    bench = continual.condensed_benchmark(train, test, 3, seed=0)
+
+    def make_net():
+        return build_net("convnet", 3, 6, (8, 8), depth=1, width=8)
+
+    model = make_net()
+    memory = continual.HerdingMemory(12)
+    fresh = continual.FreshModelPlugin(memory, make_net, TrainConfig(epochs=2, batch_size=4, cutmix_p=0.0), *STATS,
+                                       objective=dlb.DLB(), progress=False)
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01), train_mb_size=8, train_epochs=1,
+                     eval_mb_size=64, device=CPU, evaluator=None,
+                     plugins=[ReplayPlugin(12, storage_policy=memory), dlb.DLBPlugin(), fresh])
+    for exp in bench.train_stream:
+        strategy.train(exp, eval_streams=[])
+    assert [h["memory_images"] for h in fresh.history] == [12, 12, 12]
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in fresh.history)
+
+
+def test_memory_specs_and_errors(data):
+    specs = continual.parse_memories("random, herding,condensed:runs/a/synthetic.safetensors,condensed")
+    assert [(s.kind, s.path) for s in specs] == [("random", None), ("herding", None), ("condensed", "runs/a/synthetic.safetensors"), ("condensed", None)]
+    assert specs[2].label == "condensed:a"
+    for bad in ("rand", "random:x", ""):
+        with pytest.raises(UserError, match="memory"):
+            continual.parse_memories(bad)
+    bench = continual.condensed_benchmark(*data, 3)
+    wrong = replace(tiny_condensed(), class_names=[f"other{c}" for c in range(6)])
+    with pytest.raises(UserError, match="classes"):
+        continual.make_memory(continual.MemorySpec("condensed", "x.safetensors"), bench, tiny_config(), 0, CPU, loaded={"x.safetensors": wrong})
+    with pytest.raises(UserError, match="positive size"):
+        continual.RandomMemory(0)
+
+
+def test_cli_table_plot_and_json(tmp_path, capsys):
+    from condense.baseline import random_subset
+    from downstream.cli import main
+
+    folder = tmp_path / "data"
+    train, test = tiny_real(), tiny_real(per_class=4, seed=1, split="test")
+    _write_folder(folder, train, test)
+    from condense.data import load_real
+
+    random_subset(load_real(str(folder), "train"), 2, seed=3).save(tmp_path / "set.safetensors")
+    out = tmp_path / "out"
+    code = main(["cl", "--data", str(folder), "--steps", "3", "--memory", f"random,condensed:{tmp_path / 'set.safetensors'}",
+                 "--ipc", "2", "--seeds", "0,1", "--epochs", "1", "--width", "8", "--out", str(out), "--device", "cpu", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "random" in printed and "condensed:" in printed and printed.count("±") >= 6
+    result = json.loads((out / "cl.json").read_text())
+    assert (out / "cl.png").stat().st_size > 1000
+    for memory in result["memories"].values():
+        assert len(memory["runs"]) == 2 and len(memory["accuracy_mean"]) == 3
+        assert [len(s["stored_per_class"]) for s in memory["runs"][0]["steps"]] == [2, 4, 6]
+        assert any(name.startswith("Accuracy_On_Trained_Experiences") for name in memory["runs"][0]["avalanche"])
+    assert main(["cl", "--data", str(folder), "--steps", "4", "--memory", "random", "--out", str(out)]) == 2
+    assert "equal steps" in capsys.readouterr().err
+
+
+def _write_folder(folder, train: RealData, test: RealData) -> None:
+    """A Hub-layout image folder holding exactly these splits."""
+    import datasets
+    from PIL import Image
+
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=train.class_names)})
+    (folder / "data").mkdir(parents=True)
+    for split in (train, test):
+        rows = {"img": [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in split.images], "label": split.labels.tolist()}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "data" / f"{split.split}-00000-of-00001.parquet"))
