@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from condense.data import load_real
 from condense.runtime import resolve_device, write_json
 from downstream.continual import (
@@ -41,17 +43,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300, help="fresh-model epochs per step")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--as-you-go", action="store_true", help="also condense as you go (slow on CPU)")
-    parser.add_argument("--condense-iterations", type=int, default=100)
+    parser.add_argument("--condense-iterations", type=int, default=100, help="condense-as-you-go: NCFM iterations per step")
+    parser.add_argument("--condense-pool", type=int, default=2, help="condense-as-you-go: matchers pretrained per step")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "cl_cpu"))
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is faster on a shared 2-core machine)")
     parser.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
     parser.add_argument("--memories", default="random,herding,condensed,condensed-decoded", help="which of the memories to run")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     config = cl_preset("cifar10-cpu")
     config.train.epochs = args.epochs
     config.seeds = tuple(int(s) for s in args.seeds.split(","))
-    config.condense_iterations = args.condense_iterations
+    config.condense.update(iterations=args.condense_iterations, pool_size=args.condense_pool)
     memories = [MemorySpec("random"), MemorySpec("herding"), MemorySpec("condensed", args.set, "stored"),
                 MemorySpec("condensed", args.set, "decoded")]
     memories = [m for m, name in zip(memories, ("random", "herding", "condensed", "condensed-decoded")) if name in args.memories.split(",")]

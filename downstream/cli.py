@@ -171,9 +171,11 @@ def cmd_cl(args: argparse.Namespace) -> None:
 
     config = continual.cl_preset(args.preset)
     settings = vars(args)
-    for key in ("steps", "ipc", "mem_size", "stream_epochs", "condensed_count", "condense_iterations"):
+    for key in ("steps", "ipc", "mem_size", "stream_epochs", "condensed_count"):
         if key in settings:
             setattr(config, key, settings[key])
+    if "condense_iterations" in settings:
+        config.condense["iterations"] = args.condense_iterations
     try:
         if "seeds" in settings:
             config.seeds = tuple(int(s) for s in args.seeds.split(","))

@@ -168,6 +168,12 @@ def herding_order(features: torch.Tensor, count: int) -> list[int]:
     return picks
 
 
+def _checked_count(count: str) -> str:
+    if count not in ("stored", "decoded"):
+        raise UserError(f"a condensed class's budget counts stored canvases or decoded images: use stored or decoded, not {count!r}")
+    return count
+
+
 @cache
 def _memory_classes() -> dict[str, type]:
     """The memory classes, built on first use so that importing this module does not import Avalanche."""
@@ -273,9 +279,7 @@ def _memory_classes() -> dict[str, type]:
 
         def __init__(self, max_size: int, synthetic, max_per_class: int | None = None, count: str = "stored"):
             super().__init__(max_size, max_per_class)
-            if count not in ("stored", "decoded"):
-                raise UserError(f"count must be stored or decoded, got {count!r}")
-            self.synthetic, self.count = synthetic, count
+            self.synthetic, self.count = synthetic, _checked_count(count)
 
         def rank_class(self, agent, exp, cls, count):
             synthetic = self.synthetic
@@ -297,9 +301,8 @@ def _memory_classes() -> dict[str, type]:
         def __init__(self, max_size: int, benchmark, config, device: torch.device, max_per_class: int | None = None,
                      count: str = "stored", progress: bool = True):
             super().__init__(max_size, max_per_class)
-            if count not in ("stored", "decoded"):
-                raise UserError(f"count must be stored or decoded, got {count!r}")
-            self.benchmark, self.config, self.device, self.count, self.progress = benchmark, config, device, count, progress
+            self.benchmark, self.config, self.device, self.progress = benchmark, config, device, progress
+            self.count = _checked_count(count)
             self.seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
             self.reads: list[dict] = []
 
@@ -410,7 +413,7 @@ class CLConfig:
     eval_batch: int = 500
     condensed_count: str = "stored"  # how a condensed class's budget counts: stored canvases | decoded images
     condense_preset: str = "cifar10-ipc10-cpu"  # condense-as-you-go: distillation settings (ipc from `ipc`)
-    condense_iterations: int | None = None
+    condense: dict = field(default_factory=dict)  # condense-as-you-go: DistillConfig fields over the preset's (iterations, pool_size, ...)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -511,11 +514,12 @@ def make_memory(spec: MemorySpec, benchmark, config: CLConfig, seed: int, device
         synthetic = (loaded or {}).get(spec.path) or load_set(spec.path)
         _check_set(synthetic, benchmark)
         return classes["CondensedMemory"](mem_size, synthetic, config.ipc, count=count)
-    from condense.distill import preset
+    from condense.distill import DistillConfig, preset
 
-    condense = replace(preset(config.condense_preset), ipc=config.ipc, seed=seed)
-    if config.condense_iterations is not None:
-        condense.iterations = config.condense_iterations
+    unknown = set(config.condense) - set(DistillConfig.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"condense-as-you-go has no setting {', '.join(sorted(unknown))}; see `condense distill -h`")
+    condense = replace(preset(config.condense_preset), **{**config.condense, "ipc": config.ipc, "seed": seed})
     return classes["CondensingMemory"](mem_size, benchmark, condense, device, config.ipc, count=count, progress=progress)
 
 
@@ -534,8 +538,9 @@ def run_continual(benchmark, memory, config: CLConfig, seed: int, device: torch.
                   plugins: Sequence = (), objective=None, progress: bool = True) -> dict:
     """One run of the DM protocol with one memory: Naive on the stream + ReplayPlugin(memory) + FreshModelPlugin.
 
-    The continual model is trained on the stream (with replay) only when the memory reads it
-    (herding); the fresh model, trained on the memory, is the one tested after every experience.
+    The continual model is trained on the stream (mini-batches of `stream_batch` new images plus a
+    quarter as many replayed) only when the memory reads it (herding); the fresh model, trained on
+    the memory, is the one tested after every experience.
     Returns per step the accuracy (%) on the test images of all seen classes (Avalanche's accuracy on
     trained experiences), the memory, and all of Avalanche's metrics (per-experience accuracy, forgetting).
     """
@@ -561,7 +566,7 @@ def run_continual(benchmark, memory, config: CLConfig, seed: int, device: torch.
         model=model, optimizer=torch.optim.SGD(model.parameters(), lr=config.stream_lr, momentum=0.9, weight_decay=5e-4),
         train_mb_size=config.stream_batch, train_epochs=config.stream_epochs if memory.uses_model else 0,
         eval_mb_size=config.eval_batch, device=device, evaluator=evaluator,
-        plugins=[ReplayPlugin(memory.max_size, storage_policy=memory), fresh, *plugins],
+        plugins=[ReplayPlugin(memory.max_size, batch_size_mem=max(1, config.stream_batch // 4), storage_policy=memory), fresh, *plugins],
     )
     steps = []
     for k, experience in enumerate(benchmark.train_stream):
@@ -638,7 +643,8 @@ def save_plot(result: dict, path: str | Path) -> Path:
         axis.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
     axis.set_xlabel("classes seen")
     axis.set_ylabel("test accuracy on seen classes (%)")
-    axis.set_title(f"{Path(result['data'].rstrip('/')).name}: {result['config']['ipc']} images per class")
+    config = result["config"]
+    axis.set_title(f"{Path(result['data'].rstrip('/')).name}, {config['steps']} steps: memory of {config['ipc']} stored images per class")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()

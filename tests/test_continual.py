@@ -292,6 +292,10 @@ def test_memory_specs_and_errors(data):
         continual.make_memory(continual.MemorySpec("condensed", "x.safetensors"), bench, tiny_config(), 0, CPU, loaded={"x.safetensors": wrong})
     with pytest.raises(UserError, match="positive size"):
         continual.RandomMemory(0)
+    with pytest.raises(UserError, match="no setting iterationz"):
+        continual.make_memory(continual.MemorySpec("condensed"), bench, tiny_config(condense={"iterationz": 3}), 0, CPU)
+    as_you_go = continual.make_memory(continual.MemorySpec("condensed"), bench, tiny_config(condense={"iterations": 3, "pool_size": 1}), 4, CPU)
+    assert (as_you_go.config.iterations, as_you_go.config.pool_size, as_you_go.config.ipc, as_you_go.config.seed) == (3, 1, 2, 4)
 
 
 def test_cli_table_plot_and_json(tmp_path, capsys):
