@@ -14,6 +14,7 @@ Usage: python benchmarks/cl_cpu.py [--data ../shared/data/cifar10] [--set SET] [
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -29,6 +30,7 @@ from downstream.continual import (
     format_table,
     run_comparison,
     save_plot,
+    summarise,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +51,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is faster on a shared 2-core machine)")
     parser.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
+    parser.add_argument("--merge", nargs="+", metavar="FOLDER", help="merge the cl.json of runs with other memories into --out")
     parser.add_argument("--memories", default="random,herding,condensed,condensed-decoded", help="which of the memories to run")
     args = parser.parse_args()
+    if args.merge:
+        report(merge([json.loads((Path(folder) / "cl.json").read_text()) for folder in args.merge]), Path(args.out), "merged")
+        return
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     config = cl_preset("cifar10-cpu")
@@ -65,8 +71,28 @@ def main() -> None:
     train, test = load_real(args.data, "train"), load_real(args.data, "test")
     device = resolve_device(args.device)
     result = run_comparison(train, test, memories, config, device, progress=args.progress or sys.stderr.isatty())
-    out = Path(args.out)
     result["seconds"] = time.perf_counter() - start
+    report(result, Path(args.out), device)
+
+
+def merge(results: list[dict]) -> dict:
+    """One result from runs of the same settings split over processes (by memory or by seed)."""
+    settings = [{**r["config"], "seeds": None} for r in results]
+    if any(s != settings[0] for s in settings):
+        sys.exit("cannot merge runs with different settings")
+    memories: dict[str, dict] = {}
+    for result in results:
+        for label, memory in result["memories"].items():
+            memories.setdefault(label, {"spec": memory["spec"], "runs": []})["runs"] += memory["runs"]
+    for memory in memories.values():
+        memory["runs"].sort(key=lambda run: run["seed"])
+        summarise(memory)
+    seeds = sorted({run["seed"] for memory in memories.values() for run in memory["runs"]})
+    return {**results[0], "config": {**results[0]["config"], "seeds": seeds}, "memories": memories,
+            "seconds": [r["seconds"] for r in results]}
+
+
+def report(result: dict, out: Path, device) -> None:
     write_json(out / "cl.json", result)
     save_plot(result, out / "cl.png")
     print(format_table(result))
@@ -80,7 +106,7 @@ def main() -> None:
         print(f"{label}: last step of seed {memory['runs'][0]['seed']}: {run['memory_images']} training images in memory "
               f"({run['images_per_second']:.0f} img/s); accuracy on seen classes {run['accuracy']:.2f} %")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"device {device}; peak RSS {peak_mb:.0f} MB; total {result['seconds']:.0f} s; wrote {out / 'cl.json'} and {out / 'cl.png'}")
+    print(f"device {device}; peak RSS {peak_mb:.0f} MB; wall time {result['seconds']} s; wrote {out / 'cl.json'} and {out / 'cl.png'}")
 
 
 if __name__ == "__main__":

@@ -602,11 +602,17 @@ def run_comparison(train_data: RealData, test: RealData, memories: Sequence[Memo
                                            "distill_images": len(r["distill_rows"])} for r in memory.reads]
         results[spec.label]["runs"].append(run)
     for entry in results.values():
-        per_step = list(zip(*[[s["accuracy"] for s in run["steps"]] for run in entry["runs"]]))
-        entry["accuracy_mean"] = [statistics.fmean(v) for v in per_step]
-        entry["accuracy_std"] = [statistics.pstdev(v) for v in per_step]
+        summarise(entry)
     return {"config": config.to_dict(), "device": str(device), "data": train_data.source,
             "memories": results, "classes_per_step": train_data.num_classes // config.steps}
+
+
+def summarise(entry: dict) -> dict:
+    """Set a memory's `accuracy_mean` and `accuracy_std` per step (population std) from its `runs`."""
+    per_step = list(zip(*[[s["accuracy"] for s in run["steps"]] for run in entry["runs"]]))
+    entry["accuracy_mean"] = [statistics.fmean(v) for v in per_step]
+    entry["accuracy_std"] = [statistics.pstdev(v) for v in per_step]
+    return entry
 
 
 def format_table(result: dict) -> str:
