@@ -136,12 +136,20 @@ def distill_config(args: argparse.Namespace):
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
+    """`condense distill`, in one process or as one rank of `torchrun ... -m condense distill`."""
+    import torch
+
     from .distill import distill
     from .runtime import resolve_device
 
     config = distill_config(args)
     out = Path(args.out or Path("runs") / args.preset)
     result = distill(config, out, resolve_device(args.device), resume=args.resume, progress=not args.no_progress)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # launched by torchrun
+        rank = torch.distributed.get_rank()
+        torch.distributed.destroy_process_group()
+        if rank != 0:
+            return
     seconds = sorted(result["seconds_per_iteration"]) or [float("nan")]
     print(f"wrote {out / 'synthetic.safetensors'}: {result['set'].summary()}")
     print(f"median {seconds[len(seconds) // 2]:.2f} s/iteration over {len(seconds)} iterations")

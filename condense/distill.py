@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .augment import DSA, MATCHING_STRATEGY
 from .data import RealData, normalise
+from .distributed import World
 from .errors import UserError
 from .formation import decode, decoded_labels, init_canvases
 from .ncfd import ncfd
@@ -122,12 +123,17 @@ def preset(name: str) -> DistillConfig:
 class Distiller:
     """The state of one distillation run and its `step()`; `state_dict()` makes it resumable."""
 
-    def __init__(self, config: DistillConfig, real: RealData, pool: Pool, device: torch.device, classes=None):
-        """Distil every class of `real`, or only `classes` (the others are never read)."""
-        self.config, self.real, self.pool, self.device = config, real, pool, device
+    def __init__(self, config: DistillConfig, real: RealData, pool: Pool, device: torch.device, classes=None, world: World | None = None):
+        """Distil every class of `real`, or only `classes` (the others are never read).
+
+        Under torchrun (`world`), every rank draws for all classes but computes only its shard.
+        """
+        self.config, self.real, self.pool, self.device, self.world = config, real, pool, device, world or World()
         self.classes = list(range(real.num_classes)) if classes is None else [int(c) for c in classes]
         if not self.classes or min(self.classes) < 0 or max(self.classes) >= real.num_classes:
             raise UserError(f"classes to distil must be among 0..{real.num_classes - 1}, got {self.classes}")
+        if self.world.size > len(self.classes):
+            raise UserError(f"{self.world.size} processes for {len(self.classes)} classes: start at most one process per class")
         needed = config.ipc * config.factor**2
         smallest = min(len(real.by_class[c]) for c in self.classes)
         if needed > smallest:
@@ -140,10 +146,11 @@ class Distiller:
         self.generator = torch.Generator().manual_seed(config.seed)
         canvases, self.canvas_labels = init_canvases(real, config.ipc, config.factor, self.generator, self.classes)
         self.canvases = canvases.to(device).requires_grad_(True)
-        positions = torch.arange(len(self.classes)).repeat_interleave(config.ipc)
-        self.label_groups = decoded_labels(positions, config.factor)  # CPU: DSA draw index per image
+        self.own = self.world.shard(len(self.classes))  # positions (in self.classes) this process matches and updates
+        self.own_rows = torch.cat([torch.arange(p * config.ipc, (p + 1) * config.ipc) for p in self.own])
+        self.label_groups = decoded_labels(torch.tensor(self.own).repeat_interleave(config.ipc), config.factor)  # CPU: DSA draw index per own image
         self.image_labels = decoded_labels(self.canvas_labels, config.factor)  # CPU: class of every decoded image
-        self.labels = self.image_labels.to(device)
+        self.labels = decoded_labels(self.canvas_labels[self.own_rows], config.factor).to(device)
         self.augment = DSA(config.dsa, mode=config.dsa_mode)
         dim = pool.matcher.feature_dim
         if config.sampler == "learned":
@@ -166,8 +173,8 @@ class Distiller:
         self.features = torch.compile(pool.matcher.features) if config.compile else pool.matcher.features
 
     def images(self) -> torch.Tensor:
-        """The decoded synthetic images [N,C,H,W] (ordered by class)."""
-        return decode(self.canvases, self.config.factor)
+        """The decoded synthetic images [N,C,H,W] of all classes (ordered by class), gathered from every rank."""
+        return decode(self.world.merge_rows(self.canvases.detach(), len(self.classes)), self.config.factor)
 
     def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.channels_last:
@@ -177,15 +184,17 @@ class Distiller:
     def step(self) -> dict:
         """One min-max iteration; returns the logged figures."""
         config, real, generator = self.config, self.real, self.generator
-        classes = len(self.classes)
+        # every draw covers all classes (the same on every rank); the computation covers this rank's classes
+        classes, own = len(self.classes), len(self.own)
         member, blend = self.pool.draw(generator)
         frequencies = self.sampler(generator, self.device)
         real_indices = real.balanced_indices(config.real_batch, generator, self.classes)
-        real_images = normalise(real.floats(real_indices).to(self.device), real.mean, real.std)
-        synthetic = normalise(self.images(), real.mean, real.std)
-        per_class = len(synthetic) // classes
+        own_indices = real_indices.view(classes, config.real_batch)[self.own].flatten()
+        real_images = normalise(real.floats(own_indices).to(self.device), real.mean, real.std)
+        synthetic = normalise(decode(self.canvases[self.own_rows], config.factor), real.mean, real.std)
+        per_class = len(synthetic) // own
         draw = self.augment.draw(classes, *real_images.shape[2:], generator)
-        real_groups = torch.arange(classes).repeat_interleave(config.real_batch)
+        real_groups = torch.tensor(self.own).repeat_interleave(config.real_batch)
         synthetic = self.augment.apply(synthetic, draw, self.label_groups)
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.amp):
             real_features = torch.cat([  # class by class: activations of one class's batch at a time
@@ -201,19 +210,23 @@ class Distiller:
         augmented = synthetic.detach().requires_grad_(True)
         synthetic_features = self._forward_features(augmented)
         matching = config.loss_scale * ncfd(
-            real_features.view(classes, config.real_batch, -1), synthetic_features.view(classes, per_class, -1), frequencies, config.alpha
+            real_features.view(own, config.real_batch, -1), synthetic_features.view(own, per_class, -1), frequencies, config.alpha
         )
         matching_total = matching.sum()
         matching_total.backward()
         calibration = torch.zeros((), device=self.device)
         if config.calibration_weight > 0:
             per_sample = F.cross_entropy(self.pool.trained_net(augmented), self.labels, reduction="none")
-            calibration = per_sample.view(classes, per_class).mean(1).sum()
+            calibration = per_sample.view(own, per_class).mean(1).sum()
             (config.calibration_weight * calibration).backward()
         synthetic.backward(augmented.grad)
-        loss = matching_total.detach() + config.calibration_weight * calibration.detach()
+        matching_total, calibration = self.world.all_reduce_sum(torch.stack([matching_total.detach(), calibration.detach()]))
+        loss = matching_total + config.calibration_weight * calibration
         self.optimizer.step()
         if self.sampler_optimizer is not None:
+            for parameter in self.sampler.parameters():
+                if parameter.grad is not None:
+                    self.world.all_reduce_sum(parameter.grad)
             self.sampler.ascend()
             self.sampler_optimizer.step()
             self.sampler_schedule.step()
@@ -231,8 +244,13 @@ class Distiller:
         }
 
     def state_dict(self) -> dict:
+        """The resumable state, with every class's canvases and optimiser moments taken from the rank that owns it."""
+        optimizer = self.optimizer.state_dict()
+        for key, value in optimizer["state"].get(0, {}).items():
+            if torch.is_tensor(value) and value.shape == self.canvases.shape:
+                optimizer["state"][0][key] = self.world.merge_rows(value, len(self.classes))
         state = {
-            "iteration": self.iteration, "canvases": self.canvases.detach().cpu(), "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration, "canvases": self.world.merge_rows(self.canvases.detach(), len(self.classes)).cpu(), "optimizer": optimizer,
             "plateau": self.plateau.state_dict(), "generator": self.generator.get_state(),
         }
         if self.sampler_optimizer is not None:
@@ -255,8 +273,8 @@ class Distiller:
     def synthetic_set(self, soft_labels: torch.Tensor | None = None, evaluation: dict | None = None) -> SyntheticSet:
         real = self.real
         return SyntheticSet(
-            images=self.images().detach().cpu(), labels=self.image_labels.clone(), soft_labels=soft_labels,
-            canvases=self.canvases.detach().cpu(), class_names=list(real.class_names), mean=real.mean, std=real.std,
+            images=self.images().cpu(), labels=self.image_labels.clone(), soft_labels=soft_labels,
+            canvases=self.world.merge_rows(self.canvases.detach(), len(self.classes)).cpu(), class_names=list(real.class_names), mean=real.mean, std=real.std,
             method="ncfm", source_dataset=real.source, source_revision=real.revision, ipc=self.config.ipc,
             factor=self.config.factor, config={**self.config.to_dict(), "iterations_done": self.iteration},
             evaluation=evaluation or {},
@@ -294,31 +312,36 @@ class RunLog:
 
 
 def run_distillation(distiller: Distiller, out: Path, progress: bool = True) -> list[float]:
-    """Iterate to `config.iterations`, logging, checkpointing atomically; returns seconds per iteration."""
-    config = distiller.config
+    """Iterate to `config.iterations`, logging, checkpointing atomically; returns seconds per iteration.
+
+    Every rank steps and gathers the checkpoint state; only rank 0 writes the log and the checkpoint.
+    """
+    config, main = distiller.config, distiller.world.is_main
     out.mkdir(parents=True, exist_ok=True)
-    log = RunLog(out / "log.jsonl", distiller.iteration)
+    log = RunLog(out / "log.jsonl", distiller.iteration) if main else None
     seconds = []
-    bar = tqdm(total=config.iterations, initial=distiller.iteration, desc="distilling", disable=not progress, unit="it")
+    bar = tqdm(total=config.iterations, initial=distiller.iteration, desc="distilling", disable=not (progress and main), unit="it")
     while distiller.iteration < config.iterations:
         start = time.perf_counter()
         record = distiller.step()
         seconds.append(time.perf_counter() - start)
         record.pop("real_indices")
-        if distiller.iteration % config.log_every == 0 or distiller.iteration == config.iterations:
+        if main and (distiller.iteration % config.log_every == 0 or distiller.iteration == config.iterations):
             log.write({**record, "seconds": seconds[-1]})
         bar.set_postfix(loss=f"{record['loss']:.2f}", calib=f"{record['calibration']:.2f}")
         bar.update(1)
         if distiller.iteration % config.checkpoint_every == 0 or distiller.iteration == config.iterations:
-            save_checkpoint(distiller, out / "checkpoint.pt")
+            save_checkpoint(distiller, out / "checkpoint.pt")  # collective under torchrun: every rank gathers
     bar.close()
     return seconds
 
 
 def save_checkpoint(distiller: Distiller, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(distiller.state_dict(), tmp)
-    tmp.replace(path)
+    state = distiller.state_dict()
+    if distiller.world.is_main:
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
 
 
 def load_checkpoint(distiller: Distiller, path: Path) -> None:
@@ -368,7 +391,10 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
 
     Folder: config.json (resolved settings), log.jsonl, checkpoint.pt, synthetic.safetensors,
     preview.png and eval.json. The set file appears only once everything before it succeeded.
+    Under torchrun the classes are sharded across ranks (see `condense.distributed`); rank 0 builds
+    the pool before the others read it, and alone writes the folder and evaluates.
     """
+    from .distributed import init_world, local_device
     from .evaluate import eval_preset, evaluate_set, evaluation_summary
     from .pool import load_member
     from .runtime import write_json
@@ -377,18 +403,27 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     if config.soft_labels not in ("none", "pool") and not Path(config.soft_labels).is_file():
         raise UserError(f"--soft-labels {config.soft_labels!r} is neither none, pool nor a network file (member-XXX-trained.safetensors)")
     eval_config = eval_preset(config.eval_preset)
+    device = local_device(device)
+    world = init_world(device)
     _check_run_folder(out, config, resume)
-    real, test, pool, pool_folder = prepare(config, device, progress)
-    distiller = Distiller(config, real, pool, device)
-    write_json(out / "config.json", {**config.to_dict(), "resolved_pool_folder": str(pool_folder)})
+    world.barrier()  # every rank has seen the folder as it was before rank 0 writes into it
+    if world.is_main:
+        real, test, pool, pool_folder = prepare(config, device, progress)
+    world.barrier()
+    if not world.is_main:
+        real, test, pool, pool_folder = prepare(config, device, progress=False)
+    distiller = Distiller(config, real, pool, device, world=world)
+    if world.is_main:
+        write_json(out / "config.json", {**config.to_dict(), "resolved_pool_folder": str(pool_folder)})
     if resume:
         load_checkpoint(distiller, out / "checkpoint.pt")
     seconds = run_distillation(distiller, out, progress)
-    soft = None
+    synthetic = distiller.synthetic_set()  # collective under torchrun: gathers every rank's classes
+    if not world.is_main:
+        return {"set": synthetic, "seconds_per_iteration": seconds, "evaluation": {}, "out": out}
     if config.soft_labels != "none":  # stored for users of the file; evaluation asks the teacher on each augmented batch
         eval_config.teacher = str(pool_folder / "member-000-trained.safetensors") if config.soft_labels == "pool" else config.soft_labels
-        soft = teacher_soft_labels(load_member(eval_config.teacher, device), distiller.images().detach(), real.mean, real.std, device)
-    synthetic = distiller.synthetic_set(soft)
+        synthetic.soft_labels = teacher_soft_labels(load_member(eval_config.teacher, device), synthetic.images, real.mean, real.std, device)
     evaluation = {}
     if config.eval_runs != 0:
         if config.eval_runs is not None:
