@@ -29,7 +29,7 @@ def load_data(source: str, split: str, options: dict):
     return load_real(
         source, split, config=options.get("data_config"), revision=options.get("revision"),
         image_column=options.get("image_column"), label_column=options.get("label_column"),
-        image_size=options.get("image_size"),
+        image_size=options.get("image_size"), memory_mapped=options.get("memory_mapped", False),
     )
 
 

@@ -36,11 +36,44 @@ def known_stats_key(source: str) -> str | None:
     return None
 
 
+class ArrowImages:
+    """Decoded uint8 images [N,C,H,W] left in the split's memory-mapped Arrow cache, read per request.
+
+    Indexing (a tensor of indices, a list or a slice) reads only those rows; `.to(device)` reads all
+    of them (what training on the whole split needs).
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, decoded, shape_hwc: tuple[int, int, int]):
+        # zero-copy numpy views [rows, H, W, C] of every Arrow chunk: pages are read only when rows are
+        self._chunks = [_chunk_pixels(chunk, shape_hwc) for chunk in decoded.data.column("pixels").chunks]
+        self._starts = np.cumsum([0] + [len(chunk) for chunk in self._chunks])
+        height, width, channels = shape_hwc
+        self.shape = torch.Size((len(decoded), channels, height, width))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        rows = np.arange(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).numpy()
+        chunk_of = np.searchsorted(self._starts, rows, side="right") - 1
+        pixels = np.empty((len(rows), *self._chunks[0].shape[1:]), dtype=np.uint8) if self._chunks else np.zeros((0, 1, 1, 1), np.uint8)
+        for chunk in np.unique(chunk_of):
+            where = chunk_of == chunk
+            pixels[where] = self._chunks[chunk][rows[where] - self._starts[chunk]]
+        return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+
+    def to(self, device) -> torch.Tensor:
+        return self[:].to(device)
+
+
 @dataclass
 class RealData:
-    """One split of a real dataset: uint8 images [N,C,H,W], int64 labels and a per-class index."""
+    """One split of a real dataset: uint8 images [N,C,H,W] (in memory, or `ArrowImages` memory-mapped),
+    int64 labels and a per-class index."""
 
-    images: torch.Tensor
+    images: torch.Tensor | ArrowImages
     labels: torch.Tensor
     class_names: list[str]
     mean: tuple[float, ...]
@@ -165,11 +198,14 @@ def _decoder(image_column: str, mode: str, size: int | None):
     return decode
 
 
-def _uint8_pixels(decoded, shape: tuple[int, int, int]) -> np.ndarray:
-    """The fixed-shape `pixels` column as one uint8 array [N,H,W,C], read from Arrow without Python objects."""
-    chunks = decoded.data.column("pixels").chunks
-    flat = [chunk.storage.flatten().flatten().flatten().to_numpy(zero_copy_only=False) for chunk in chunks]
-    return np.concatenate(flat).reshape(len(decoded), *shape)
+def _chunk_pixels(chunk, shape: tuple[int, int, int]) -> np.ndarray:
+    """One Arrow chunk of the fixed-shape `pixels` column as a zero-copy uint8 view [rows,H,W,C]."""
+    return chunk.storage.flatten().flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, *shape)
+
+
+def _uint8_pixels(column, shape: tuple[int, int, int]) -> np.ndarray:
+    """The fixed-shape Arrow `pixels` column (chunked) as one uint8 array [N,H,W,C], without Python objects."""
+    return np.concatenate([_chunk_pixels(chunk, shape) for chunk in column.chunks])
 
 
 def load_real(
@@ -182,8 +218,13 @@ def load_real(
     label_column: str | None = None,
     image_size: int | None = None,
     stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    memory_mapped: bool = False,
 ) -> RealData:
-    """Load one split of an image-classification dataset (Hub id or local folder) into memory."""
+    """Load one split of an image-classification dataset (Hub id or local folder).
+
+    The images are decoded once into `datasets`' Arrow cache; by default they are then copied into
+    memory, with `memory_mapped` they stay on disk and batches read only their own rows.
+    """
     import datasets
 
     ds = _load(source, split, config, revision)
@@ -206,7 +247,10 @@ def load_real(
         features=features,
         desc=f"Decoding {split} images",
     )
-    images = torch.from_numpy(_uint8_pixels(decoded, features["pixels"].shape)).permute(0, 3, 1, 2).contiguous()
+    if memory_mapped:
+        images = ArrowImages(decoded, features["pixels"].shape)
+    else:
+        images = torch.from_numpy(_uint8_pixels(decoded.data.column("pixels"), features["pixels"].shape)).permute(0, 3, 1, 2).contiguous()
     labels = torch.as_tensor(decoded.select_columns([label_column]).with_format("numpy")[:][label_column], dtype=torch.int64)
     if stats is None:
         stats = _stats_for(source, images)
@@ -221,7 +265,7 @@ def _stats_for(source: str, images: torch.Tensor) -> tuple[tuple[float, ...], tu
     return compute_stats(images)
 
 
-def compute_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def compute_stats(images: torch.Tensor | ArrowImages, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images [N,C,H,W] in [0, 1] units, in float64 chunks."""
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
@@ -229,7 +273,7 @@ def compute_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
         block = images[start : start + chunk].to(torch.float64).div_(255)
         total += block.sum((0, 2, 3))
         squares += block.square().sum((0, 2, 3))
-    count = images.numel() / images.shape[1]
+    count = len(images) * images.shape[2] * images.shape[3]
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt()
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())

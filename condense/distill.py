@@ -48,6 +48,7 @@ class DistillConfig:
     image_size: int | None = None
     split: str = "train"
     test_split: str = "test"
+    memory_mapped: bool = False  # leave the decoded train split in the Arrow cache on disk; batches read their rows
     ipc: int = 10
     factor: int = 2
     # matcher / pool networks
@@ -366,7 +367,7 @@ def _check_run_folder(out: Path, config: DistillConfig, resume: bool) -> None:
         if not saved.is_file():
             raise UserError(f"--resume: {out} holds no run (no config.json); start without --resume")
         previous = json.loads(saved.read_text())
-        changed = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v and k != "iterations")
+        changed = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v and k not in ("iterations", "memory_mapped"))
         if changed:
             raise UserError(f"--resume: settings differ from the run in {out} ({', '.join(changed)}); resume with the same settings")
     elif (out / "checkpoint.pt").exists() or (out / "synthetic.safetensors").exists():
@@ -379,7 +380,7 @@ def prepare(config: DistillConfig, device: torch.device, progress: bool = True) 
     from .pool import build_or_load_pool
 
     options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column, "image_size": config.image_size}
-    real = load_data(config.data, config.split, options)
+    real = load_data(config.data, config.split, {**options, "memory_mapped": config.memory_mapped})
     test = load_data(config.data, config.test_split, options)
     spec = pool_spec(config, real)
     folder = pool_folder_for(config, spec)

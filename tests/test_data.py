@@ -122,3 +122,35 @@ def test_mnist_mirror(mnist_test):
     assert mnist_test.images.shape == (10000, 1, 28, 28)
     assert mnist_test.mean == (0.1307,) and mnist_test.std == (0.3081,)
     assert mnist_test.labels[:5].tolist() == [7, 2, 1, 0, 4]  # the official test order
+
+
+def test_memory_mapped_split_reads_the_same_pixels_row_by_row(tmp_path):
+    from condense.data import ArrowImages
+
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "label": "label"}, rows=30)
+    loaded = load_real(str(folder), "train")
+    mapped = load_real(str(folder), "train", memory_mapped=True)
+    assert isinstance(mapped.images, ArrowImages) and mapped.images.shape == loaded.images.shape
+    batch = mapped.balanced_indices(4, torch.Generator().manual_seed(1))
+    assert torch.equal(mapped.floats(batch), loaded.floats(batch))
+    assert torch.equal(mapped.images[2:7], loaded.images[2:7]) and torch.equal(mapped.images.to("cpu"), loaded.images)
+    assert (mapped.mean, mapped.std) == (loaded.mean, loaded.std)  # statistics computed through the same reads
+
+
+def test_distillation_over_a_memory_mapped_split_gives_the_same_set(tmp_path):
+    from condense.distill import DistillConfig, Distiller
+    from condense.pool import POOL_TRAINING, PoolSpec, build_or_load_pool
+
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "label": "label"}, rows=36)
+    loaded = load_real(str(folder), "train")
+    training = {**POOL_TRAINING.to_dict(), "epochs": 1, "batch_size": 8}
+    spec = PoolSpec(loaded.source, loaded.split, 3, 3, (8, 8), "convnet", {"depth": 2, "width": 8}, training)
+    pool = build_or_load_pool(tmp_path / "pool", spec, 1, loaded, None, torch.device("cpu"), progress=False)
+    config = DistillConfig(data=str(folder), ipc=1, factor=2, depth=2, width=8, real_batch=6, frequencies=64, pool_size=1)
+    sets = []
+    for real in (loaded, load_real(str(folder), "train", memory_mapped=True)):
+        distiller = Distiller(config, real, pool, torch.device("cpu"))
+        for _ in range(2):
+            distiller.step()
+        sets.append(distiller.canvases.detach())
+    assert torch.equal(*sets)
