@@ -55,14 +55,16 @@ def eval_preset(name: str) -> EvalConfig:
     return replace(preset, net_options=dict(preset.net_options), train=replace(preset.train))
 
 
-def _targets(synthetic: SyntheticSet, labels: str) -> tuple[torch.Tensor, str]:
+def training_targets(train_set: SyntheticSet | RealData, labels: str) -> tuple[torch.Tensor, str]:
+    """What to train on: the soft labels when asked ("soft") or present ("auto"), else the class labels."""
     if labels not in ("auto", "hard", "soft"):
         raise UserError(f"labels must be auto, hard or soft, got {labels!r}")
-    if labels == "soft" and synthetic.soft_labels is None:
-        raise UserError("--labels soft asked for, but this set has no soft labels; use --labels hard")
-    if labels != "hard" and synthetic.soft_labels is not None:
-        return synthetic.soft_labels, "soft"
-    return synthetic.labels, "hard"
+    soft = getattr(train_set, "soft_labels", None)  # real data has none
+    if labels == "soft" and soft is None:
+        raise UserError("--labels soft asked for, but this training set has no soft labels; use --labels hard")
+    if labels != "hard" and soft is not None:
+        return soft, "soft"
+    return train_set.labels, "hard"
 
 
 def check_compatible(synthetic: SyntheticSet, test: RealData) -> None:
@@ -81,7 +83,7 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
     check_compatible(synthetic, test)
     if config.runs < 1:
         raise UserError(f"runs must be at least 1, got {config.runs}")
-    targets, kind = _targets(synthetic, config.labels)
+    targets, kind = training_targets(synthetic, config.labels)
     teacher = None
     if config.teacher:
         from .pool import load_member

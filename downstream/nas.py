@@ -196,7 +196,7 @@ def check_config(config: NasConfig, condensed_given: bool) -> list[dict]:
 def training_sets(config: NasConfig, train_data: RealData, test: RealData, condensed=None) -> dict[str, TrainingSet]:
     """The proxies in `config.proxies` and the reference, each with its epochs."""
     from condense.baseline import random_subset
-    from condense.evaluate import _targets, check_compatible
+    from condense.evaluate import check_compatible, training_targets
 
     if config.real_per_class is None:
         real_images, real_labels = train_data.images, train_data.labels
@@ -208,7 +208,7 @@ def training_sets(config: NasConfig, train_data: RealData, test: RealData, conde
     steps = None
     if "condensed" in config.proxies:
         check_compatible(condensed, test)
-        targets, kind = _targets(condensed, "auto")
+        targets, kind = training_targets(condensed, "auto")
         sets["condensed"] = TrainingSet(condensed.images, targets, condensed.mean, condensed.std, config.condensed_epochs,
                                         f"{condensed.summary()}, {kind} labels")
         steps = config.condensed_epochs * math.ceil(len(condensed) / config.train.batch_size)

@@ -15,7 +15,12 @@ import torch
 
 from condense.data import RealData
 from condense.errors import UserError
-from condense.evaluate import EvalConfig, check_compatible, eval_preset
+from condense.evaluate import (
+    EvalConfig,
+    check_compatible,
+    eval_preset,
+    training_targets,
+)
 from condense.nets import build_net
 from condense.synthetic import SyntheticSet
 from condense.train import accuracy, train
@@ -48,16 +53,6 @@ def symmetric_label_noise(labels: torch.Tensor, rate: float, num_classes: int, g
     shift = torch.randint(1, max(num_classes, 2), (len(flipped),), generator=generator)
     noisy[flipped] = (labels[flipped] + shift) % num_classes
     return noisy
-
-
-def _training_tensors(train_set: RealData | SyntheticSet, labels: str) -> tuple[torch.Tensor, torch.Tensor, str]:
-    if labels not in ("hard", "soft"):
-        raise UserError(f"labels must be hard or soft, got {labels!r}")
-    if labels == "soft":
-        if not isinstance(train_set, SyntheticSet) or train_set.soft_labels is None:
-            raise UserError("soft labels asked for, but this training set has none; use hard labels")
-        return train_set.images, train_set.soft_labels, "soft"
-    return train_set.images, train_set.labels, "hard"
 
 
 def describe(train_set: RealData | SyntheticSet) -> str:
@@ -96,7 +91,7 @@ def train_model(
     if config.teacher:
         raise UserError("a teacher is not supported here; use `condense eval --teacher` for knowledge distillation")
     labels = "hard" if config.labels == "auto" else config.labels
-    images, targets, kind = _training_tensors(train_set, labels)
+    images, (targets, kind) = train_set.images, training_targets(train_set, labels)
     if label_noise and kind != "hard":
         raise UserError("label noise applies to hard labels; drop it or use hard labels")
     if test is None:
