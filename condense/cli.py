@@ -160,8 +160,14 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    import os
+
     from .distill import prepare
     from .runtime import resolve_device
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("condense pretrain runs in one process (members are not yet trained in parallel); run it without "
+                        "torchrun, or let `torchrun ... -m condense distill` build the pool on rank 0")
 
     _, _, _, folder = prepare(distill_config(args), resolve_device(args.device), progress=not args.no_progress)
     manifest = json.loads((folder / "manifest.json").read_text())
