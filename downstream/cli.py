@@ -10,9 +10,9 @@ from condense.errors import UserError
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from condense.synthetic import SyntheticSet
+    from .load import load_condensed
 
-    synthetic = SyntheticSet.load(args.set)
+    synthetic = load_condensed(args.set, args.config)
     print(synthetic.summary())
     counts = synthetic.labels.bincount(minlength=synthetic.num_classes).tolist()
     print("per class: " + ", ".join(f"{name} {count}" for name, count in zip(synthetic.class_names, counts)))
@@ -202,8 +202,9 @@ def cmd_cl(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="downstream", description="Use condensed sets: inspect them and train on them.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    info = commands.add_parser("info", help="describe a condensed-set file")
-    info.add_argument("set", help="a .safetensors set written by condense")
+    info = commands.add_parser("info", help="describe a condensed set")
+    info.add_argument("set", help="a .safetensors set, a run folder, a Hub folder or a Hub repo id")
+    info.add_argument("--config", help="config of a Hub folder or repo (needed when it has several)")
     info.set_defaults(func=cmd_info)
     nas = commands.add_parser("nas", help="rank architectures on proxies (condensed, random, short real) against real training")
     add_nas_arguments(nas)

@@ -78,7 +78,10 @@ def test_card_yaml_parses_and_names_every_config(hub_folder, tmp_path, tiny_set)
     assert load_condensed(hub_folder, "ipc3").ipc == 3 and load_condensed(hub_folder, "ipc6").ipc == 6
 
 
-def test_load_condensed_prefers_safetensors_and_falls_back_to_rows(hub_folder, tiny_set):
+def test_load_condensed_prefers_safetensors_and_falls_back_to_rows(hub_folder, tiny_set, capsys):
+    from downstream.cli import main
+
+    assert main(["info", str(hub_folder)]) == 0 and "per class: blue 6, red 6" in capsys.readouterr().out
     exact = load_condensed(hub_folder)
     assert torch.equal(exact.images, tiny_set.images) and exact.evaluation["accuracy_mean"] == 61.5
     (hub_folder / "ipc6" / SET_FILE).unlink()
