@@ -122,6 +122,12 @@ class RealData:
         classes = range(self.num_classes) if classes is None else classes
         return torch.cat([self.class_indices(c, per_class, generator) for c in classes])
 
+    def balanced_subset(self, per_class: int, seed: int = 0) -> RealData:
+        """`per_class` random images of every class (seeded), as RealData of its own."""
+        indices = self.balanced_indices(per_class, torch.Generator().manual_seed(seed))
+        return RealData(self.images[indices], self.labels[indices], list(self.class_names), self.mean, self.std,
+                        self.source, f"{self.split}[{per_class} per class, seed {seed}]", self.revision)
+
     def floats(self, indices: torch.Tensor | None = None) -> torch.Tensor:
         """Images as float32 in [0, 1] (all of them, or those at `indices`)."""
         images = self.images if indices is None else self.images[indices]

@@ -173,9 +173,9 @@ class Distiller:
             pool.trained_net.to(memory_format=torch.channels_last)
         self.features = torch.compile(pool.matcher.features) if config.compile else pool.matcher.features
 
-    def images(self) -> torch.Tensor:
-        """The decoded synthetic images [N,C,H,W] of all classes (ordered by class), gathered from every rank."""
-        return decode(self.world.merge_rows(self.canvases.detach(), len(self.classes)), self.config.factor)
+    def all_canvases(self) -> torch.Tensor:
+        """The canvases of all classes (ordered by class), each class's taken from the rank that owns it."""
+        return self.world.merge_rows(self.canvases.detach(), len(self.classes))
 
     def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.channels_last:
@@ -251,7 +251,7 @@ class Distiller:
             if torch.is_tensor(value) and value.shape == self.canvases.shape:
                 optimizer["state"][0][key] = self.world.merge_rows(value, len(self.classes))
         state = {
-            "iteration": self.iteration, "canvases": self.world.merge_rows(self.canvases.detach(), len(self.classes)).cpu(), "optimizer": optimizer,
+            "iteration": self.iteration, "canvases": self.all_canvases().cpu(), "optimizer": optimizer,
             "plateau": self.plateau.state_dict(), "generator": self.generator.get_state(),
         }
         if self.sampler_optimizer is not None:
@@ -271,14 +271,14 @@ class Distiller:
             self.sampler_optimizer.load_state_dict(state["sampler_optimizer"])
             self.sampler_schedule.load_state_dict(state["sampler_schedule"])
 
-    def synthetic_set(self, soft_labels: torch.Tensor | None = None, evaluation: dict | None = None) -> SyntheticSet:
-        real = self.real
+    def synthetic_set(self) -> SyntheticSet:
+        """The set as it stands (collective under torchrun: every rank gathers the canvases)."""
+        real, canvases = self.real, self.all_canvases().cpu()
         return SyntheticSet(
-            images=self.images().cpu(), labels=self.image_labels.clone(), soft_labels=soft_labels,
-            canvases=self.world.merge_rows(self.canvases.detach(), len(self.classes)).cpu(), class_names=list(real.class_names), mean=real.mean, std=real.std,
+            images=decode(canvases, self.config.factor), labels=self.image_labels.clone(),
+            canvases=canvases, class_names=list(real.class_names), mean=real.mean, std=real.std,
             method="ncfm", source_dataset=real.source, source_revision=real.revision, ipc=self.config.ipc,
             factor=self.config.factor, config={**self.config.to_dict(), "iterations_done": self.iteration},
-            evaluation=evaluation or {},
         )
 
 

@@ -39,6 +39,8 @@ from condense.data import RealData, normalise
 from condense.errors import UserError
 from condense.train import TrainConfig, train
 
+from .load import load_condensed
+
 TASK_LABEL = 0
 
 
@@ -477,17 +479,6 @@ def parse_memories(text: str) -> list[MemorySpec]:
     return specs
 
 
-def load_set(path: str):
-    """A condensed set through `downstream.load.load_condensed` (file, run folder, Hub folder or repo id)."""
-    try:
-        from downstream.load import load_condensed
-    except ImportError:  # the loader is not there yet: .safetensors files only
-        from condense.synthetic import SyntheticSet
-
-        return SyntheticSet.load(path)
-    return load_condensed(path)
-
-
 def _check_set(synthetic, benchmark) -> None:
     """A condensed set fits a benchmark: same classes, image shape and normalisation."""
     if synthetic.class_names != benchmark.class_names:
@@ -511,7 +502,7 @@ def make_memory(spec: MemorySpec, benchmark, config: CLConfig, seed: int, device
     if spec.kind == "herding":
         return classes["HerdingMemory"](mem_size, config.ipc)
     if spec.path is not None:
-        synthetic = (loaded or {}).get(spec.path) or load_set(spec.path)
+        synthetic = (loaded or {}).get(spec.path) or load_condensed(spec.path)
         _check_set(synthetic, benchmark)
         return classes["CondensedMemory"](mem_size, synthetic, config.ipc, count=count)
     from condense.distill import DistillConfig, preset
@@ -585,7 +576,7 @@ def run_comparison(train_data: RealData, test: RealData, memories: Sequence[Memo
     """Every memory under every seed (class order from the seed unless `config.order`); mean ± std per step."""
     if config.ipc < 1:
         raise UserError(f"--ipc must be at least 1, got {config.ipc}")
-    loaded = {spec.path: load_set(spec.path) for spec in memories if spec.path is not None}  # fail early on a bad set
+    loaded = {spec.path: load_condensed(spec.path) for spec in memories if spec.path is not None}  # fail early on a bad set
     results: dict[str, dict] = {spec.label: {"spec": asdict(spec), "runs": []} for spec in memories}
     if len(results) != len(memories):
         raise UserError("a memory is listed twice; list each once")

@@ -198,11 +198,8 @@ def training_sets(config: NasConfig, train_data: RealData, test: RealData, conde
     from condense.baseline import random_subset
     from condense.evaluate import check_compatible, training_targets
 
-    if config.real_per_class is None:
-        real_images, real_labels = train_data.images, train_data.labels
-    else:
-        indices = train_data.balanced_indices(config.real_per_class, torch.Generator().manual_seed(config.seed))
-        real_images, real_labels = train_data.images[indices], train_data.labels[indices]
+    real_data = train_data if config.real_per_class is None else train_data.balanced_subset(config.real_per_class, config.seed)
+    real_images, real_labels = real_data.images, real_data.labels
     real = f"{len(real_labels)} real images of {train_data.source} [{train_data.split}]"
     sets = {}
     steps = None
@@ -223,10 +220,7 @@ def training_sets(config: NasConfig, train_data: RealData, test: RealData, conde
 
 
 def test_subset(test: RealData, per_class: int | None, seed: int) -> RealData:
-    if per_class is None:
-        return test
-    indices = test.balanced_indices(per_class, torch.Generator().manual_seed(seed))
-    return RealData(test.images[indices], test.labels[indices], test.class_names, test.mean, test.std, test.source, test.split, test.revision)
+    return test if per_class is None else test.balanced_subset(per_class, seed)
 
 
 def train_candidate(candidate: dict, training: TrainingSet, test: RealData, config: NasConfig, device: torch.device,

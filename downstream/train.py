@@ -37,9 +37,7 @@ def default_config() -> EvalConfig:
 
 def real_subset(data: RealData, per_class: int, seed: int = 0) -> RealData:
     """`per_class` random images of every class of `data` (seeded), as RealData."""
-    indices = data.balanced_indices(per_class, torch.Generator().manual_seed(seed))
-    return RealData(data.images[indices], data.labels[indices], list(data.class_names), data.mean, data.std,
-                    data.source, f"{data.split}[{per_class} per class, seed {seed}]", data.revision)
+    return data.balanced_subset(per_class, seed)
 
 
 def symmetric_label_noise(labels: torch.Tensor, rate: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
