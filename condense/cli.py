@@ -93,21 +93,26 @@ def eval_config(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    """`condense eval`, in one process or with its runs shared across `torchrun` ranks."""
+    from .distributed import torchrun_world
     from .evaluate import evaluate_set, format_result
     from .runtime import resolve_device, write_json
     from .synthetic import SyntheticSet
 
     synthetic = SyntheticSet.load(args.set)
     config = eval_config(args)
-    device = resolve_device(args.device)
     options = {**synthetic.source_options(), **data_options(args)}
-    test = load_data(args.data or synthetic.source_dataset, args.split, options)
-    print(f"evaluating {synthetic.summary()}\non {test.source} [{test.split}] with {config.net} on {device}")
-    result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress)
-    out = Path(args.out or Path(args.set).with_suffix(".eval.json"))
-    write_json(out, {"set_file": str(args.set), **result})
-    print(format_result(result))
-    print(f"wrote {out}")
+    with torchrun_world(resolve_device(args.device)) as (world, device):
+        test = world.main_first(lambda: load_data(args.data or synthetic.source_dataset, args.split, options))
+        if world.is_main:
+            print(f"evaluating {synthetic.summary()}\non {test.source} [{test.split}] with {config.net} on {device}"
+                  + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
+        result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress and world.is_main, world=world)
+    if world.is_main:
+        out = Path(args.out or Path(args.set).with_suffix(".eval.json"))
+        write_json(out, {"set_file": str(args.set), **result})
+        print(format_result(result))
+        print(f"wrote {out}")
 
 
 def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,19 +142,16 @@ def distill_config(args: argparse.Namespace):
 
 def cmd_distill(args: argparse.Namespace) -> None:
     """`condense distill`, in one process or as one rank of `torchrun ... -m condense distill`."""
-    import torch
-
     from .distill import distill
+    from .distributed import torchrun_world
     from .runtime import resolve_device
 
     config = distill_config(args)
     out = Path(args.out or Path("runs") / args.preset)
-    result = distill(config, out, resolve_device(args.device), resume=args.resume, progress=not args.no_progress)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():  # launched by torchrun
-        rank = torch.distributed.get_rank()
-        torch.distributed.destroy_process_group()
-        if rank != 0:
-            return
+    with torchrun_world(resolve_device(args.device)) as (world, device):
+        result = distill(config, out, device, resume=args.resume, progress=not args.no_progress)
+    if not world.is_main:
+        return
     seconds = sorted(result["seconds_per_iteration"]) or [float("nan")]
     print(f"wrote {out / 'synthetic.safetensors'}: {result['set'].summary()}")
     print(f"median {seconds[len(seconds) // 2]:.2f} s/iteration over {len(seconds)} iterations")
@@ -160,16 +162,15 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    import os
-
+    """`condense pretrain`, in one process or with the members trained in parallel by `torchrun` ranks."""
     from .distill import prepare
+    from .distributed import torchrun_world
     from .runtime import resolve_device
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError("condense pretrain runs in one process (members are not yet trained in parallel); run it without "
-                        "torchrun, or let `torchrun ... -m condense distill` build the pool on rank 0")
-
-    _, _, _, folder = prepare(distill_config(args), resolve_device(args.device), progress=not args.no_progress)
+    with torchrun_world(resolve_device(args.device)) as (world, device):
+        _, _, _, folder = prepare(distill_config(args), device, progress=not args.no_progress, world=world)
+    if not world.is_main:
+        return
     manifest = json.loads((folder / "manifest.json").read_text())
     for member in manifest["members"]:
         print(f"member {member['index']}: test accuracy {member.get('test_accuracy', float('nan')):.2f}%, {member['seconds']:.0f} s")

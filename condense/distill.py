@@ -374,17 +374,28 @@ def _check_run_folder(out: Path, config: DistillConfig, resume: bool) -> None:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
 
-def prepare(config: DistillConfig, device: torch.device, progress: bool = True) -> tuple[RealData, RealData, Pool, Path]:
-    """Load the train and test splits and build (or reuse) the extractor pool."""
-    from .cli import load_data
+def prepare(config: DistillConfig, device: torch.device, progress: bool = True, world: World | None = None) -> tuple[RealData, RealData, Pool, Path]:
+    """Load the train and test splits and build (or reuse) the extractor pool.
+
+    Under torchrun rank 0 loads first (it fills `datasets`' cache the others then read) and the
+    ranks train the pool's missing members together.
+    """
     from .pool import build_or_load_pool
+
+    world = world or World()
+    real, test = world.main_first(lambda: load_splits(config))
+    spec = pool_spec(config, real)
+    folder = pool_folder_for(config, spec)
+    return real, test, build_or_load_pool(folder, spec, config.pool_size, real, test, device, progress and world.is_main, world), folder
+
+
+def load_splits(config: DistillConfig) -> tuple[RealData, RealData]:
+    """The train split (memory-mapped or streamed as the config says) and the test split."""
+    from .cli import load_data
 
     options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column, "image_size": config.image_size}
     real = load_data(config.data, config.split, {**options, "memory_mapped": config.memory_mapped})
-    test = load_data(config.data, config.test_split, options)
-    spec = pool_spec(config, real)
-    folder = pool_folder_for(config, spec)
-    return real, test, build_or_load_pool(folder, spec, config.pool_size, real, test, device, progress), folder
+    return real, load_data(config.data, config.test_split, options)
 
 
 def distill(config: DistillConfig, out: str | Path, device: torch.device, resume: bool = False, progress: bool = True) -> dict:
@@ -392,8 +403,8 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
 
     Folder: config.json (resolved settings), log.jsonl, checkpoint.pt, synthetic.safetensors,
     preview.png and eval.json. The set file appears only once everything before it succeeded.
-    Under torchrun the classes are sharded across ranks (see `condense.distributed`); rank 0 builds
-    the pool before the others read it, and alone writes the folder and evaluates.
+    Under torchrun the classes are sharded across ranks (see `condense.distributed`), the ranks
+    train the pool's missing members and the evaluation runs together, and rank 0 alone writes.
     """
     from .distributed import init_world, local_device
     from .evaluate import eval_preset, evaluate_set, evaluation_summary
@@ -408,11 +419,7 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     world = init_world(device)
     _check_run_folder(out, config, resume)
     world.barrier()  # every rank has seen the folder as it was before rank 0 writes into it
-    if world.is_main:
-        real, test, pool, pool_folder = prepare(config, device, progress)
-    world.barrier()
-    if not world.is_main:
-        real, test, pool, pool_folder = prepare(config, device, progress=False)
+    real, test, pool, pool_folder = prepare(config, device, progress, world)
     distiller = Distiller(config, real, pool, device, world=world)
     if world.is_main:
         write_json(out / "config.json", {**config.to_dict(), "resolved_pool_folder": str(pool_folder)})
@@ -420,8 +427,6 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
         load_checkpoint(distiller, out / "checkpoint.pt")
     seconds = run_distillation(distiller, out, progress)
     synthetic = distiller.synthetic_set()  # collective under torchrun: gathers every rank's classes
-    if not world.is_main:
-        return {"set": synthetic, "seconds_per_iteration": seconds, "evaluation": {}, "out": out}
     if config.soft_labels != "none":  # stored for users of the file; evaluation asks the teacher on each augmented batch
         eval_config.teacher = str(pool_folder / "member-000-trained.safetensors") if config.soft_labels == "pool" else config.soft_labels
         synthetic.soft_labels = teacher_soft_labels(load_member(eval_config.teacher, device), synthetic.images, real.mean, real.std, device)
@@ -429,9 +434,11 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     if config.eval_runs != 0:
         if config.eval_runs is not None:
             eval_config.runs = config.eval_runs
-        evaluation = evaluate_set(synthetic, test, eval_config, device, progress)
-        write_json(out / "eval.json", evaluation)
+        evaluation = evaluate_set(synthetic, test, eval_config, device, progress and world.is_main, world)
         synthetic.evaluation = evaluation_summary(evaluation)
-    synthetic.save_preview(out / "preview.png")
-    synthetic.save(out / "synthetic.safetensors")
+    if world.is_main:
+        if evaluation:
+            write_json(out / "eval.json", evaluation)
+        synthetic.save_preview(out / "preview.png")
+        synthetic.save(out / "synthetic.safetensors")
     return {"set": synthetic, "seconds_per_iteration": seconds, "evaluation": evaluation, "out": out}

@@ -4,12 +4,19 @@ Distillation shards classes across ranks: every rank makes the same random draws
 frequencies, real indices, DSA) for all classes, so a class's images follow exactly the path they
 would in one process, but a rank forwards, matches and updates only its own classes. The learned
 sampler's gradients are summed across ranks; rank 0 gathers the canvases and writes the outputs.
+
+Independent jobs (pool members, evaluation runs, NAS candidates) go through `World.map_in_rounds`:
+each round gives every rank one job, and every rank receives every result (as JSON, never pickled).
+Each job is seeded by itself, so its result is the one it has in a single process.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,6 +27,7 @@ from .errors import UserError
 class World:
     rank: int = 0
     size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives run (CUDA under NCCL)
 
     @property
     def is_main(self) -> bool:
@@ -53,6 +61,44 @@ class World:
         if self.size > 1:
             torch.distributed.barrier()
 
+    def main_first(self, work: Callable):
+        """`work()` on rank 0, then on the other ranks (rank 0 fills a cache, such as `datasets`', the others read)."""
+        if self.is_main:
+            result = work()
+        self.barrier()
+        if not self.is_main:
+            result = work()
+        return result
+
+    def gather_json(self, value) -> list:
+        """`value` (JSON-shaped) of every rank, in rank order, on every rank."""
+        if self.size == 1:
+            return [value]
+        payload = torch.tensor(list(json.dumps(value).encode()), dtype=torch.uint8, device=self.device)
+        lengths = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(self.size)]
+        torch.distributed.all_gather(lengths, torch.tensor([len(payload)], device=self.device))
+        longest = max(int(length) for length in lengths)
+        padded = torch.zeros(longest, dtype=torch.uint8, device=self.device)
+        padded[: len(payload)] = payload
+        gathered = [torch.empty_like(padded) for _ in range(self.size)]
+        torch.distributed.all_gather(gathered, padded)
+        return [json.loads(bytes(data[: int(length)].tolist())) for data, length in zip(gathered, lengths)]
+
+    def map_in_rounds(self, jobs: list, work: Callable, after_round: Callable[[list, list], None] | None = None) -> list:
+        """`work(job)` (JSON-shaped result) for every job, in rounds of one job per rank; all results, in job order.
+
+        `after_round(jobs, results)` runs on every rank after each round (e.g. rank 0 saves progress).
+        """
+        results = []
+        for start in range(0, len(jobs), self.size):
+            round_jobs = jobs[start : start + self.size]
+            mine = work(round_jobs[self.rank]) if self.rank < len(round_jobs) else None
+            round_results = self.gather_json(mine)[: len(round_jobs)]
+            results.extend(round_results)
+            if after_round is not None:
+                after_round(round_jobs, round_results)
+        return results
+
 
 def init_world(device: torch.device) -> World:
     """The `torchrun` world (NCCL on GPUs, gloo on CPUs), or one process when not launched by it."""
@@ -63,7 +109,7 @@ def init_world(device: torch.device) -> World:
         raise UserError("this PyTorch build has no torch.distributed; run without torchrun")
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return World(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return World(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
 
 
 def local_device(device: torch.device) -> torch.device:
@@ -73,3 +119,14 @@ def local_device(device: torch.device) -> torch.device:
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
     return device
+
+
+@contextmanager
+def torchrun_world(device: torch.device) -> Iterator[tuple[World, torch.device]]:
+    """For a command: this process's world and device; the process group is closed when the command ends."""
+    device = local_device(device)
+    try:
+        yield init_world(device), device
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

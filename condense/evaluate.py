@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import RealData
+from .distributed import World
 from .errors import UserError
 from .nets import build_net
 from .synthetic import SyntheticSet
@@ -78,8 +79,13 @@ def check_compatible(synthetic: SyntheticSet, test: RealData) -> None:
         raise UserError(f"the set has classes {synthetic.class_names[:5]}... but {test.source} has {test.class_names[:5]}...; use the matching dataset")
 
 
-def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, device: torch.device, progress: bool = True) -> dict:
-    """Train a fresh network per run on `synthetic`, report final-epoch accuracy on `test`."""
+def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, device: torch.device, progress: bool = True,
+                 world: World | None = None) -> dict:
+    """Train a fresh network per run on `synthetic`, report final-epoch accuracy on `test`.
+
+    Under torchrun (`world`) the runs are shared across ranks; each run is seeded by its index, so
+    the figures are those of one process, and every rank gets all of them.
+    """
     check_compatible(synthetic, test)
     if config.runs < 1:
         raise UserError(f"runs must be at least 1, got {config.runs}")
@@ -89,8 +95,10 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
         from .pool import load_member
 
         teacher, kind = load_member(config.teacher, device), "teacher on the augmented batch"
-    runs = []
-    for run in tqdm(range(config.runs), desc="eval runs", disable=not progress, unit="run"):
+    world = world or World()
+    bar = tqdm(total=config.runs, desc="eval runs", disable=not progress, unit="run")
+
+    def one_run(run: int) -> dict:
         seed = config.seed + run
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -101,7 +109,10 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
             mean=synthetic.mean, std=synthetic.std, generator=generator, device=device,
             desc=f"run {run + 1}/{config.runs}", progress=progress, teacher=teacher,
         )
-        runs.append({"seed": seed, "accuracy": accuracy(net, test, synthetic.mean, synthetic.std, device), **stats})
+        return {"seed": seed, "accuracy": accuracy(net, test, synthetic.mean, synthetic.std, device), **stats}
+
+    with bar:
+        runs = world.map_in_rounds(list(range(config.runs)), one_run, lambda jobs, _: bar.update(len(jobs)))
     accuracies = [r["accuracy"] for r in runs]
     return {
         "accuracy_mean": statistics.fmean(accuracies),

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import RealData
+from .distributed import World
 from .errors import UserError
 from .nets import Classifier, build_net
 from .runtime import write_json
@@ -154,8 +155,14 @@ def pretrain_pool(spec: PoolSpec, size: int, real: RealData, device: torch.devic
 
 
 def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: RealData, test: RealData | None,
-                       device: torch.device, progress: bool = True) -> Pool:
-    """Reuse the pool in `folder` if it matches `spec`, training any missing members up to `size`."""
+                       device: torch.device, progress: bool = True, world: World | None = None) -> Pool:
+    """Reuse the pool in `folder` if it matches `spec`, training any missing members up to `size`.
+
+    Under torchrun (`world`) the missing members are trained in parallel, one per rank and round;
+    each rank writes its members' files and rank 0 adds every round to the manifest, so an
+    interrupted pretraining keeps its finished rounds. Several machines need `folder` on a shared filesystem.
+    """
+    world = world or World()
     folder = Path(folder)
     manifest = _read_manifest(folder)
     if manifest is not None and manifest["spec"] != spec.to_dict():
@@ -164,7 +171,8 @@ def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: Real
         raise UserError(f"the pool in {folder} was built for something else ({'; '.join(differences)}); pass another --pool-folder or delete it")
     manifest = manifest or {"spec": spec.to_dict(), "members": []}
     folder.mkdir(parents=True, exist_ok=True)
-    for index in tqdm(range(len(manifest["members"]), size), desc="pretraining pool", disable=not progress, unit="net"):
+
+    def train_member(index: int) -> dict:
         names = {"init": f"member-{index:03d}-init.safetensors", "trained": f"member-{index:03d}-trained.safetensors"}
         net, init, stats = _pretrain_member(spec, index, real, device, progress)
         _save_weights(init, folder / names["init"], spec)
@@ -172,7 +180,17 @@ def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: Real
         entry = {"index": index, **names, "seed": stats["seed"], "train_loss": stats["loss"], "seconds": stats["seconds"]}
         if test is not None:
             entry["test_accuracy"] = accuracy(net, test, real.mean, real.std, device)
-        manifest["members"].append(entry)
-        write_json(folder / MANIFEST, manifest)
+        return entry
+
+    bar = tqdm(total=max(size - len(manifest["members"]), 0), desc="pretraining pool", disable=not progress, unit="net")
+
+    def record(_, entries: list[dict]) -> None:
+        manifest["members"].extend(entries)
+        if world.is_main:
+            write_json(folder / MANIFEST, manifest)
+        bar.update(len(entries))
+
+    with bar:
+        world.map_in_rounds(list(range(len(manifest["members"]), size)), train_member, record)
     members = [(_load_weights(folder / m["init"]), _load_weights(folder / m["trained"])) for m in manifest["members"][:size]]
     return Pool(spec, members, device)

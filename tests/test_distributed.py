@@ -1,13 +1,15 @@
-"""Distillation under torchrun: 2 CPU processes (gloo) give the single-process set, class by class."""
+"""Under torchrun, 2 CPU processes (gloo) give what one process gives: the distilled set class by class,
+the pool members and the evaluation runs."""
 
+import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 from conftest import write_image_folder
+from safetensors.torch import load_file
 
 from condense.cli import main
 from condense.distributed import World
@@ -17,15 +19,18 @@ ARGS = ["distill", "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch",
         "--pool-size", "1", "--eval-runs", "0", "--checkpoint-every", "2", "--log-every", "1", "--no-progress"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The ranks run with one thread each; so does the single-process reference (other thread counts sum in other orders)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def torchrun(args: list[str], cwd) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "-m", "condense", *args]
+    # --standalone: the rendezvous picks its own free port (no race between choosing a port and binding it)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "condense", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
@@ -61,3 +66,43 @@ def test_two_gloo_processes_give_the_single_process_set(tmp_path, monkeypatch, s
             else:  # ψ's gradient is summed across ranks in another order than in one process: equal to rounding
                 assert torch.allclose(sharded.canvases[c], single.canvases[c], atol=1e-5), f"{run}: class {c} differs"
     assert (tmp_path / "ranks" / "log.jsonl").read_text().count("\n") == 4  # rank 0 alone writes the log
+
+
+def test_two_processes_pretrain_the_single_process_pool(tmp_path, monkeypatch):
+    data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=36)
+    monkeypatch.chdir(tmp_path)
+    args = ["pretrain", "--data", str(data), "--width", "4", "--depth", "2", "--no-progress"]
+    assert main([*args, "--pool-size", "3", "--pool-folder", "single"]) == 0
+    ranks = torchrun([*args, "--pool-size", "2", "--pool-folder", "ranks"], tmp_path)  # one round: members 0 and 1
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    assert ranks.stdout.count("pool of 2 in ranks") == 1  # rank 0 alone reports
+    grown = torchrun([*args, "--pool-size", "3", "--pool-folder", "ranks"], tmp_path)  # the missing member is added
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    single, ranked = (json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("single", "ranks"))
+    assert [m["index"] for m in ranked["members"]] == [0, 1, 2] and ranked["spec"] == single["spec"]
+    for mine, theirs in zip(ranked["members"], single["members"]):
+        assert (mine["seed"], mine["train_loss"], mine["test_accuracy"]) == (theirs["seed"], theirs["train_loss"], theirs["test_accuracy"])
+        for kind in ("init", "trained"):
+            a, b = load_file(tmp_path / "ranks" / mine[kind]), load_file(tmp_path / "single" / theirs[kind])
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"member {mine['index']} {kind} differs"
+
+
+def test_two_processes_share_the_evaluation_runs(tmp_path, monkeypatch):
+    data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=36)
+    monkeypatch.chdir(tmp_path)
+    assert main(["baseline", "random", "--data", str(data), "--ipc", "2", "--out", "set.safetensors"]) == 0
+    args = ["eval", "set.safetensors", "--runs", "3", "--epochs", "3", "--width", "4", "--depth", "2", "--no-progress"]
+    assert main([*args, "--out", "single.json"]) == 0
+    ranks = torchrun([*args, "--out", "ranks.json"], tmp_path)  # runs 0 and 2 on rank 0, run 1 on rank 1
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    single, ranked = (json.loads((tmp_path / name).read_text()) for name in ("single.json", "ranks.json"))
+    assert [r["seed"] for r in ranked["runs"]] == [0, 1, 2]
+    assert [r["accuracy"] for r in ranked["runs"]] == [r["accuracy"] for r in single["runs"]]
+    assert [r["loss"] for r in ranked["runs"]] == [r["loss"] for r in single["runs"]]
+    assert ranked["accuracy_mean"] == single["accuracy_mean"] and ranks.stdout.count("mean ± std") == 1
+
+
+def test_jobs_in_rounds_keep_their_order_in_one_process():
+    seen = []
+    results = World().map_in_rounds([3, 1, 2], lambda job: job * 10, lambda jobs, out: seen.append((jobs, out)))
+    assert results == [30, 10, 20] and seen == [([3], [30]), ([1], [10]), ([2], [20])]
