@@ -30,6 +30,7 @@ def load_data(source: str, split: str, options: dict):
         source, split, config=options.get("data_config"), revision=options.get("revision"),
         image_column=options.get("image_column"), label_column=options.get("label_column"),
         image_size=options.get("image_size"), memory_mapped=options.get("memory_mapped", False),
+        streaming=options.get("streaming", False), per_class=options.get("per_class"), seed=options.get("seed", 0),
     )
 
 

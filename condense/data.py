@@ -2,11 +2,15 @@
 
 Any Hugging Face dataset with an image column and a class-label column works, by Hub id
 (`uoft-cs/cifar10`) or local folder in Hub layout (`../shared/data/cifar10`). Images are decoded
-once with `Dataset.map` (so `datasets` caches the decoded arrays) and held in memory as uint8.
+once with `Dataset.map` (so `datasets` caches the decoded arrays) and held in memory as uint8, or
+left memory-mapped in that cache. A split too large to download or cache is read as a stream
+(`streaming=True`) in one pass that keeps a uniform random sample of each class (per-class reservoirs).
 """
 
 from __future__ import annotations
 
+import functools
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +142,7 @@ def _is_local(source: str) -> bool:
     return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
 
 
-def _load(source: str, split: str, config: str | None, revision: str | None):
+def _load(source: str, split: str, config: str | None, revision: str | None, streaming: bool = False):
     import datasets
 
     if _is_local(source) and not Path(source).expanduser().exists():
@@ -153,7 +157,10 @@ def _load(source: str, split: str, config: str | None, revision: str | None):
         ) from exc
     if split not in splits:
         raise UserError(f"dataset {source!r} has no split {split!r}; it has: {', '.join(splits)}")
-    return datasets.load_dataset(where, name=config, split=split, revision=revision)
+    ds = datasets.load_dataset(where, name=config, split=split, revision=revision, streaming=streaming)
+    if ds.features is None:  # a stream of files without declared features (plain JSON or CSV rows)
+        raise UserError(f"the stream of {source!r} [{split}] does not declare its columns' types; load it without streaming")
+    return ds
 
 
 def _pick_column(features, wanted: str | None, kind, flag: str, what: str) -> str:
@@ -170,15 +177,70 @@ def _pick_column(features, wanted: str | None, kind, flag: str, what: str) -> st
     return found[0]
 
 
-def _class_names(ds, label_column: str) -> list[str]:
+def _class_names(feature, label_column: str, labels: np.ndarray) -> list[str]:
     import datasets
 
-    feature = ds.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
     if isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
-        return [str(i) for i in range(int(max(ds[label_column])) + 1)]
+        return [str(i) for i in range(int(labels.max()) + 1)]
     raise UserError(f"column {label_column!r} is {feature}, not a class label; name an integer or ClassLabel column")
+
+
+class ClassReservoirs:
+    """A uniform random sample of at most `per_class` items of every class, from one pass over a stream.
+
+    Algorithm R per class: the n-th item of a class replaces a random kept one with probability
+    per_class / n, so every item of the class is kept with the same probability. `per_class=None` keeps all.
+    """
+
+    def __init__(self, per_class: int | None, seed: int = 0):
+        if per_class is not None and per_class < 1:
+            raise UserError(f"images kept per class must be at least 1, got {per_class}")
+        self.per_class, self.random = per_class, random.Random(seed)
+        self.kept: dict[int, list] = {}
+        self.seen: dict[int, int] = {}
+
+    def offer(self, label: int, make_item) -> None:
+        """The next item of class `label`; `make_item()` (e.g. decoding) runs only when the item is kept."""
+        seen = self.seen[label] = self.seen.get(label, 0) + 1
+        kept = self.kept.setdefault(label, [])
+        if self.per_class is None or len(kept) < self.per_class:
+            kept.append((seen, make_item()))
+            return
+        slot = self.random.randrange(seen)
+        if slot < self.per_class:
+            kept[slot] = (seen, make_item())
+
+    def items(self) -> list[tuple[int, object]]:
+        """(label, item) of every kept item, by class and, within a class, in stream order."""
+        return [(label, item) for label in sorted(self.kept) for _, item in sorted(self.kept[label], key=lambda kept: kept[0])]
+
+
+def _decode_one(decoder, image_column: str, encoded: dict) -> np.ndarray:
+    """One encoded image ({bytes, path}) through a `_decoder` batch function."""
+    import datasets
+
+    return decoder({image_column: [datasets.Image().decode_example(encoded)]})["pixels"][0]
+
+
+def _stream_pixels(ds, image_column: str, label_column: str, size: int | None, per_class: int | None, seed: int, split: str):
+    """One pass over a streamed split: per-class reservoirs of decoded uint8 images [H,W,C] and their labels."""
+    import datasets
+    from tqdm.auto import tqdm
+
+    rows = ds.cast_column(image_column, datasets.Image(decode=False)).select_columns([image_column, label_column])
+    reservoirs, decode = ClassReservoirs(per_class, seed), None
+    total = ds.info.splits[split].num_examples if ds.info.splits and split in ds.info.splits else None
+    for row in tqdm(rows, total=total, desc=f"Streaming {split} images", unit=" images", mininterval=1):
+        if decode is None:  # the first image fixes the mode, as in the decoded path
+            mode = "L" if datasets.Image().decode_example(row[image_column]).mode in GREY_MODES else "RGB"
+            decode = functools.partial(_decode_one, _decoder(image_column, mode, size), image_column)
+        reservoirs.offer(int(row[label_column]), functools.partial(decode, row[image_column]))
+    kept = reservoirs.items()
+    if not kept:
+        raise UserError(f"the stream of split {split!r} is empty")
+    return np.stack([pixels for _, pixels in kept]), np.array([label for label, _ in kept], dtype=np.int64)
 
 
 def _decoder(image_column: str, mode: str, size: int | None):
@@ -225,22 +287,49 @@ def load_real(
     image_size: int | None = None,
     stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     memory_mapped: bool = False,
+    streaming: bool = False,
+    per_class: int | None = None,
+    seed: int = 0,
 ) -> RealData:
     """Load one split of an image-classification dataset (Hub id or local folder).
 
     The images are decoded once into `datasets`' Arrow cache; by default they are then copied into
-    memory, with `memory_mapped` they stay on disk and batches read only their own rows.
+    memory, with `memory_mapped` they stay on disk and batches read only their own rows. With
+    `streaming` nothing is downloaded or cached in full: one pass over the split keeps `per_class`
+    random images of every class (all of them when None), decoded in memory, chosen by `seed`.
     """
     import datasets
 
-    ds = _load(source, split, config, revision)
+    if memory_mapped and streaming:
+        raise UserError("choose memory-mapped or streamed data, not both")
+    if per_class is not None and not streaming:
+        raise UserError("keeping a number of images per class is for streamed data; for a loaded split use RealData.balanced_subset")
+    ds = _load(source, split, config, revision, streaming)
     image_column = _pick_column(ds.features, image_column, datasets.Image, "--image-column", "image")
     label_column = _pick_column(ds.features, label_column, datasets.ClassLabel, "--label-column", "class-label")
-    class_names = _class_names(ds, label_column)
+    if streaming:
+        pixels, labels = _stream_pixels(ds, image_column, label_column, image_size, per_class, seed, split)
+        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+        split = f"{split}[streamed{'' if per_class is None else f', {per_class} random per class, seed {seed}'}]"
+    else:
+        images, labels = _decoded(ds, image_column, label_column, image_size, split, memory_mapped)
+    class_names = _class_names(ds.features[label_column], label_column, labels)
+    if stats is None:
+        stats = _stats_for(source, images)
+    return RealData(images, torch.as_tensor(labels, dtype=torch.int64), class_names, tuple(stats[0]), tuple(stats[1]), source, split, revision)
+
+
+GREY_MODES = ("L", "1", "I", "I;16", "F")
+
+
+def _decoded(ds, image_column: str, label_column: str, image_size: int | None, split: str, memory_mapped: bool):
+    """The split decoded once into `datasets`' cache: uint8 images [N,C,H,W] (in memory or `ArrowImages`) and labels."""
+    import datasets
+
     if len(ds) == 0:
-        raise UserError(f"split {split!r} of {source!r} is empty")
+        raise UserError(f"split {split!r} is empty")
     first = ds[0][image_column]
-    mode = "L" if first.mode in ("L", "1", "I", "I;16", "F") else "RGB"
+    mode = "L" if first.mode in GREY_MODES else "RGB"
     width, height = (image_size, image_size) if image_size else first.size
     features = datasets.Features(
         {"pixels": datasets.Array3D((height, width, 1 if mode == "L" else 3), "uint8"), label_column: ds.features[label_column]}
@@ -257,10 +346,7 @@ def load_real(
         images = ArrowImages(decoded, features["pixels"].shape)
     else:
         images = torch.from_numpy(_uint8_pixels(decoded.data.column("pixels"), features["pixels"].shape)).permute(0, 3, 1, 2).contiguous()
-    labels = torch.as_tensor(decoded.select_columns([label_column]).with_format("numpy")[:][label_column], dtype=torch.int64)
-    if stats is None:
-        stats = _stats_for(source, images)
-    return RealData(images, labels, class_names, tuple(stats[0]), tuple(stats[1]), source, split, revision)
+    return images, decoded.select_columns([label_column]).with_format("numpy")[:][label_column]
 
 
 def _stats_for(source: str, images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

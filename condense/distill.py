@@ -49,6 +49,7 @@ class DistillConfig:
     split: str = "train"
     test_split: str = "test"
     memory_mapped: bool = False  # leave the decoded train split in the Arrow cache on disk; batches read their rows
+    stream_per_class: int | None = None  # stream the splits (nothing downloaded in full); keep this many random train images per class
     ipc: int = 10
     factor: int = 2
     # matcher / pool networks
@@ -390,12 +391,16 @@ def prepare(config: DistillConfig, device: torch.device, progress: bool = True, 
 
 
 def load_splits(config: DistillConfig) -> tuple[RealData, RealData]:
-    """The train split (memory-mapped or streamed as the config says) and the test split."""
+    """The train split (memory-mapped, or streamed into per-class reservoirs, as the config says) and the test split
+    (streamed whole when the train split is streamed)."""
     from .cli import load_data
 
     options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column, "image_size": config.image_size}
-    real = load_data(config.data, config.split, {**options, "memory_mapped": config.memory_mapped})
-    return real, load_data(config.data, config.test_split, options)
+    if config.stream_per_class is None:
+        return load_data(config.data, config.split, {**options, "memory_mapped": config.memory_mapped}), load_data(config.data, config.test_split, options)
+    streamed = {**options, "streaming": True, "memory_mapped": config.memory_mapped}
+    real = load_data(config.data, config.split, {**streamed, "per_class": config.stream_per_class, "seed": config.seed})
+    return real, load_data(config.data, config.test_split, streamed)
 
 
 def distill(config: DistillConfig, out: str | Path, device: torch.device, resume: bool = False, progress: bool = True) -> dict:

@@ -154,3 +154,66 @@ def test_distillation_over_a_memory_mapped_split_gives_the_same_set(tmp_path):
             distiller.step()
         sets.append(distiller.canvases.detach())
     assert torch.equal(*sets)
+
+
+def test_class_reservoirs_keep_every_item_with_the_same_probability():
+    from condense.data import ClassReservoirs
+
+    counts = np.zeros((2, 20))
+    made = 0
+    for seed in range(3000):
+        reservoirs = ClassReservoirs(5, seed)
+        for position in range(40):  # classes alternate: 20 items each
+            reservoirs.offer(position % 2, lambda position=position: position)
+        items = reservoirs.items()
+        assert [label for label, _ in items] == [0] * 5 + [1] * 5  # exactly 5 per class, grouped by class
+        assert all(a < b for (la, a), (lb, b) in zip(items, items[1:]) if la == lb)  # stream order within a class
+        for label, position in items:
+            counts[label, position // 2] += 1
+        made += sum(reservoirs.seen.values())
+    frequency = counts / 3000
+    assert np.abs(frequency - 5 / 20).max() < 0.04  # every item: kept with probability 5/20 (binomial std 0.008)
+    assert ClassReservoirs(None).per_class is None and made == 3000 * 40
+
+
+def test_class_reservoirs_make_only_the_items_they_keep():
+    from condense.data import ClassReservoirs
+
+    made = []
+    reservoirs = ClassReservoirs(2, seed=0)
+    for position in range(1000):
+        reservoirs.offer(0, lambda position=position: made.append(position) or position)
+    # the n-th item is kept with probability 2/n: about 2 (1 + ln(1000 / 2)) = 14 items are ever made, not 1000
+    assert len(made) < 40 and made[:2] == [0, 1] and len(reservoirs.items()) == 2
+    everything = ClassReservoirs(None)
+    for position in range(7):
+        everything.offer(position % 3, lambda position=position: position)
+    assert everything.items() == [(0, 0), (0, 3), (0, 6), (1, 1), (1, 4), (2, 2), (2, 5)]
+    with pytest.raises(UserError, match="at least 1"):
+        ClassReservoirs(0)
+
+
+def test_streamed_split_keeps_random_images_of_each_class_in_one_pass(tmp_path):
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "label": "label"}, rows=36)
+    loaded = load_real(str(folder), "train")
+    streamed = load_real(str(folder), "train", streaming=True, per_class=4, seed=1)
+    assert streamed.split == "train[streamed, 4 random per class, seed 1]" and streamed.class_names == loaded.class_names
+    assert torch.bincount(streamed.labels).tolist() == [4, 4, 4] and streamed.images.dtype == torch.uint8
+    rows = {loaded.images[i].numpy().tobytes(): i for i in range(len(loaded))}
+    positions = [rows[image.numpy().tobytes()] for image in streamed.images]  # every kept image is a row of the split ...
+    assert all(loaded.labels[p] == label for p, label in zip(positions, streamed.labels.tolist()))  # ... of its class
+    assert len(set(positions)) == 12  # distinct
+    again = load_real(str(folder), "train", streaming=True, per_class=4, seed=1)
+    other = load_real(str(folder), "train", streaming=True, per_class=4, seed=2)
+    assert torch.equal(again.images, streamed.images) and not torch.equal(other.images, streamed.images)
+    whole = load_real(str(folder), "test", streaming=True)  # no per_class: the whole split, grouped by class
+    order = torch.argsort(loaded.labels, stable=True)
+    assert torch.equal(whole.images, load_real(str(folder), "test").images[order]) and whole.split == "test[streamed]"
+
+
+def test_streaming_refuses_conflicting_options(tmp_path):
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "label": "label"})
+    with pytest.raises(UserError, match="not both"):
+        load_real(str(folder), streaming=True, memory_mapped=True)
+    with pytest.raises(UserError, match="balanced_subset"):
+        load_real(str(folder), per_class=2)

@@ -152,3 +152,22 @@ def test_pool_identity_of_a_local_folder_does_not_depend_on_how_it_is_written(tm
     relative, absolute = make_real(source="./data"), make_real(source=str(tmp_path / "data"))
     assert pool_spec(_config(), relative) == pool_spec(_config(), absolute)
     assert pool_spec(_config(), make_real(source="uoft-cs/cifar10")).dataset == "uoft-cs/cifar10"
+
+
+def test_cli_distill_over_streamed_splits_never_decodes_a_whole_split(image_folder, tmp_path, monkeypatch):
+    import condense.data
+
+    def whole_split(*args, **kwargs):
+        raise AssertionError("a split was decoded whole")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(condense.data, "_decoded", whole_split)
+    args = ["distill", "--data", str(image_folder), "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch", "4", "--frequencies", "32",
+            "--pool-size", "1", "--eval-runs", "1", "--eval-preset", "cpu", "--iterations", "2", "--no-progress", "--stream-per-class", "6"]
+    assert main([*args, "--out", "streamed"]) == 0
+    synthetic = SyntheticSet.load(tmp_path / "streamed" / "synthetic.safetensors")
+    assert synthetic.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4 and synthetic.config["stream_per_class"] == 6
+    pool = json.loads(next((tmp_path / "pools").glob("*/manifest.json")).read_text())
+    assert pool["spec"]["split"] == "train[streamed, 6 random per class, seed 0]"  # the pool trained on the reservoirs
+    assert json.loads((tmp_path / "streamed" / "eval.json").read_text())["test"].endswith("[test[streamed]], 36 images")
+    assert main([*args, "--out", "both", "--memory-mapped"]) == 2  # one clear refusal
