@@ -56,6 +56,7 @@ def cmd_nas(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from condense.cli import data_options, load_data
+    from condense.distributed import torchrun_world
     from condense.runtime import resolve_device
     from downstream import nas
 
@@ -66,18 +67,24 @@ def cmd_nas(args: argparse.Namespace) -> None:
     if isinstance(config.proxies, str):
         config.proxies = tuple(p.strip() for p in config.proxies.split(",") if p.strip())
     nas.check_config(config, args.condensed is not None)
-    condensed = None
-    if "condensed" in config.proxies:
-        from downstream.load import load_condensed
-
-        condensed = load_condensed(args.condensed, args.condensed_config, None)
-    device = resolve_device(args.device)
     options = data_options(args)
-    train_data, test = load_data(args.data, "train", options), load_data(args.data, "test", options)
     out = Path(args.out or Path("runs") / f"nas-{args.preset}")
-    result = nas.run_search(config, train_data, test, out, condensed=condensed, device=device, progress=not args.no_progress)
-    print(nas.format_summary(result))
-    print(f"wrote {out / nas.RESULT_FILE} and {out / nas.PLOT_FILE}")
+
+    def load_inputs():
+        condensed = None
+        if "condensed" in config.proxies:
+            from downstream.load import load_condensed
+
+            condensed = load_condensed(args.condensed, args.condensed_config, None)
+        return condensed, load_data(args.data, "train", options), load_data(args.data, "test", options)
+
+    with torchrun_world(resolve_device(args.device)) as (world, device):  # under torchrun the candidates are shared by the ranks
+        condensed, train_data, test = world.main_first(load_inputs)
+        result = nas.run_search(config, train_data, test, out, condensed=condensed, device=device,
+                                progress=not args.no_progress and world.is_main, world=world)
+    if world.is_main:
+        print(nas.format_summary(result))
+        print(f"wrote {out / nas.RESULT_FILE} and {out / nas.PLOT_FILE}")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from condense.data import RealData
+from condense.distributed import World
 from condense.errors import UserError
 from condense.nets import ACTIVATIONS, NORMS, POOLINGS, build_net
 from condense.runtime import write_json
@@ -275,11 +276,16 @@ def read_previous(path: Path, header: dict) -> dict[str, dict]:
 
 
 def run_search(config: NasConfig, train_data: RealData, test: RealData, out: str | Path, *, condensed=None,
-               device: torch.device | None = None, progress: bool = True) -> dict:
-    """Train every sampled candidate on every proxy and the reference; write `out`/nas.json after each training."""
+               device: torch.device | None = None, progress: bool = True, world: World | None = None) -> dict:
+    """Train every sampled candidate on every proxy and the reference; write `out`/nas.json after each round.
+
+    A round is one training (one process) or one per rank under torchrun (`world`): the same set for
+    neighbouring candidates, so a round's trainings cost about the same. Rank 0 writes the file.
+    """
     from tqdm.auto import tqdm
 
     device = device or torch.device("cpu")
+    world = world or World()
     space = check_config(config, condensed is not None)
     sets = training_sets(config, train_data, test, condensed)
     test = test_subset(test, config.test_per_class, config.seed)
@@ -299,18 +305,40 @@ def run_search(config: NasConfig, train_data: RealData, test: RealData, out: str
     def save(complete: bool) -> dict:
         result = {**header, "device": str(device), "complete": complete, "candidates": candidates,
                   "summary": summarise(candidates, proxies)}
-        write_json(path, result)
+        if world.is_main:
+            write_json(path, result)
         return result
 
-    for index, candidate in enumerate(tqdm(candidates, desc="candidates", disable=not progress, unit="net")):
-        for name, training in sets.items():
-            if name not in candidate["runs"]:
-                candidate["runs"][name] = train_candidate(candidate, training, test, config, device, progress,
-                                                          f"{index + 1}/{len(candidates)} {name}")
-                save(complete=False)
+    def train_one(job: list) -> dict:
+        index, name = job
+        return train_candidate(candidates[index], sets[name], test, config, device, progress, f"{index + 1}/{len(candidates)} {name}")
+
+    jobs = pending_trainings(candidates, list(sets), world.size)
+    bar = tqdm(total=len(jobs), desc="trainings", disable=not progress, unit="net")
+
+    def record(round_jobs: list, results: list[dict]) -> None:
+        for (index, name), result in zip(round_jobs, results):
+            candidates[index]["runs"][name] = result
+        save(complete=False)
+        bar.update(len(round_jobs))
+
+    with bar:
+        world.map_in_rounds(jobs, train_one, record)
     result = save(complete=True)
-    plot_search(result, Path(out) / PLOT_FILE)
+    if world.is_main:
+        plot_search(result, Path(out) / PLOT_FILE)
     return result
+
+
+def pending_trainings(candidates: list[dict], set_names: list[str], ranks: int) -> list[list]:
+    """The [candidate index, set name] trainings not done yet, in rounds of `ranks`: candidate by candidate
+    in one process; under torchrun, blocks of `ranks` candidates, one set at a time for the whole block."""
+    waiting = [index for index, candidate in enumerate(candidates) if any(name not in candidate["runs"] for name in set_names)]
+    jobs = []
+    for start in range(0, len(waiting), ranks):
+        block = waiting[start : start + ranks]
+        jobs += [[index, name] for name in set_names for index in block if name not in candidates[index]["runs"]]
+    return jobs
 
 
 def plot_search(result: dict, path: Path) -> Path:

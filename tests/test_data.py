@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -167,7 +169,7 @@ def test_class_reservoirs_keep_every_item_with_the_same_probability():
             reservoirs.offer(position % 2, lambda position=position: position)
         items = reservoirs.items()
         assert [label for label, _ in items] == [0] * 5 + [1] * 5  # exactly 5 per class, grouped by class
-        assert all(a < b for (la, a), (lb, b) in zip(items, items[1:]) if la == lb)  # stream order within a class
+        assert all(a < b for (la, a), (lb, b) in itertools.pairwise(items) if la == lb)  # stream order within a class
         for label, position in items:
             counts[label, position // 2] += 1
         made += sum(reservoirs.seen.values())

@@ -28,9 +28,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def torchrun(args: list[str], cwd) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], cwd, module: str = "condense") -> subprocess.CompletedProcess:
     # --standalone: the rendezvous picks its own free port (no race between choosing a port and binding it)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "condense", *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", module, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
@@ -106,3 +106,23 @@ def test_jobs_in_rounds_keep_their_order_in_one_process():
     seen = []
     results = World().map_in_rounds([3, 1, 2], lambda job: job * 10, lambda jobs, out: seen.append((jobs, out)))
     assert results == [30, 10, 20] and seen == [([3], [30]), ([1], [10]), ([2], [20])]
+
+
+def test_two_processes_share_the_nas_candidates(tmp_path, monkeypatch):
+    from downstream.cli import main as downstream_main
+
+    data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=36)
+    monkeypatch.chdir(tmp_path)
+    space = [{"depth": 1, "width": 4, "pool": pool} for pool in ("none", "max", "avg")]
+    (tmp_path / "space.json").write_text(json.dumps(space))
+    args = ["nas", "--data", str(data), "--space", "space.json", "--candidates", "all", "--proxies", "random,real", "--random-ipc", "2",
+            "--random-epochs", "2", "--real-epochs", "1", "--reference-epochs", "2", "--real-per-class", "all", "--test-per-class", "all", "--no-progress"]
+    assert downstream_main([*args, "--out", "single"]) == 0
+    ranks = torchrun([*args, "--out", "ranks"], tmp_path, module="downstream")
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    single, ranked = (json.loads((tmp_path / name / "nas.json").read_text()) for name in ("single", "ranks"))
+    assert ranked["complete"] and [c["name"] for c in ranked["candidates"]] == [c["name"] for c in single["candidates"]]
+    for mine, theirs in zip(ranked["candidates"], single["candidates"]):
+        assert {name: run["accuracy"] for name, run in mine["runs"].items()} == {name: run["accuracy"] for name, run in theirs["runs"].items()}
+    assert ranked["summary"]["proxies"]["real"]["spearman"] == single["summary"]["proxies"]["real"]["spearman"]
+    assert (tmp_path / "ranks" / "nas.png").is_file() and ranks.stdout.count("wrote ranks/nas.json") == 1

@@ -168,6 +168,15 @@ def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_
         nas.run_search(tiny_config(reference_epochs=3), train_data, test, tmp_path, condensed=condensed, progress=False)
 
 
+def test_pending_trainings_go_candidate_by_candidate_or_in_blocks_of_one_set_per_rank():
+    candidates = [{"runs": {}}, {"runs": {"a": {}}}, {"runs": {"a": {}, "b": {}}}, {"runs": {}}]
+    assert nas.pending_trainings(candidates, ["a", "b"], 1) == [[0, "a"], [0, "b"], [1, "b"], [3, "a"], [3, "b"]]
+    # 2 ranks: candidates 0 and 1 (2 is finished), then 3; each round trains one set
+    assert nas.pending_trainings(candidates, ["a", "b"], 2) == [[0, "a"], [0, "b"], [1, "b"], [3, "a"], [3, "b"]]
+    fresh = [{"runs": {}} for _ in range(3)]
+    assert nas.pending_trainings(fresh, ["a", "b"], 2) == [[0, "a"], [1, "a"], [0, "b"], [1, "b"], [2, "a"], [2, "b"]]
+
+
 def test_random_proxy_gets_as_many_steps_as_the_condensed_one(tiny_data):
     train_data, test, condensed = tiny_data  # 9 condensed images, batch 8: 2 steps per epoch; random: 6 images, 1 step
     sets = nas.training_sets(tiny_config(condensed_epochs=3), train_data, test, condensed)
