@@ -28,6 +28,7 @@ class World:
     rank: int = 0
     size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives run (CUDA under NCCL)
+    local_rank: int = 0  # rank among the processes of this machine
 
     @property
     def is_main(self) -> bool:
@@ -62,11 +63,12 @@ class World:
             torch.distributed.barrier()
 
     def main_first(self, work: Callable):
-        """`work()` on rank 0, then on the other ranks (rank 0 fills a cache, such as `datasets`', the others read)."""
-        if self.is_main:
+        """`work()` on the first process of every machine, then on the others (the first fills a machine's
+        cache, such as `datasets`', that the others then read)."""
+        if self.local_rank == 0:
             result = work()
         self.barrier()
-        if not self.is_main:
+        if self.local_rank != 0:
             result = work()
         return result
 
@@ -109,7 +111,7 @@ def init_world(device: torch.device) -> World:
         raise UserError("this PyTorch build has no torch.distributed; run without torchrun")
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return World(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
+    return World(torch.distributed.get_rank(), torch.distributed.get_world_size(), device, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def local_device(device: torch.device) -> torch.device:
