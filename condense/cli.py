@@ -118,7 +118,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
     """`--preset` plus one flag per DistillConfig field (the preset's value when not given)."""
-    from .distill import PRESETS, DistillConfig
+    from .distill import PRESETS, SETTING_HELP, DistillConfig
 
     parser.add_argument("--preset", default="cifar10-ipc10-cpu", help=f"one of {', '.join(PRESETS)} (default cifar10-ipc10-cpu)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -128,9 +128,10 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + item.name.replace("_", "-")
         kind = str(item.type).replace(" | None", "")
         if kind == "bool":
-            group.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction, default=None, help=SETTING_HELP[item.name])
         else:
-            group.add_argument(flag, dest=item.name, type={"int": int, "float": float}.get(kind, str), default=None, metavar=kind.upper())
+            group.add_argument(flag, dest=item.name, type={"int": int, "float": float}.get(kind, str), default=None,
+                               metavar=kind.upper(), help=SETTING_HELP[item.name])
 
 
 def distill_config(args: argparse.Namespace):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +49,11 @@ class DistillConfig:
     image_size: int | None = None
     split: str = "train"
     test_split: str = "test"
-    memory_mapped: bool = False  # leave the decoded train split in the Arrow cache on disk; batches read their rows
-    stream_per_class: int | None = None  # stream the splits (nothing downloaded in full); keep this many random train images per class
+    memory_mapped: bool = False
+    stream_per_class: int | None = None
     ipc: int = 10
     factor: int = 2
-    # matcher / pool networks
+
     net: str = "convnet"
     depth: int | None = None
     width: int = 128
@@ -62,33 +63,33 @@ class DistillConfig:
     pool_size: int = 20
     pool_epochs: int = 60
     pool_folder: str | None = None
-    # matching
+
     real_batch: int = 1024
     frequencies: int = 4096
     alpha: float = 0.5
     loss_scale: float = 300.0
     dsa: str = MATCHING_STRATEGY
-    dsa_mode: str = "one"  # one random operation per class and iteration (DSA's convention) | all
-    sampler: str = "learned"  # learned (ψ) | gaussian
+    dsa_mode: str = "one"
+    sampler: str = "learned"
     sampler_lr: float = 1e-3
     sigma_min: float = 0.1
     sigma_max: float = 10.0
     calibration_weight: float = 1.0
-    # image optimiser
+
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 5e-4
     momentum: float = 0.5
     iterations: int = 20000
     plateau_patience: int = 500
-    # run
+
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
-    soft_labels: str = "none"  # none | pool (the first trained pool member) | a network file from any pool
+    soft_labels: str = "none"
     eval_preset: str = "paper"
     eval_runs: int | None = None
-    amp: bool = False  # bf16 autocast for the real-image forward passes (GPU)
+    amp: bool = False
     channels_last: bool = False
     compile: bool = False
 
@@ -100,8 +101,60 @@ class DistillConfig:
         return dataclasses.asdict(self)
 
 
+# One line of `condense distill --help` per setting (a test checks that every field has one).
+SETTING_HELP = {
+    "data": "Hub id (uoft-cs/cifar10) or local folder in Hub layout",
+    "data_config": "the dataset's config name, if it has several",
+    "label_column": "class-label column (default: the only ClassLabel column)",
+    "image_column": "image column (default: the only Image column)",
+    "image_size": "resize images to N x N (needed when sizes differ)",
+    "split": "split to condense",
+    "test_split": "split to evaluate on",
+    "memory_mapped": "leave the decoded train split in the Arrow cache on disk; batches read only their rows",
+    "stream_per_class": "stream the splits (nothing downloaded or cached in full) and keep N random train images per class",
+    "ipc": "stored images (canvases) per class",
+    "factor": "multi-formation: each canvas decodes into factor x factor images",
+    "net": "matcher network: convnet, alexnet, vgg11 or resnet18",
+    "depth": "ConvNet depth (default: 3 at 32 px, 4 at 64, 5 at 128)",
+    "width": "ConvNet width",
+    "norm": "normalisation: none, batch, layer, instance or group",
+    "act": "ConvNet activation: sigmoid, relu or leakyrelu",
+    "pool": "ConvNet pooling: none, max or avg",
+    "pool_size": "pretrained matchers in the pool",
+    "pool_epochs": "epochs of each matcher's pretraining",
+    "pool_folder": "where the pool is kept and reused (default pools/<data>-<net>-<size>x<epochs>ep-<hash>)",
+    "real_batch": "real images per class drawn every iteration",
+    "frequencies": "frequencies of the characteristic functions per iteration",
+    "alpha": "NCFD weights: alpha on the amplitude term, 1 - alpha on the phase term",
+    "loss_scale": "factor on the matching loss",
+    "dsa": "DSA operations joined by _ applied to real and synthetic images alike",
+    "dsa_mode": "one (one random operation per class and iteration, DSA's convention) or all",
+    "sampler": "frequency sampler: learned (psi, trained by ascent) or gaussian",
+    "sampler_lr": "learning rate of psi",
+    "sigma_min": "smallest scale of psi's mixture",
+    "sigma_max": "largest scale of psi's mixture",
+    "calibration_weight": "weight of the trained matcher's cross-entropy on the synthetic images",
+    "optimizer": "optimiser of the images: adamw or sgd",
+    "lr": "learning rate of the images (1e-2 is better than the preset's 1e-3 on CIFAR-10 CPU; see README)",
+    "weight_decay": "weight decay of the images' optimiser",
+    "momentum": "momentum (sgd)",
+    "iterations": "iterations in all (a resumed run continues up to this)",
+    "plateau_patience": "iterations without a lower loss before the image learning rate is halved",
+    "seed": "seed of every random draw",
+    "checkpoint_every": "iterations between checkpoints (what --resume continues from)",
+    "log_every": "iterations between lines of log.jsonl",
+    "soft_labels": "none, pool (the first trained pool member) or a network file of any pool: the teacher",
+    "eval_preset": "evaluation protocol after distillation: cpu or paper",
+    "eval_runs": "evaluation runs (0: no evaluation; default: the preset's)",
+    "amp": "bf16 autocast for the real-image forward passes (GPU)",
+    "channels_last": "channels-last memory format (GPU)",
+    "compile": "torch.compile the matcher's feature extractor (GPU)",
+}
+
+
 # BENCHMARKS.md: the CPU presets match with 1024 Gaussian frequencies (the paper presets with ψ).
-_CPU = dict(width=64, pool_size=2, pool_epochs=1, real_batch=128, frequencies=1024, sampler="gaussian", iterations=200, eval_preset="cpu", checkpoint_every=50)
+_CPU = {"width": 64, "pool_size": 2, "pool_epochs": 1, "real_batch": 128, "frequencies": 1024, "sampler": "gaussian", "iterations": 200,
+        "eval_preset": "cpu", "checkpoint_every": 50}
 PRESETS: dict[str, DistillConfig] = {
     "cifar10-ipc10-cpu": DistillConfig(data="uoft-cs/cifar10", ipc=10, **_CPU),
     "mnist-ipc10-cpu": DistillConfig(data="ylecun/mnist", ipc=10, **_CPU),
@@ -235,7 +288,7 @@ class Distiller:
         with torch.no_grad():
             self.canvases.clamp_(0, 1)
         value = loss.item()
-        if value != value:
+        if math.isnan(value):
             raise UserError(f"the loss became NaN at iteration {self.iteration + 1}; lower --lr or check the data")
         self.plateau.step(value)
         self.iteration += 1

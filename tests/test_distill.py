@@ -171,3 +171,9 @@ def test_cli_distill_over_streamed_splits_never_decodes_a_whole_split(image_fold
     assert pool["spec"]["split"] == "train[streamed, 6 random per class, seed 0]"  # the pool trained on the reservoirs
     assert json.loads((tmp_path / "streamed" / "eval.json").read_text())["test"].endswith("[test[streamed]], 36 images")
     assert main([*args, "--out", "both", "--memory-mapped"]) == 2  # one clear refusal
+
+
+def test_every_setting_has_a_line_of_help():
+    from condense.distill import SETTING_HELP
+
+    assert set(SETTING_HELP) == {field.name for field in dataclasses.fields(DistillConfig)}
