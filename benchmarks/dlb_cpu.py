@@ -8,7 +8,12 @@ protocol (AdamW lr 1e-3, wd 0.01, lr halved at every fifth, per-sample DSA) with
 the full test split at the final epoch. Prints one line per run as it ends, then mean ± std over
 seeds and seconds per epoch (with its ratio to CE) per setting; writes every figure to --out.
 
+`--timing N` measures only the time: N rounds of one epoch per method on the clean subset, the methods
+interleaved within each round (so a busy spell of the machine hits them all), and prints the median
+seconds per epoch and its ratio to CE's median.
+
 Usage: python benchmarks/dlb_cpu.py [--epochs 6] [--ipc-epochs 100] [--seeds 3] [--settings clean,noisy,ipc10]
+       python benchmarks/dlb_cpu.py --timing 5 [--methods ce,dlb-official,dlb-paper]
 """
 
 from __future__ import annotations
@@ -58,8 +63,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: faster than 2 on a CPU shared with other jobs)")
     parser.add_argument("--out", default="benchmarks/runs/dlb_cpu/figures.json")
+    parser.add_argument("--timing", type=int, metavar="N", help="only time N interleaved one-epoch rounds per method")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.timing:
+        time_epochs(args)
+        return
     start = time.perf_counter()
     device = resolve_device(args.device)
     train, test = load_real(args.data, "train"), load_real(args.data, "test")
@@ -103,6 +112,29 @@ def main() -> None:
             step_ratio = f"{step / statistics.fmean(r['seconds_per_step'] for r in ce):.2f}" if ce else "-"
             print(f"{setting:>7} {method:>13} {mean:7.2f} ± {statistics.pstdev(accuracies):4.2f} % {gain:>7} {seconds:8.2f} {ratio:>6} {step_ratio:>11}")
     print(f"total {time.perf_counter() - start:.0f} s on {device}; figures in {args.out}")
+
+
+def time_epochs(args: argparse.Namespace) -> None:
+    """Median seconds per epoch of each method over `args.timing` interleaved rounds (no testing)."""
+    from condense.nets import build_net
+    from condense.train import train
+
+    subset = real_subset(load_real(args.data, "train"), args.per_class, seed=0)
+    config = replace(default_config().train, epochs=1, batch_size=args.batch_size, lr=args.lr)
+    methods = [m for m in args.methods.split(",") if EPOCH_SCALE.get(m, 1.0) == 1.0]  # per-epoch cost: one epoch each
+    seconds: dict[str, list[float]] = {method: [] for method in methods}
+    for round_index in range(args.timing):
+        for method in methods:
+            net = build_net("convnet", subset.channels, subset.num_classes, subset.image_size, **default_config().net_options)
+            stats = train(net, subset.images, subset.labels, config, mean=subset.mean, std=subset.std,
+                          generator=torch.Generator().manual_seed(round_index), device=resolve_device(args.device),
+                          progress=False, objective=objective(method, args))
+            seconds[method].append(stats["seconds"])
+    ce = statistics.median(seconds["ce"]) if "ce" in seconds else None
+    print(f"{len(subset)} images, batch {args.batch_size}, {args.threads} thread(s), {args.timing} rounds; median s/epoch:")
+    for method, values in seconds.items():
+        ratio = f"{statistics.median(values) / ce:.2f}x CE" if ce else ""
+        print(f"{method:>13} {statistics.median(values):7.2f} s  {ratio}  (all: {', '.join(f'{v:.2f}' for v in values)})")
 
 
 if __name__ == "__main__":
