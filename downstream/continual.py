@@ -457,6 +457,8 @@ class MemorySpec:
 
     @property
     def label(self) -> str:
+        if self.kind == "condensed" and self.path is None:
+            return "condensed as you go"
         name = self.kind if self.path is None else f"{self.kind}:{_short(self.path)}"
         return name + (f" ({self.count} count)" if self.count else "")
 
