@@ -127,8 +127,10 @@ def local_device(device: torch.device) -> torch.device:
 def torchrun_world(device: torch.device) -> Iterator[tuple[World, torch.device]]:
     """For a command: this process's world and device; the process group is closed when the command ends."""
     device = local_device(device)
+    world = init_world(device)
     try:
-        yield init_world(device), device
+        yield world, device
+        world.barrier()  # no rank tears its connections down while another still works (gloo can abort then)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
