@@ -1,0 +1,53 @@
+"""Re-rank the candidates of a finished CPU NAS search with the proxies trained under another protocol.
+
+Only the proxies (condensed set and random subset) are retrained; the reference accuracies are read
+from the finished search's nas.json, so a protocol costs minutes, not the hours of the reference.
+Prints Spearman over all candidates (and top 5/10/20) and the proxy search time for each proxy.
+
+Usage: python benchmarks/nas_proxy_protocols.py --result benchmarks/results/cpu-2026-11-22/nas.json \\
+           --condensed SET [--batch-size 32] [--dsa color_crop_flip_scale_rotate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from condense.data import load_real
+from downstream import nas
+from downstream.load import load_condensed
+
+HERE = Path(__file__).resolve().parent
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--result", default=str(HERE / "results" / "cpu-2026-11-22" / "nas.json"), help="a finished search's nas.json")
+    parser.add_argument("--condensed", default=str(HERE / "runs" / "ncfm_cpu" / "gaussian-lr3e-3" / "synthetic.safetensors"))
+    parser.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "cifar10"))
+    parser.add_argument("--batch-size", type=int, help="proxy training batch (default: the search's)")
+    parser.add_argument("--dsa", help="proxy training DSA operations ('' for none; default: the search's)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    stored = json.loads(Path(args.result).read_text())
+    config = nas.nas_preset("cifar10-cpu")
+    for key, value in stored["config"].items():
+        if key != "train" and hasattr(config, key):
+            setattr(config, key, tuple(value) if key == "proxies" else value)
+    changes = {k: v for k, v in {"batch_size": args.batch_size, "dsa": args.dsa}.items() if v is not None}
+    config.train = replace(config.train, **changes)
+    config.proxies = ("condensed", "random")
+    train_data, test = load_real(args.data, "train"), load_real(args.data, "test")
+    sets = nas.training_sets(config, train_data, test, load_condensed(args.condensed))
+    test = nas.test_subset(test, config.test_per_class, config.seed)
+    names = [c["name"] for c in stored["candidates"]]
+    reference = [c["runs"]["reference"]["accuracy"] for c in stored["candidates"]]
+    print(f"{len(names)} candidates of {args.result}; proxy training {changes or 'as the search'}")
+    for proxy in config.proxies:
+        runs = [nas.train_candidate(c, sets[proxy], test, config, torch.device("cpu"), False, "") for c in stored["candidates"]]
+        report = nas.rank_report([r["accuracy"] for r in runs], reference, names)
+        rho = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in report["spearman"].items())
+        print(f"{proxy:>9}: Spearman {rho}; {sum(r['seconds'] for r in runs):.0f} s")
