@@ -30,6 +30,9 @@ KNOWN_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 
 
+GREY_MODES = ("L", "1", "I", "I;16", "F")  # PIL modes decoded to one channel
+
+
 def known_stats_key(source: str) -> str | None:
     """The KNOWN_STATS key for a Hub id or folder name (`uoft-cs/cifar10` -> `cifar10`), if any."""
     name = re.sub(r"[^a-z0-9]", "", Path(source.rstrip("/")).name.lower())
@@ -317,9 +320,6 @@ def load_real(
     if stats is None:
         stats = _stats_for(source, images)
     return RealData(images, torch.as_tensor(labels, dtype=torch.int64), class_names, tuple(stats[0]), tuple(stats[1]), source, split, revision)
-
-
-GREY_MODES = ("L", "1", "I", "I;16", "F")
 
 
 def _decoded(ds, image_column: str, label_column: str, image_size: int | None, split: str, memory_mapped: bool):

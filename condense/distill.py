@@ -448,12 +448,10 @@ def load_splits(config: DistillConfig) -> tuple[RealData, RealData]:
     (streamed whole when the train split is streamed)."""
     from .cli import load_data
 
-    options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column, "image_size": config.image_size}
-    if config.stream_per_class is None:
-        return load_data(config.data, config.split, {**options, "memory_mapped": config.memory_mapped}), load_data(config.data, config.test_split, options)
-    streamed = {**options, "streaming": True, "memory_mapped": config.memory_mapped}
-    real = load_data(config.data, config.split, {**streamed, "per_class": config.stream_per_class, "seed": config.seed})
-    return real, load_data(config.data, config.test_split, streamed)
+    test_options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column,
+                    "image_size": config.image_size, "streaming": config.stream_per_class is not None}
+    train_options = {**test_options, "memory_mapped": config.memory_mapped, "per_class": config.stream_per_class, "seed": config.seed}
+    return load_data(config.data, config.split, train_options), load_data(config.data, config.test_split, test_options)
 
 
 def distill(config: DistillConfig, out: str | Path, device: torch.device, resume: bool = False, progress: bool = True) -> dict:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from .errors import UserError
 
@@ -86,19 +87,23 @@ class World:
         torch.distributed.all_gather(gathered, padded)
         return [json.loads(bytes(data[: int(length)].tolist())) for data, length in zip(gathered, lengths)]
 
-    def map_in_rounds(self, jobs: list, work: Callable, after_round: Callable[[list, list], None] | None = None) -> list:
+    def map_in_rounds(self, jobs: list, work: Callable, after_round: Callable[[list, list], None] | None = None, *,
+                      desc: str = "jobs", unit: str = "job", progress: bool = False) -> list:
         """`work(job)` (JSON-shaped result) for every job, in rounds of one job per rank; all results, in job order.
 
-        `after_round(jobs, results)` runs on every rank after each round (e.g. rank 0 saves progress).
+        `after_round(jobs, results)` runs on every rank after each round (e.g. rank 0 saves progress);
+        with `progress`, rank 0 shows a bar of the jobs done.
         """
         results = []
-        for start in range(0, len(jobs), self.size):
-            round_jobs = jobs[start : start + self.size]
-            mine = work(round_jobs[self.rank]) if self.rank < len(round_jobs) else None
-            round_results = self.gather_json(mine)[: len(round_jobs)]
-            results.extend(round_results)
-            if after_round is not None:
-                after_round(round_jobs, round_results)
+        with tqdm(total=len(jobs), desc=desc, unit=unit, disable=not (progress and self.is_main)) as bar:
+            for start in range(0, len(jobs), self.size):
+                round_jobs = jobs[start : start + self.size]
+                mine = work(round_jobs[self.rank]) if self.rank < len(round_jobs) else None
+                round_results = self.gather_json(mine)[: len(round_jobs)]
+                results.extend(round_results)
+                if after_round is not None:
+                    after_round(round_jobs, round_results)
+                bar.update(len(round_jobs))
         return results
 
 

@@ -11,7 +11,6 @@ import statistics
 from dataclasses import dataclass, field, replace
 
 import torch
-from tqdm.auto import tqdm
 
 from .data import RealData
 from .distributed import World
@@ -96,7 +95,6 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
 
         teacher, kind = load_member(config.teacher, device), "teacher on the augmented batch"
     world = world or World()
-    bar = tqdm(total=config.runs, desc="eval runs", disable=not progress, unit="run")
 
     def one_run(run: int) -> dict:
         seed = config.seed + run
@@ -111,8 +109,7 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
         )
         return {"seed": seed, "accuracy": accuracy(net, test, synthetic.mean, synthetic.std, device), **stats}
 
-    with bar:
-        runs = world.map_in_rounds(list(range(config.runs)), one_run, lambda jobs, _: bar.update(len(jobs)))
+    runs = world.map_in_rounds(list(range(config.runs)), one_run, desc="eval runs", unit="run", progress=progress)
     accuracies = [r["accuracy"] for r in runs]
     return {
         "accuracy_mean": statistics.fmean(accuracies),

@@ -182,15 +182,12 @@ def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: Real
             entry["test_accuracy"] = accuracy(net, test, real.mean, real.std, device)
         return entry
 
-    bar = tqdm(total=max(size - len(manifest["members"]), 0), desc="pretraining pool", disable=not progress, unit="net")
-
     def record(_, entries: list[dict]) -> None:
         manifest["members"].extend(entries)
         if world.is_main:
             write_json(folder / MANIFEST, manifest)
-        bar.update(len(entries))
 
-    with bar:
-        world.map_in_rounds(list(range(len(manifest["members"]), size)), train_member, record)
+    world.map_in_rounds(list(range(len(manifest["members"]), size)), train_member, record,
+                        desc="pretraining pool", unit="net", progress=progress)
     members = [(_load_weights(folder / m["init"]), _load_weights(folder / m["trained"])) for m in manifest["members"][:size]]
     return Pool(spec, members, device)

@@ -282,8 +282,6 @@ def run_search(config: NasConfig, train_data: RealData, test: RealData, out: str
     A round is one training (one process) or one per rank under torchrun (`world`): the same set for
     neighbouring candidates, so a round's trainings cost about the same. Rank 0 writes the file.
     """
-    from tqdm.auto import tqdm
-
     device = device or torch.device("cpu")
     world = world or World()
     space = check_config(config, condensed is not None)
@@ -313,17 +311,13 @@ def run_search(config: NasConfig, train_data: RealData, test: RealData, out: str
         index, name = job
         return train_candidate(candidates[index], sets[name], test, config, device, progress, f"{index + 1}/{len(candidates)} {name}")
 
-    jobs = pending_trainings(candidates, list(sets), world.size)
-    bar = tqdm(total=len(jobs), desc="trainings", disable=not progress, unit="net")
-
     def record(round_jobs: list, results: list[dict]) -> None:
         for (index, name), result in zip(round_jobs, results):
             candidates[index]["runs"][name] = result
         save(complete=False)
-        bar.update(len(round_jobs))
 
-    with bar:
-        world.map_in_rounds(jobs, train_one, record)
+    world.map_in_rounds(pending_trainings(candidates, list(sets), world.size), train_one, record,
+                        desc="trainings", unit="net", progress=progress)
     result = save(complete=True)
     if world.is_main:
         plot_search(result, Path(out) / PLOT_FILE)
