@@ -492,9 +492,9 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
             eval_config.runs = config.eval_runs
         evaluation = evaluate_set(synthetic, test, eval_config, device, progress and world.is_main, world)
         synthetic.evaluation = evaluation_summary(evaluation)
-    if world.is_main:
+    if world.is_main:  # the set first: a run folder with eval.json or preview.png also has its set
+        synthetic.save(out / "synthetic.safetensors")
+        synthetic.save_preview(out / "preview.png")
         if evaluation:
             write_json(out / "eval.json", evaluation)
-        synthetic.save_preview(out / "preview.png")
-        synthetic.save(out / "synthetic.safetensors")
     return {"set": synthetic, "seconds_per_iteration": seconds, "evaluation": evaluation, "out": out}

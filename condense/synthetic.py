@@ -116,7 +116,7 @@ class SyntheticSet:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()}, tmp, metadata=self.metadata())
+            save_file(_unshared(self.tensors()), tmp, metadata=self.metadata())
             os.chmod(tmp, 0o644)  # safetensors writes 0600; a published set is meant to be read
             os.replace(tmp, path)
         except BaseException:
@@ -173,6 +173,20 @@ class SyntheticSet:
             config=decoded["config"],
             evaluation=decoded["evaluation"],
         )
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors, each with its own memory: safetensors refuses aliases (at factor 1 the decoded
+    images are the canvases themselves)."""
+    seen: set[int] = set()
+    result = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.untyped_storage().data_ptr() in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        result[name] = tensor
+    return result
 
 
 def _check_tensors(images, labels, soft_labels, canvases, num_classes: int) -> str | None:

@@ -119,6 +119,16 @@ def test_distill_job_writes_a_complete_run_folder(image_folder, tmp_path, monkey
         distill(config, run, CPU, progress=False)
 
 
+def test_distill_without_multi_formation_stores_images_equal_to_canvases(image_folder, tmp_path, monkeypatch):
+    """At factor 1 the decoded images are the canvases themselves (one tensor); the file still gets both."""
+    monkeypatch.chdir(tmp_path)
+    config = _config(data=str(image_folder), factor=1, ipc=2, width=4, real_batch=4, iterations=2, pool_size=1)
+    distill(config, tmp_path / "run", CPU, progress=False)
+    synthetic = SyntheticSet.load(tmp_path / "run" / "synthetic.safetensors")
+    assert synthetic.images.shape == synthetic.canvases.shape == (6, 3, 8, 8)
+    assert torch.equal(synthetic.images, synthetic.canvases)
+
+
 def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["distill", "--data", str(image_folder), "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch", "4", "--frequencies", "32",

@@ -24,6 +24,13 @@ def test_round_trip_is_bit_exact(tiny_set, tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["set.safetensors"]
 
 
+def test_images_that_alias_the_canvases_are_saved_as_two_tensors(tiny_set, tmp_path):
+    tiny_set.canvases = tiny_set.images  # factor 1: decoding returns the canvases themselves
+    back = SyntheticSet.load(tiny_set.save(tmp_path / "set.safetensors"))
+    assert torch.equal(back.images, tiny_set.images) and torch.equal(back.canvases, tiny_set.images)
+    assert back.images.untyped_storage().data_ptr() != back.canvases.untyped_storage().data_ptr()
+
+
 def _write(path, tensors, **metadata):
     base = {"format": FORMAT, "method": "x", "source_dataset": "d", "ipc": "1", "factor": "1",
             "mean": "[0.5]", "std": "[0.5]", "class_names": '["a", "b"]', "config": "{}", "evaluation": "{}"}
