@@ -154,9 +154,10 @@ def cmd_distill(args: argparse.Namespace) -> None:
         result = distill(config, out, device, resume=args.resume, progress=not args.no_progress)
     if not world.is_main:
         return
-    seconds = sorted(result["seconds_per_iteration"]) or [float("nan")]
+    seconds = sorted(result["seconds_per_iteration"])
     print(f"wrote {out / 'synthetic.safetensors'}: {result['set'].summary()}")
-    print(f"median {seconds[len(seconds) // 2]:.2f} s/iteration over {len(seconds)} iterations")
+    if seconds:  # a resumed run that had already finished iterates no more
+        print(f"median {seconds[len(seconds) // 2]:.2f} s/iteration over {len(seconds)} iterations")
     if result["evaluation"]:
         from .evaluate import format_result
 

@@ -129,7 +129,7 @@ def test_distill_without_multi_formation_stores_images_equal_to_canvases(image_f
     assert torch.equal(synthetic.images, synthetic.canvases)
 
 
-def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch):
+def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["distill", "--data", str(image_folder), "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch", "4", "--frequencies", "32",
             "--pool-size", "1", "--eval-runs", "0", "--checkpoint-every", "2", "--no-progress"]
@@ -152,6 +152,10 @@ def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch):
     a = SyntheticSet.load(tmp_path / "whole" / "synthetic.safetensors")
     b = SyntheticSet.load(tmp_path / "killed" / "synthetic.safetensors")
     assert torch.equal(a.canvases, b.canvases) and torch.equal(a.images, b.images)
+    capsys.readouterr()
+    assert main([*args, "--iterations", "4", "--out", "whole", "--resume"]) == 0  # already finished: only rewrites the set
+    printed = capsys.readouterr().out
+    assert "wrote whole/synthetic.safetensors" in printed and "s/iteration" not in printed
 
 
 def test_pool_identity_of_a_local_folder_does_not_depend_on_how_it_is_written(tmp_path, monkeypatch):
