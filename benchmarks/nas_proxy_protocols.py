@@ -5,7 +5,8 @@ from the finished search's nas.json, so a protocol costs minutes, not the hours 
 Prints Spearman over all candidates (and top 5/10/20) and the proxy search time for each proxy.
 
 Usage: python benchmarks/nas_proxy_protocols.py --result benchmarks/results/cpu-2026-11-22/nas.json \\
-           --condensed SET [--batch-size 32] [--dsa color_crop_flip_scale_rotate]
+           --condensed SET [--batch-size 32] [--dsa color_crop_flip_scale_rotate] [--condensed-epochs N]
+           [--proxies condensed,random] [--random-seed S] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from condense.data import load_real
+from condense.runtime import write_json
 from downstream import nas
 from downstream.load import load_condensed
 
@@ -30,6 +32,11 @@ if __name__ == "__main__":
     parser.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "cifar10"))
     parser.add_argument("--batch-size", type=int, help="proxy training batch (default: the search's)")
     parser.add_argument("--dsa", help="proxy training DSA operations ('' for none; default: the search's)")
+    parser.add_argument("--condensed-epochs", type=int,
+                        help="epochs on the condensed set (default: the search's; the random subset gets as many steps)")
+    parser.add_argument("--proxies", default="condensed,random", help="comma-separated subset of condensed, random")
+    parser.add_argument("--random-seed", type=int, help="draw the random subset with this seed (default: the search's seed)")
+    parser.add_argument("--out", help="write every candidate's proxy accuracies and the reports to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     stored = json.loads(Path(args.result).read_text())
@@ -39,15 +46,26 @@ if __name__ == "__main__":
             setattr(config, key, tuple(value) if key == "proxies" else value)
     changes = {k: v for k, v in {"batch_size": args.batch_size, "dsa": args.dsa}.items() if v is not None}
     config.train = replace(config.train, **changes)
-    config.proxies = ("condensed", "random")
+    config.proxies = ("condensed", "random")  # both sets are built: the random subset's epochs follow the condensed set's steps
+    proxies = args.proxies.split(",")
+    config.condensed_epochs = args.condensed_epochs or config.condensed_epochs
     train_data, test = load_real(args.data, "train"), load_real(args.data, "test")
-    sets = nas.training_sets(config, train_data, test, load_condensed(args.condensed))
+    condensed = load_condensed(args.condensed)
+    sets = nas.training_sets(config, train_data, test, condensed)
+    if args.random_seed is not None:  # only the random draw changes: the reference and test subsets keep the search's seed
+        sets["random"] = nas.training_sets(replace(config, seed=args.random_seed), train_data, test, condensed)["random"]
     test = nas.test_subset(test, config.test_per_class, config.seed)
     names = [c["name"] for c in stored["candidates"]]
     reference = [c["runs"]["reference"]["accuracy"] for c in stored["candidates"]]
     print(f"{len(names)} candidates of {args.result}; proxy training {changes or 'as the search'}")
-    for proxy in config.proxies:
+    for proxy in proxies:
+        print(f"{proxy:>9}: {sets[proxy].epochs} epochs on {sets[proxy].description}")
+    results = {"args": vars(args), "candidates": names, "reference": reference, "proxies": {}}
+    for proxy in proxies:
         runs = [nas.train_candidate(c, sets[proxy], test, config, torch.device("cpu"), False, "") for c in stored["candidates"]]
         report = nas.rank_report([r["accuracy"] for r in runs], reference, names)
         rho = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in report["spearman"].items())
         print(f"{proxy:>9}: Spearman {rho}; {sum(r['seconds'] for r in runs):.0f} s")
+        results["proxies"][proxy] = {"accuracies": [r["accuracy"] for r in runs], "seconds": sum(r["seconds"] for r in runs), **report}
+        if args.out:
+            write_json(args.out, results)
