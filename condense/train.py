@@ -91,7 +91,7 @@ def train(
     teacher: nn.Module | None = None,
     objective: Objective | None = None,
 ) -> dict:
-    """Train `net` in place on `images` (uint8 or float in [0, 1], [N,C,H,W]).
+    """Train `net` in place on `images` (uint8 or float in [0, 1], [N,C,H,W]; memory-mapped ones stay on disk).
 
     `targets` are class indices [N] (cross-entropy) or probabilities [N,K] (knowledge distillation
     at `config.temperature`). With a `teacher`, the targets of every batch are instead the teacher's
@@ -113,7 +113,8 @@ def train(
         teacher.to(device).eval().requires_grad_(False)
     elif targets.is_floating_point():
         targets = soft_targets(targets, temperature)
-    images, targets = images.to(device), targets.to(device)
+    resident = isinstance(images, torch.Tensor)  # memory-mapped images (`ArrowImages`) are read batch by batch
+    images, targets = (images.to(device) if resident else images), targets.to(device)
     augment = DSA(config.dsa, mode=config.dsa_mode) if config.dsa else None
     net.to(device).train()
     optimizer = make_optimizer(net.parameters(), config.optimizer, config.lr, config.weight_decay, config.momentum)
@@ -134,7 +135,7 @@ def train(
         for parts in steps:
             part_losses, part_logits = [], []
             for batch in parts:
-                x = images[batch]
+                x = images[batch] if resident else images[batch.cpu()].to(device)
                 x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, mean, std)
                 if augment is not None:
                     x = augment(x, generator)

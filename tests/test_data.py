@@ -158,6 +158,26 @@ def test_distillation_over_a_memory_mapped_split_gives_the_same_set(tmp_path):
     assert torch.equal(*sets)
 
 
+def test_pool_pretraining_over_a_memory_mapped_split_reads_only_its_batches(tmp_path, monkeypatch):
+    from condense.data import ArrowImages
+    from condense.pool import POOL_TRAINING, PoolSpec, build_or_load_pool
+
+    folder = write_image_folder(tmp_path / "ds", {"img": "image", "label": "label"}, rows=36)
+    loaded = load_real(str(folder), "train")
+    training = {**POOL_TRAINING.to_dict(), "epochs": 2, "batch_size": 8}
+    spec = PoolSpec(loaded.source, loaded.split, 3, 3, (8, 8), "convnet", {"depth": 2, "width": 8}, training)
+    pools = [build_or_load_pool(tmp_path / "pool-loaded", spec, 1, loaded, None, torch.device("cpu"), progress=False)]
+
+    def whole_split(self, device):
+        raise AssertionError("the whole mapped split was read into memory")
+
+    monkeypatch.setattr(ArrowImages, "to", whole_split)
+    mapped = load_real(str(folder), "train", memory_mapped=True)
+    pools.append(build_or_load_pool(tmp_path / "pool-mapped", spec, 1, mapped, None, torch.device("cpu"), progress=False))
+    loaded_weights, mapped_weights = (pool.members[0][1] for pool in pools)
+    assert all(torch.equal(loaded_weights[name], mapped_weights[name]) for name in loaded_weights)
+
+
 def test_class_reservoirs_keep_every_item_with_the_same_probability():
     from condense.data import ClassReservoirs
 
