@@ -5,11 +5,13 @@ real data for a few epochs) and on the reference (the real training data for a s
 tested on the real test split. How well a proxy ranks is the Spearman correlation of its accuracies
 with the reference accuracies (REFERENCE.md section 4), over all candidates and over the top k by
 reference accuracy; how useful it is, the reference accuracy of the candidate it picks and its time.
-The result file is rewritten after every training, so a killed search continues where it stopped.
+The result file is rewritten after every training, so a killed search continues where it stopped, and a
+search rerun with another budget for one set (say, the condensed proxy's epochs) trains only that set again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -31,6 +33,8 @@ CONVNET_SPACE = {"depth": (1, 2, 3, 4), "width": (32, 64, 128, 256), "act": ACTI
 PROXY_KINDS = ("condensed", "random", "real")
 TOP_K = (5, 10, 20)
 RESULT_FILE, PLOT_FILE = "nas.json", "nas.png"
+# NasConfig fields that only shape one set (its header entry shows the change): a resumed search retrains that set alone
+SET_SETTINGS = ("proxies", "condensed_epochs", "random_ipc", "random_epochs", "real_epochs", "reference_epochs", "real_per_class")
 
 
 @dataclass
@@ -262,17 +266,38 @@ def summarise(candidates: list[dict], proxies) -> dict:
     return summary
 
 
+def set_header(name: str, training: TrainingSet) -> dict:
+    """What identifies a set in the result file; the condensed set (a user's file) also by a hash of its contents."""
+    header = {"description": training.description, "epochs": training.epochs, "images": len(training.images)}
+    if name == "condensed":
+        digest = hashlib.sha256(training.images.cpu().contiguous().numpy().tobytes())
+        digest.update(training.targets.cpu().contiguous().numpy().tobytes())
+        header["sha256"] = digest.hexdigest()
+    return header
+
+
 def read_previous(path: Path, header: dict) -> dict[str, dict]:
-    """Finished trainings per candidate from an earlier run with the same settings (empty when there is none)."""
+    """Finished trainings per candidate from an earlier search in `path` (empty when there is none).
+
+    The candidates, the training protocol and the test split must be the same; trainings on a set whose
+    settings changed (its epochs, its images, another condensed file) are dropped, to be trained again.
+    """
     if not path.is_file():
         return {}
     try:
         previous = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not a readable NAS result ({exc}); delete it or choose another --out") from exc
-    if {key: previous.get(key) for key in header} != json.loads(json.dumps(header)):
-        raise UserError(f"{path} holds a search with other settings; choose another --out, or delete it to start over")
-    return {c["name"]: c["runs"] for c in previous.get("candidates", [])}
+    header = json.loads(json.dumps(header))
+
+    def shared(result: dict) -> tuple:
+        return {k: v for k, v in result.get("config", {}).items() if k not in SET_SETTINGS}, result.get("test")
+
+    if shared(previous) != shared(header):
+        raise UserError(f"{path} holds a search with other candidates, training or test settings; "
+                        "choose another --out, or delete it to start over")
+    kept = {name for name, settings in header["sets"].items() if previous.get("sets", {}).get(name) == settings}
+    return {c["name"]: {name: run for name, run in c["runs"].items() if name in kept} for c in previous.get("candidates", [])}
 
 
 def run_search(config: NasConfig, train_data: RealData, test: RealData, out: str | Path, *, condensed=None,
@@ -291,7 +316,7 @@ def run_search(config: NasConfig, train_data: RealData, test: RealData, out: str
                                    test.channels, test.num_classes, test.image_size)
     header = {
         "config": config.to_dict(),
-        "sets": {name: {"description": s.description, "epochs": s.epochs, "images": len(s.images)} for name, s in sets.items()},
+        "sets": {name: set_header(name, s) for name, s in sets.items()},
         "test": f"{len(test)} images of {test.source} [{test.split}]",
     }
     path = Path(out) / RESULT_FILE

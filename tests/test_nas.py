@@ -164,8 +164,35 @@ def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_
     calls.clear()
     nas.run_search(tiny_config(), train_data, test, tmp_path, condensed=condensed, progress=False)
     assert calls == []  # a finished search trains nothing
-    with pytest.raises(UserError, match="other settings"):
-        nas.run_search(tiny_config(reference_epochs=3), train_data, test, tmp_path, condensed=condensed, progress=False)
+
+
+def test_a_search_rerun_with_one_set_changed_retrains_only_that_set(tmp_path, tiny_data, monkeypatch):
+    train_data, test, condensed = tiny_data
+    calls = []
+    real_train = nas.train
+
+    def counting_train(net, images, targets, config, **kwargs):
+        calls.append(kwargs["desc"])
+        return real_train(net, images, targets, config, **kwargs)
+
+    monkeypatch.setattr(nas, "train", counting_train)
+    first = nas.run_search(tiny_config(), train_data, test, tmp_path, condensed=condensed, progress=False)
+    calls.clear()
+    longer = nas.run_search(tiny_config(reference_epochs=3), train_data, test, tmp_path, condensed=condensed, progress=False)
+    assert calls == ["1/3 reference", "2/3 reference", "3/3 reference"]
+    assert [c["runs"]["real"] for c in longer["candidates"]] == [c["runs"]["real"] for c in first["candidates"]]
+    calls.clear()
+    other = random_subset(train_data, 3, seed=6)  # another condensed file with the same summary line
+    assert other.summary() == condensed.summary()
+    nas.run_search(tiny_config(reference_epochs=3), train_data, test, tmp_path, condensed=other, progress=False)
+    assert calls == ["1/3 condensed", "2/3 condensed", "3/3 condensed"]
+    calls.clear()
+    with pytest.raises(UserError, match="other candidates, training or test settings"):
+        nas.run_search(tiny_config(reference_epochs=3, test_per_class=3), train_data, test, tmp_path, condensed=other, progress=False)
+    with pytest.raises(UserError, match="other candidates, training or test settings"):
+        nas.run_search(tiny_config(train=TrainConfig(batch_size=4, dsa="", cutmix_p=0.0)), train_data, test, tmp_path,
+                       condensed=other, progress=False)
+    assert calls == []
 
 
 def test_pending_trainings_go_candidate_by_candidate_or_in_blocks_of_one_set_per_rank():
