@@ -6,7 +6,7 @@ Prints Spearman over all candidates (and top 5/10/20) and the proxy search time 
 
 Usage: python benchmarks/nas_proxy_protocols.py --result benchmarks/results/cpu-2026-11-22/nas.json \\
            --condensed SET [--batch-size 32] [--dsa color_crop_flip_scale_rotate] [--condensed-epochs N]
-           [--proxies condensed,random] [--random-seed S] [--out FILE.json]
+           [--proxies condensed,random] [--random-seed S] [--out FILE.json] [--timing N]
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ HERE = Path(__file__).resolve().parent
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--result", default=str(HERE / "results" / "cpu-2026-11-22" / "nas.json"), help="a finished search's nas.json")
-    parser.add_argument("--condensed", default=str(HERE / "runs" / "ncfm_cpu" / "gaussian-lr3e-3" / "synthetic.safetensors"))
+    parser.add_argument("--condensed", default=str(HERE / "runs" / "ncfm_cpu" / "factor1" / "synthetic.safetensors"),
+                        help="condensed set (default: the one benchmarks/nas_cpu.py distils)")
     parser.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "cifar10"))
     parser.add_argument("--batch-size", type=int, help="proxy training batch (default: the search's)")
     parser.add_argument("--dsa", help="proxy training DSA operations ('' for none; default: the search's)")
@@ -37,6 +38,10 @@ if __name__ == "__main__":
     parser.add_argument("--proxies", default="condensed,random", help="comma-separated subset of condensed, random")
     parser.add_argument("--random-seed", type=int, help="draw the random subset with this seed (default: the search's seed)")
     parser.add_argument("--out", help="write every candidate's proxy accuracies and the reports to this JSON file")
+    parser.add_argument("--timing", type=int, metavar="N",
+                        help="only time: train the reference and the proxies of N candidates (spread over the list), "
+                             "interleaved, and print the reference's time over each proxy's (the stored reference "
+                             "times come from another run, under another load)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     stored = json.loads(Path(args.result).read_text())
@@ -60,6 +65,16 @@ if __name__ == "__main__":
     print(f"{len(names)} candidates of {args.result}; proxy training {changes or 'as the search'}")
     for proxy in proxies:
         print(f"{proxy:>9}: {sets[proxy].epochs} epochs on {sets[proxy].description}")
+    if args.timing:
+        chosen = stored["candidates"][:: max(1, len(names) // args.timing)][: args.timing]
+        seconds = {name: 0.0 for name in ["reference", *proxies]}
+        for candidate in chosen:
+            for name in seconds:
+                seconds[name] += nas.train_candidate(candidate, sets[name], test, config, torch.device("cpu"), False, "")["seconds"]
+            print(f"{candidate['name']}: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()) + " (running sums)")
+        for proxy in proxies:
+            print(f"{proxy:>9}: reference time / proxy time = {seconds['reference'] / seconds[proxy]:.2f} over {len(chosen)} candidates")
+        raise SystemExit(0)
     results = {"args": vars(args), "candidates": names, "reference": reference, "proxies": {}}
     for proxy in proxies:
         runs = [nas.train_candidate(c, sets[proxy], test, config, torch.device("cpu"), False, "") for c in stored["candidates"]]
