@@ -25,6 +25,32 @@ from downstream.load import load_condensed
 
 HERE = Path(__file__).resolve().parent
 
+
+def time_against_reference(candidates: list[dict], sets: dict, proxies: list[str], test, config) -> None:
+    """Train the reference and the proxies of each candidate in turn (the same load for all) and print the time ratios."""
+    seconds = {name: 0.0 for name in ["reference", *proxies]}
+    for candidate in candidates:
+        for name in seconds:
+            seconds[name] += nas.train_candidate(candidate, sets[name], test, config, torch.device("cpu"), False, "")["seconds"]
+        print(f"{candidate['name']}: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()) + " (running sums)")
+    for proxy in proxies:
+        print(f"{proxy:>9}: reference time / proxy time = {seconds['reference'] / seconds[proxy]:.2f} over {len(candidates)} candidates")
+
+
+def rerank(candidates: list[dict], reference: list[float], sets: dict, proxies: list[str], test, config, args) -> None:
+    """Train every candidate on each proxy and print (and with --out, write) its rank report against the stored reference."""
+    names = [c["name"] for c in candidates]
+    results = {"args": vars(args), "candidates": names, "reference": reference, "proxies": {}}
+    for proxy in proxies:
+        runs = [nas.train_candidate(c, sets[proxy], test, config, torch.device("cpu"), False, "") for c in candidates]
+        report = nas.rank_report([r["accuracy"] for r in runs], reference, names)
+        rho = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in report["spearman"].items())
+        print(f"{proxy:>9}: Spearman {rho}; {sum(r['seconds'] for r in runs):.0f} s")
+        results["proxies"][proxy] = {"accuracies": [r["accuracy"] for r in runs], "seconds": sum(r["seconds"] for r in runs), **report}
+        if args.out:
+            write_json(args.out, results)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--result", default=str(HERE / "results" / "cpu-2026-11-22" / "nas.json"), help="a finished search's nas.json")
@@ -66,21 +92,6 @@ if __name__ == "__main__":
     for proxy in proxies:
         print(f"{proxy:>9}: {sets[proxy].epochs} epochs on {sets[proxy].description}")
     if args.timing:
-        chosen = stored["candidates"][:: max(1, len(names) // args.timing)][: args.timing]
-        seconds = {name: 0.0 for name in ["reference", *proxies]}
-        for candidate in chosen:
-            for name in seconds:
-                seconds[name] += nas.train_candidate(candidate, sets[name], test, config, torch.device("cpu"), False, "")["seconds"]
-            print(f"{candidate['name']}: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()) + " (running sums)")
-        for proxy in proxies:
-            print(f"{proxy:>9}: reference time / proxy time = {seconds['reference'] / seconds[proxy]:.2f} over {len(chosen)} candidates")
-        raise SystemExit(0)
-    results = {"args": vars(args), "candidates": names, "reference": reference, "proxies": {}}
-    for proxy in proxies:
-        runs = [nas.train_candidate(c, sets[proxy], test, config, torch.device("cpu"), False, "") for c in stored["candidates"]]
-        report = nas.rank_report([r["accuracy"] for r in runs], reference, names)
-        rho = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in report["spearman"].items())
-        print(f"{proxy:>9}: Spearman {rho}; {sum(r['seconds'] for r in runs):.0f} s")
-        results["proxies"][proxy] = {"accuracies": [r["accuracy"] for r in runs], "seconds": sum(r["seconds"] for r in runs), **report}
-        if args.out:
-            write_json(args.out, results)
+        time_against_reference(stored["candidates"][:: max(1, len(names) // args.timing)][: args.timing], sets, proxies, test, config)
+    else:
+        rerank(stored["candidates"], reference, sets, proxies, test, config, args)
