@@ -60,7 +60,7 @@ class NasConfig:
 
 
 NAS_PRESETS = {
-    # CPU scale (a shared 2-core CPU, about 100 minutes): 24 architectures no costlier than the evaluation ConvNet
+    # CPU scale (about an hour of single-thread training): 24 architectures no costlier than the evaluation ConvNet
     # (ConvNet-3 width 64, 13.6 MMACs); plain training (no DSA, no CutMix); condensed set 80 epochs (80 steps for an
     # IPC-10 set without multi-formation), random IPC-10 subset as many steps, real data 1 epoch; reference = 300 real
     # images per class for 18 epochs; 200 test images per class.
