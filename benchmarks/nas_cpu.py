@@ -24,6 +24,7 @@ from downstream.cli import main
 
 HERE = Path(__file__).resolve().parent
 SET_RUN = HERE / "runs" / "ncfm_cpu" / "factor1"
+DEFAULT_SET = SET_RUN / "synthetic.safetensors"
 DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "cifar10"
 
 
@@ -38,7 +39,7 @@ def distill_default_set(data: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--condensed", help=f"condensed IPC-10 CIFAR-10 set (default: {SET_RUN}/synthetic.safetensors, distilled if missing)")
+    parser.add_argument("--condensed", help=f"condensed IPC-10 CIFAR-10 set (default: {DEFAULT_SET}, distilled if missing)")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default=str(HERE / "runs" / "nas_cpu"))
     parser.add_argument("--threads", type=int, default=1,
@@ -46,9 +47,9 @@ if __name__ == "__main__":
     args, extra = parser.parse_known_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    if args.condensed is None and not (SET_RUN / "synthetic.safetensors").is_file():
+    if args.condensed is None and not DEFAULT_SET.is_file():
         distill_default_set(args.data)
-    condensed = args.condensed or str(SET_RUN / "synthetic.safetensors")
+    condensed = args.condensed or str(DEFAULT_SET)
     code = main(["nas", "--preset", "cifar10-cpu", "--data", args.data, "--condensed", condensed, "--out", args.out,
                  "--device", "cpu", *extra])
     print(f"benchmark wall time (this invocation): {(time.perf_counter() - start) / 60:.1f} min")

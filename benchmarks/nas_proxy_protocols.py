@@ -26,12 +26,17 @@ from downstream.load import load_condensed
 HERE = Path(__file__).resolve().parent
 
 
+def quiet_training(candidate: dict, training, test, config) -> dict:
+    """`nas.train_candidate` on the CPU, without a progress bar."""
+    return nas.train_candidate(candidate, training, test, config, torch.device("cpu"), False, "")
+
+
 def time_against_reference(candidates: list[dict], sets: dict, proxies: list[str], test, config) -> None:
     """Train the reference and the proxies of each candidate in turn (the same load for all) and print the time ratios."""
     seconds = {name: 0.0 for name in ["reference", *proxies]}
     for candidate in candidates:
         for name in seconds:
-            seconds[name] += nas.train_candidate(candidate, sets[name], test, config, torch.device("cpu"), False, "")["seconds"]
+            seconds[name] += quiet_training(candidate, sets[name], test, config)["seconds"]
         print(f"{candidate['name']}: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()) + " (running sums)")
     for proxy in proxies:
         print(f"{proxy:>9}: reference time / proxy time = {seconds['reference'] / seconds[proxy]:.2f} over {len(candidates)} candidates")
@@ -42,7 +47,7 @@ def rerank(candidates: list[dict], reference: list[float], sets: dict, proxies: 
     names = [c["name"] for c in candidates]
     results = {"args": vars(args), "candidates": names, "reference": reference, "proxies": {}}
     for proxy in proxies:
-        runs = [nas.train_candidate(c, sets[proxy], test, config, torch.device("cpu"), False, "") for c in candidates]
+        runs = [quiet_training(c, sets[proxy], test, config) for c in candidates]
         report = nas.rank_report([r["accuracy"] for r in runs], reference, names)
         rho = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in report["spearman"].items())
         print(f"{proxy:>9}: Spearman {rho}; {sum(r['seconds'] for r in runs):.0f} s")

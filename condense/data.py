@@ -46,8 +46,8 @@ def known_stats_key(source: str) -> str | None:
 class ArrowImages:
     """Decoded uint8 images [N,C,H,W] left in the split's memory-mapped Arrow cache, read per request.
 
-    Indexing (a tensor of indices, a list or a slice) reads only those rows; `.to(device)` reads all
-    of them (what training on the whole split needs).
+    Indexing (a tensor of indices on any device, a list or a slice) reads only those rows, into CPU memory;
+    `.to(device)` reads all of them.
     """
 
     dtype = torch.uint8
@@ -63,7 +63,7 @@ class ArrowImages:
         return self.shape[0]
 
     def __getitem__(self, index) -> torch.Tensor:
-        rows = np.arange(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).numpy()
+        rows = np.arange(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).cpu().numpy()
         chunk_of = np.searchsorted(self._starts, rows, side="right") - 1
         pixels = np.empty((len(rows), *self._chunks[0].shape[1:]), dtype=np.uint8) if self._chunks else np.zeros((0, 1, 1, 1), np.uint8)
         for chunk in np.unique(chunk_of):

@@ -135,7 +135,7 @@ def train(
         for parts in steps:
             part_losses, part_logits = [], []
             for batch in parts:
-                x = images[batch] if resident else images[batch.cpu()].to(device)
+                x = images[batch].to(device)  # no copy for resident images: already there
                 x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, mean, std)
                 if augment is not None:
                     x = augment(x, generator)
