@@ -91,6 +91,8 @@ class RealData:
     by_class: list[torch.Tensor] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if _is_local(self.source):  # one identity for ./x, x and /abs/x: resume checks compare it
+            self.source = str(Path(self.source).expanduser().resolve())
         order = torch.argsort(self.labels, stable=True)
         counts = torch.bincount(self.labels, minlength=self.num_classes).tolist()
         self.by_class = list(torch.split(order, counts))

@@ -338,9 +338,7 @@ class Distiller:
 
 def pool_spec(config: DistillConfig, real: RealData) -> PoolSpec:
     training = dataclasses.replace(POOL_TRAINING, epochs=config.pool_epochs).to_dict()
-    local = Path(real.source).expanduser()
-    dataset = str(local.resolve()) if local.exists() else real.source  # one identity for ./x, x and /abs/x
-    return PoolSpec(dataset, real.split, real.num_classes, real.channels, real.image_size, config.net, config.net_options(), training, config.seed)
+    return PoolSpec(real.source, real.split, real.num_classes, real.channels, real.image_size, config.net, config.net_options(), training, config.seed)
 
 
 @torch.no_grad()

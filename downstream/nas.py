@@ -294,8 +294,11 @@ def read_previous(path: Path, header: dict) -> dict[str, dict]:
     def shared(result: dict) -> tuple:
         return {k: v for k, v in result.get("config", {}).items() if k not in SET_SETTINGS}, result.get("test")
 
-    if shared(previous) != shared(header):
-        raise UserError(f"{path} holds a search with other candidates, training or test settings; "
+    (settings, test), (earlier_settings, earlier_test) = shared(header), shared(previous)
+    differ = [k for k in {**earlier_settings, **settings} if settings.get(k) != earlier_settings.get(k)]
+    differ += [f"test split ({earlier_test} then, {test} now)"] if test != earlier_test else []
+    if differ:
+        raise UserError(f"{path} holds a search with other candidates, training or test settings: {', '.join(differ)}; "
                         "choose another --out, or delete it to start over")
     kept = {name for name, settings in header["sets"].items() if previous.get("sets", {}).get(name) == settings}
     return {c["name"]: {name: run for name, run in c["runs"].items() if name in kept} for c in previous.get("candidates", [])}

@@ -27,6 +27,13 @@ def test_decoded_pixels_equal_the_stored_png(tmp_path):
     assert np.array_equal(data.images[5].permute(1, 2, 0).numpy(), np.asarray(raw[5]["img"]))
 
 
+def test_a_local_folder_has_one_identity_however_it_is_written(tmp_path, monkeypatch):
+    folder = write_image_folder(tmp_path / "ds", {"image": "image", "label": "label"})
+    monkeypatch.chdir(tmp_path)
+    sources = {load_real(path, "test").source for path in ("ds", "./ds", "ds/", str(folder), "../" + tmp_path.name + "/ds")}
+    assert sources == {str(folder.resolve())}
+
+
 def test_no_image_column_names_the_flag(tmp_path):
     folder = write_image_folder(tmp_path / "ds", {"caption": "text", "label": "label"})
     with pytest.raises(UserError, match=r"no image column found \(columns: caption \(Value\), label \(ClassLabel\)\); name one with --image-column"):

@@ -187,9 +187,9 @@ def test_a_search_rerun_with_one_set_changed_retrains_only_that_set(tmp_path, ti
     nas.run_search(tiny_config(reference_epochs=3), train_data, test, tmp_path, condensed=other, progress=False)
     assert calls == ["1/3 condensed", "2/3 condensed", "3/3 condensed"]
     calls.clear()
-    with pytest.raises(UserError, match="other candidates, training or test settings"):
+    with pytest.raises(UserError, match=r"training or test settings: test_per_class, test split \(.* then, .* now\)"):
         nas.run_search(tiny_config(reference_epochs=3, test_per_class=3), train_data, test, tmp_path, condensed=other, progress=False)
-    with pytest.raises(UserError, match="other candidates, training or test settings"):
+    with pytest.raises(UserError, match="training or test settings: train;"):
         nas.run_search(tiny_config(train=TrainConfig(batch_size=4, dsa="", cutmix_p=0.0)), train_data, test, tmp_path,
                        condensed=other, progress=False)
     assert calls == []
