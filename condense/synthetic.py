@@ -135,7 +135,7 @@ class SyntheticSet:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"{path} is not a readable safetensors file ({exc}); it may be truncated or not a condensed set") from exc
         return cls.from_parts(tensors, metadata, origin=str(path))

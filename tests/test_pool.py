@@ -10,7 +10,7 @@ from condense.pool import build_or_load_pool
 
 
 def test_pool_folder_holds_init_and_trained_weights_and_a_manifest(tiny_pool, tmp_path):
-    pool, real, spec = tiny_pool
+    pool, _, _ = tiny_pool
     folder = tmp_path / "pool"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["spec"]["dataset"] == "tiny-real" and manifest["spec"]["training"]["epochs"] == 1
