@@ -2,17 +2,19 @@
 
 Preset `cifar10-cpu`: 24 ConvNets sampled (seed 0) from the 720-net space among those of at most 15 MMACs per
 image; proxies = an NCFM IPC-10 set without multi-formation (100 images, 80 epochs = 80 steps), a random IPC-10
-subset (as many steps), real data (1 epoch); reference = 300 real images per class for 18 epochs; tested on 200
-test images per class. Without --condensed, the set is distilled first when missing (the `cifar10-ipc10-cpu`
-preset with --factor 1, Gaussian frequencies, image lr 3e-3, about 15 minutes with its pool).
+subset (as many steps), real data (1 epoch); reference = the full training split (50,000 images) for 3 epochs;
+tested on 200 test images per class. Without --condensed, the set is distilled first when missing (the
+`cifar10-ipc10-cpu` preset with --factor 1, Gaussian frequencies, image lr 3e-3, about 15 minutes with its pool).
 Resumable: run it again with the same --out to continue a killed search.
 
     python benchmarks/nas_cpu.py [--condensed SET] [--out FOLDER] [extra downstream-nas flags]
+    torchrun --nproc_per_node 2 benchmarks/nas_cpu.py ...     # two processes share the candidates
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,5 +54,6 @@ if __name__ == "__main__":
     condensed = args.condensed or str(DEFAULT_SET)
     code = main(["nas", "--preset", "cifar10-cpu", "--data", args.data, "--condensed", condensed, "--out", args.out,
                  "--device", "cpu", *extra])
-    print(f"benchmark wall time (this invocation): {(time.perf_counter() - start) / 60:.1f} min")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for all ranks
+        print(f"benchmark wall time (this invocation): {(time.perf_counter() - start) / 60:.1f} min")
     sys.exit(code)
