@@ -4,7 +4,7 @@ Only the proxies (condensed set and random subset) are retrained; the reference 
 from the finished search's nas.json, so a protocol costs minutes, not the hours of the reference.
 Prints Spearman over all candidates (and top 5/10/20) and the proxy search time for each proxy.
 
-Usage: python benchmarks/nas_proxy_protocols.py --result benchmarks/results/cpu-2026-11-22/nas.json \\
+Usage: python benchmarks/nas_proxy_protocols.py --result benchmarks/results/cpu-2026-11-23/nas.json \\
            --condensed SET [--batch-size 32] [--dsa color_crop_flip_scale_rotate] [--condensed-epochs N]
            [--proxies condensed,random] [--random-seed S] [--out FILE.json] [--timing N]
 """
@@ -58,7 +58,7 @@ def rerank(candidates: list[dict], reference: list[float], sets: dict, proxies: 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--result", default=str(HERE / "results" / "cpu-2026-11-22" / "nas.json"), help="a finished search's nas.json")
+    parser.add_argument("--result", default=str(HERE / "results" / "cpu-2026-11-23" / "nas.json"), help="a finished search's nas.json")
     parser.add_argument("--condensed", default=str(HERE / "runs" / "ncfm_cpu" / "factor1" / "synthetic.safetensors"),
                         help="condensed set (default: the one benchmarks/nas_cpu.py distils)")
     parser.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "cifar10"))

@@ -60,7 +60,7 @@ class NasConfig:
 
 
 NAS_PRESETS = {
-    # CPU scale (about three hours of single-thread training, most of it the reference): 24 architectures no costlier
+    # CPU scale (about 2.7 hours of single-thread training, 1.9 of them the reference): 24 architectures no costlier
     # than the evaluation ConvNet (ConvNet-3 width 64, 13.6 MMACs); plain training (no DSA, no CutMix); condensed set
     # 80 epochs (80 steps for an IPC-10 set without multi-formation), random IPC-10 subset as many steps, real data
     # 1 epoch; reference = the full training split for 3 epochs; 200 test images per class.
