@@ -294,9 +294,9 @@ def read_previous(path: Path, header: dict) -> dict[str, dict]:
     def shared(result: dict) -> tuple:
         return {k: v for k, v in result.get("config", {}).items() if k not in SET_SETTINGS}, result.get("test")
 
-    (settings, test), (earlier_settings, earlier_test) = shared(header), shared(previous)
-    differ = [k for k in {**earlier_settings, **settings} if settings.get(k) != earlier_settings.get(k)]
-    differ += [f"test split ({earlier_test} then, {test} now)"] if test != earlier_test else []
+    (config_now, test_now), (config_then, test_then) = shared(header), shared(previous)
+    differ = [k for k in {**config_then, **config_now} if config_now.get(k) != config_then.get(k)]
+    differ += [f"test split ({test_then} then, {test_now} now)"] if test_now != test_then else []
     if differ:
         raise UserError(f"{path} holds a search with other candidates, training or test settings: {', '.join(differ)}; "
                         "choose another --out, or delete it to start over")
