@@ -48,10 +48,11 @@ def rerank(candidates: list[dict], reference: list[float], sets: dict, proxies: 
     results = {"args": vars(args), "candidates": names, "reference": reference, "proxies": {}}
     for proxy in proxies:
         runs = [quiet_training(c, sets[proxy], test, config) for c in candidates]
-        report = nas.rank_report([r["accuracy"] for r in runs], reference, names)
+        accuracies, seconds = [r["accuracy"] for r in runs], sum(r["seconds"] for r in runs)
+        report = nas.rank_report(accuracies, reference, names)
         rho = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in report["spearman"].items())
-        print(f"{proxy:>9}: Spearman {rho}; {sum(r['seconds'] for r in runs):.0f} s")
-        results["proxies"][proxy] = {"accuracies": [r["accuracy"] for r in runs], "seconds": sum(r["seconds"] for r in runs), **report}
+        print(f"{proxy:>9}: Spearman {rho}; {seconds:.0f} s")
+        results["proxies"][proxy] = {"accuracies": accuracies, "seconds": seconds, **report}
         if args.out:
             write_json(args.out, results)
 
