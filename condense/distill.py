@@ -33,6 +33,7 @@ from .errors import UserError
 from .formation import decode, decoded_labels, init_canvases
 from .ncfd import ncfd
 from .pool import POOL_TRAINING, Pool, PoolSpec
+from .runtime import preset_copy
 from .sampler import GaussianSampler, ScaleMixtureSampler
 from .synthetic import SyntheticSet
 from .train import make_optimizer
@@ -170,9 +171,7 @@ PRESETS: dict[str, DistillConfig] = {
 
 
 def preset(name: str) -> DistillConfig:
-    if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[name])
+    return preset_copy(PRESETS, name, "distillation")
 
 
 class Distiller:

@@ -8,7 +8,7 @@ epoch** (never the best over checkpoints), mean and population std (as numpy's `
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -16,6 +16,7 @@ from .data import RealData
 from .distributed import World
 from .errors import UserError
 from .nets import build_net
+from .runtime import preset_copy
 from .synthetic import SyntheticSet
 from .train import TrainConfig, accuracy, train
 
@@ -49,10 +50,7 @@ EVAL_PRESETS = {
 
 
 def eval_preset(name: str) -> EvalConfig:
-    if name not in EVAL_PRESETS:
-        raise UserError(f"unknown evaluation preset {name!r}; choose one of {', '.join(EVAL_PRESETS)}")
-    preset = EVAL_PRESETS[name]
-    return replace(preset, net_options=dict(preset.net_options), train=replace(preset.train))
+    return preset_copy(EVAL_PRESETS, name, "evaluation")
 
 
 def training_targets(train_set: SyntheticSet | RealData, labels: str) -> tuple[torch.Tensor, str]:

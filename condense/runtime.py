@@ -1,7 +1,8 @@
-"""Small run-time helpers: device choice, atomic JSON output."""
+"""Small run-time helpers: device choice, presets, atomic JSON output."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -29,6 +30,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"device {name!r} asked for but MPS is not available here; use --device auto or cpu")
     return device
+
+
+def preset_copy(table: dict, name: str, what: str):
+    """A deep copy of preset `name` of `table` (so a caller's changes never reach the table), or one clear error."""
+    if name not in table:
+        raise UserError(f"unknown {what} preset {name!r}; choose one of {', '.join(table)}")
+    return copy.deepcopy(table[name])
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> Path:

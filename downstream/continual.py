@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from condense.data import RealData, normalise
 from condense.errors import UserError
+from condense.runtime import preset_copy
 from condense.train import TrainConfig, train
 
 from .load import load_condensed
@@ -441,10 +442,7 @@ CL_PRESETS: dict[str, CLConfig] = {
 
 
 def cl_preset(name: str) -> CLConfig:
-    if name not in CL_PRESETS:
-        raise UserError(f"unknown continual-learning preset {name!r}; choose one of {', '.join(CL_PRESETS)}")
-    preset = CL_PRESETS[name]
-    return replace(preset, net_options=dict(preset.net_options), train=replace(preset.train))
+    return preset_copy(CL_PRESETS, name, "continual-learning")
 
 
 @dataclass

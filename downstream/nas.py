@@ -26,7 +26,7 @@ from condense.data import RealData
 from condense.distributed import World
 from condense.errors import UserError
 from condense.nets import ACTIVATIONS, NORMS, POOLINGS, build_net
-from condense.runtime import write_json
+from condense.runtime import preset_copy, write_json
 from condense.train import TrainConfig, accuracy, train
 
 CONVNET_SPACE = {"depth": (1, 2, 3, 4), "width": (32, 64, 128, 256), "act": ACTIVATIONS, "norm": NORMS, "pool": POOLINGS}
@@ -73,10 +73,7 @@ NAS_PRESETS = {
 
 
 def nas_preset(name: str) -> NasConfig:
-    if name not in NAS_PRESETS:
-        raise UserError(f"unknown NAS preset {name!r}; choose one of {', '.join(NAS_PRESETS)}")
-    preset = NAS_PRESETS[name]
-    return replace(preset, train=replace(preset.train))
+    return preset_copy(NAS_PRESETS, name, "NAS")
 
 
 def convnet_space() -> list[dict]:

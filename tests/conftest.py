@@ -122,3 +122,17 @@ def tiny_pool(tmp_path):
     training = {**POOL_TRAINING.to_dict(), "epochs": 1, "batch_size": 8}
     spec = PoolSpec(real.source, real.split, 3, 3, (16, 16), "convnet", {"depth": 2, "width": 8}, training)
     return build_or_load_pool(tmp_path / "pool", spec, 2, real, None, torch.device("cpu"), progress=False), real, spec
+
+
+def assert_one_error(main, argv: list[str], capsys, contains: str | None = None) -> str:
+    """Run a command line's `main(argv)`: exit 2, exactly one `error:` line on stderr, no traceback; returns that line."""
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, f"exit {code}, stderr: {err[-2000:]}"
+    assert "Traceback" not in err, err[-2000:]
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err[-2000:]
+    if contains is not None:
+        assert contains in errors[0], errors[0]
+    return errors[0]
