@@ -1,0 +1,53 @@
+"""Every preset getter hands out a deep copy: what a caller changes in it never reaches the table."""
+
+import copy
+import dataclasses
+
+import pytest
+
+from condense.distill import PRESETS, preset
+from condense.evaluate import EVAL_PRESETS, eval_preset
+from downstream.continual import CL_PRESETS, cl_preset
+from downstream.nas import NAS_PRESETS, nas_preset
+
+GETTERS = [(preset, PRESETS), (eval_preset, EVAL_PRESETS), (cl_preset, CL_PRESETS), (nas_preset, NAS_PRESETS)]
+
+
+def scribble(value) -> None:
+    """Change everything reachable from `value`: every dataclass field, dict entry and list, at any depth."""
+    if dataclasses.is_dataclass(value):
+        for item in dataclasses.fields(value):
+            inner = getattr(value, item.name)
+            if dataclasses.is_dataclass(inner) or isinstance(inner, (dict, list)):
+                scribble(inner)
+            else:
+                setattr(value, item.name, "scribbled")
+    elif isinstance(value, dict):
+        for inner in value.values():
+            if dataclasses.is_dataclass(inner) or isinstance(inner, (dict, list)):
+                scribble(inner)
+        value["scribbled"] = True
+    elif isinstance(value, list):
+        value.append("scribbled")
+
+
+@pytest.mark.parametrize("getter,table,name", [(getter, table, name) for getter, table in GETTERS for name in table],
+                         ids=lambda item: item if isinstance(item, str) else getattr(item, "__name__", ""))
+def test_changing_a_preset_leaves_the_table_unchanged(getter, table, name):
+    before = copy.deepcopy(table[name])
+    mine = getter(name)
+    scribble(mine)
+    assert mine != before  # the scribbling reached it
+    assert table[name] == before
+    assert getter(name) == before
+
+
+def test_a_changed_continual_preset_keeps_its_condense_settings_and_training_to_itself():
+    """The case that leaked: cl_preset's nested `condense` dict and its TrainConfig were the table's own."""
+    name = "cifar100-5steps"
+    epochs = CL_PRESETS[name].train.epochs
+    mine = cl_preset(name)
+    mine.condense["iterations"] = 1
+    mine.train.epochs = 1
+    assert CL_PRESETS[name].condense == {} and cl_preset(name).condense == {}
+    assert CL_PRESETS[name].train.epochs == epochs == cl_preset(name).train.epochs
