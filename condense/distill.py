@@ -124,7 +124,7 @@ SETTING_HELP = {
     "pool_size": "pretrained matchers in the pool",
     "pool_epochs": "epochs of each matcher's pretraining",
     "pool_folder": "where the pool is kept and reused (default pools/<data>-<net>-<size>x<epochs>ep-<hash>)",
-    "real_batch": "real images per class drawn every iteration",
+    "real_batch": "real images per class drawn every iteration (at most the smallest class; CIFAR-100 presets: 500, the whole class)",
     "frequencies": "frequencies of the characteristic functions per iteration",
     "alpha": "NCFD weights: alpha on the amplitude term, 1 - alpha on the phase term",
     "loss_scale": "factor on the matching loss",
@@ -161,8 +161,9 @@ PRESETS: dict[str, DistillConfig] = {
     "mnist-ipc10-cpu": DistillConfig(data="ylecun/mnist", ipc=10, **_CPU),
     **{f"cifar10-ipc{ipc}": DistillConfig(data="uoft-cs/cifar10", ipc=ipc) for ipc in (1, 10, 50)},
     **{
+        # a CIFAR-100 class has 500 training images: the real side is all of them, as in the published code
         f"cifar100-ipc{ipc}": DistillConfig(
-            data="uoft-cs/cifar100", label_column="fine_label", ipc=ipc,
+            data="uoft-cs/cifar100", label_column="fine_label", ipc=ipc, real_batch=500,
             **({"optimizer": "sgd", "lr": 0.01, "momentum": 0.5} if ipc == 10 else {}),
         )
         for ipc in (1, 10, 50)

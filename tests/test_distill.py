@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from condense.cli import main
-from condense.distill import DistillConfig, Distiller, distill, load_checkpoint, preset, run_distillation
+from condense.distill import PRESETS, DistillConfig, Distiller, distill, load_checkpoint, preset, run_distillation
 from condense.errors import UserError
 from condense.synthetic import SyntheticSet
 from conftest import make_real, write_image_folder
@@ -82,17 +82,54 @@ def test_bad_input_gets_clear_errors(tiny_pool):
     pool, real, _ = tiny_pool
     with pytest.raises(UserError, match="IPC 4 with factor 2 needs 16 real images per class .* has 12; lower --ipc or --factor"):
         Distiller(_config(ipc=4), real, pool, CPU)
-    with pytest.raises(UserError, match="unknown preset 'cifar11-ipc10'; choose one of cifar10-ipc10-cpu"):
+    with pytest.raises(UserError, match="unknown distillation preset 'cifar11-ipc10'; choose one of cifar10-ipc10-cpu"):
         preset("cifar11-ipc10")
     with pytest.raises(UserError, match="unknown sampler 'uniform'"):
         Distiller(_config(sampler="uniform"), real, pool, CPU)
+
+
+# (classes, channels, images in the smallest class of the training split) of every preset's dataset
+DATASET_SHAPES = {"uoft-cs/cifar10": (10, 3, 5000), "uoft-cs/cifar100": (100, 3, 500), "ylecun/mnist": (10, 1, 5421)}
+
+
+def _every_preset_run() -> dict:
+    """The distillation settings of every preset, and those the continual-learning presets condense with."""
+    from downstream.continual import CL_PRESETS
+
+    runs = {name: preset(name) for name in PRESETS}
+    for name, cl in CL_PRESETS.items():
+        runs[f"continual {name}"] = dataclasses.replace(preset(cl.condense_preset), **{**cl.condense, "ipc": cl.ipc, "data": cl.data})
+    return runs
+
+
+@pytest.mark.parametrize("config", list(_every_preset_run().values()), ids=list(_every_preset_run()))
+def test_every_preset_takes_a_step_on_its_datasets_class_sizes(config):
+    """A synthetic stand-in with the preset's classes and images per class (8x8 images, a tiny matcher)."""
+    from condense.data import RealData
+    from condense.distill import pool_spec
+    from condense.pool import Pool
+
+    classes, channels, per_class = DATASET_SHAPES[config.data]
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    images = torch.randint(0, 256, (len(labels), channels, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    real = RealData(images, labels, [str(c) for c in range(classes)], (0.5,) * channels, (0.25,) * channels, config.data, "train")
+    config = dataclasses.replace(config, depth=1, width=2, frequencies=64)
+    spec = pool_spec(config, real)
+    weights = spec.build().state_dict()
+    record = Distiller(config, real, Pool(spec, [(weights, weights)], CPU), CPU).step()
+    assert record["iteration"] == 1 and torch.isfinite(torch.tensor(record["loss"]))
+    drawn = record["real_indices"].view(classes, -1)
+    assert drawn.shape[1] == min(config.real_batch, per_class)
+    assert all(len(set(row.tolist())) == drawn.shape[1] for row in drawn)  # distinct images of one class
+    assert torch.equal(real.labels[drawn], torch.arange(classes)[:, None].expand_as(drawn))
 
 
 def test_presets_follow_benchmarks_md():
     cpu = preset("cifar10-ipc10-cpu")
     assert (cpu.width, cpu.pool_size, cpu.pool_epochs, cpu.real_batch, cpu.frequencies, cpu.iterations) == (64, 2, 1, 128, 1024, 200)
     paper = preset("cifar100-ipc10")
-    assert (paper.width, paper.pool_size, paper.pool_epochs, paper.real_batch, paper.frequencies, paper.iterations) == (128, 20, 60, 1024, 4096, 20000)
+    assert (paper.width, paper.pool_size, paper.pool_epochs, paper.real_batch, paper.frequencies, paper.iterations) == (128, 20, 60, 500, 4096, 20000)
+    assert preset("cifar10-ipc10").real_batch == 1024
     assert (paper.optimizer, paper.lr, paper.momentum, paper.label_column) == ("sgd", 0.01, 0.5, "fine_label")
     assert preset("cifar10-ipc50").optimizer == "adamw"
 
