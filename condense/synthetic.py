@@ -20,6 +20,8 @@ from .errors import UserError
 
 FORMAT = "condensed-set/1"
 JSON_KEYS = ("mean", "std", "class_names", "config", "evaluation")
+JSON_TYPES = {"mean": "list of numbers", "std": "list of numbers", "class_names": "list of strings", "config": "object", "evaluation": "object"}
+SOFT_LABEL_TOLERANCE = 1e-3  # how far a row of soft labels may sum from 1 (float32 softmax is within 1e-6)
 SOURCE_OPTIONS = ("data_config", "revision", "image_column", "label_column", "image_size")
 
 
@@ -43,6 +45,11 @@ class SyntheticSet:
     evaluation: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise unless the set is consistent; run at construction and again before saving, since a run
+        assigns its teacher's soft labels after construction."""
         problem = _check_tensors(self.images, self.labels, self.soft_labels, self.canvases, len(self.class_names))
         if problem is None and (len(self.mean), len(self.std)) != (self.images.shape[1],) * 2:
             problem = f"mean/std have {len(self.mean)}/{len(self.std)} values for {self.images.shape[1]} channels"
@@ -92,7 +99,7 @@ class SyntheticSet:
         return tensors
 
     def metadata(self) -> dict[str, str]:
-        """The string metadata of the file contract (JSON for structured values)."""
+        """The string metadata of the file contract (canonical JSON for structured values, so equal sets give equal bytes)."""
         from . import __version__
 
         metadata = {
@@ -104,19 +111,19 @@ class SyntheticSet:
             "factor": str(self.factor),
             "version": __version__,
         }
-        metadata.update({key: json.dumps(getattr(self, key)) for key in JSON_KEYS})
-        return metadata
+        metadata.update({key: canonical_json(getattr(self, key)) for key in JSON_KEYS})
+        return dict(sorted(metadata.items()))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the safetensors file atomically (temporary name in the same folder, then rename)."""
-        from safetensors.torch import save_file
-
+        """Write the safetensors file atomically (temporary name in the same folder, then rename), byte for byte
+        the same for the same set, so that its sha256 identifies the content."""
+        self.check()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            save_file(_unshared(self.tensors()), tmp, metadata=self.metadata())
+            Path(tmp).write_bytes(_canonical_safetensors(_unshared(self.tensors()), self.metadata()))
             os.chmod(tmp, 0o644)  # safetensors writes 0600; a published set is meant to be read
             os.replace(tmp, path)
         except BaseException:
@@ -154,6 +161,10 @@ class SyntheticSet:
             ipc, factor = int(metadata["ipc"]), int(metadata["factor"])
         except ValueError as exc:
             raise UserError(f"{origin} has malformed metadata ({exc})") from exc
+        wrong = next((key for key in JSON_KEYS if not _has_json_type(decoded[key], JSON_TYPES[key])), None)
+        if wrong:
+            raise UserError(f"{origin} has malformed metadata: {wrong!r} must be a JSON {JSON_TYPES[wrong]}, got {metadata[wrong][:80]}; "
+                            "the file was edited or written by another tool: write it again with `condense`")
         problem = _check_tensors(tensors["images"], tensors["labels"], tensors.get("soft_labels"), tensors.get("canvases"), len(decoded["class_names"]))
         if problem:
             raise UserError(f"{origin}: {problem}")
@@ -173,6 +184,31 @@ class SyntheticSet:
             config=decoded["config"],
             evaluation=decoded["evaluation"],
         )
+
+
+def canonical_json(value) -> str:
+    """JSON with sorted keys and fixed separators: one text per value, whatever order its dicts were built in."""
+    return json.dumps(value, sort_keys=True, separators=(", ", ": "))
+
+
+def _has_json_type(value, kind: str) -> bool:
+    """Whether a decoded metadata value is of the JSON type the format names (`JSON_TYPES`)."""
+    if kind == "object":
+        return isinstance(value, dict)
+    item = str if kind == "list of strings" else (int, float)
+    return isinstance(value, list) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
+
+
+def _canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes with the header rewritten as sorted, compact JSON: the library writes its metadata map
+    in a random (hash) order, so the same set would otherwise give different bytes on every save."""
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    length = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format allows trailing spaces; 8-byte alignment keeps the data aligned
+    return len(header).to_bytes(8, "little") + header + raw[8 + length :]
 
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -203,6 +239,25 @@ def _check_tensors(images, labels, soft_labels, canvases, num_classes: int) -> s
         return "'images' must be finite and within [0, 1]"
     if soft_labels is not None and (soft_labels.dtype != torch.float32 or list(soft_labels.shape) != [len(images), num_classes]):
         return f"'soft_labels' must be float32 [{len(images)}, {num_classes}], got {soft_labels.dtype} {list(soft_labels.shape)}"
+    if soft_labels is not None and len(soft_labels):
+        problem = _soft_label_problem(soft_labels)
+        if problem:
+            return f"'soft_labels' must be finite, non-negative and sum to 1 per row (class probabilities): {problem}"
     if canvases is not None and (canvases.dtype != torch.float32 or canvases.dim() != 4 or canvases.shape[1] != images.shape[1]):
         return f"'canvases' must be float32 [M,{images.shape[1]},H,W], got {canvases.dtype} {list(canvases.shape)}"
+    return None
+
+
+def _soft_label_problem(soft_labels: torch.Tensor) -> str | None:
+    """The first row of soft labels that is not a probability vector, described, or None."""
+    sums = soft_labels.double().sum(1)
+    checks = (
+        (~torch.isfinite(soft_labels).all(1), "has a NaN or infinite value"),
+        ((soft_labels < 0).any(1), "has a negative value"),
+        ((sums - 1).abs() > SOFT_LABEL_TOLERANCE, None),
+    )
+    for bad, what in checks:
+        if bad.any():
+            row = int(bad.nonzero()[0])
+            return f"row {row} {what or f'sums to {sums[row]:.4g}'}"
     return None

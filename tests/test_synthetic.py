@@ -54,6 +54,15 @@ GOOD = {"images": torch.rand(2, 1, 4, 4), "labels": torch.tensor([0, 1])}
         (GOOD, {"format": "other/2"}, "not a condensed set .*'other/2'"),
         (GOOD, {"ipc": "ten"}, "malformed metadata"),
         (GOOD, {"mean": "[0.5, 0.5]"}, r"mean/std have 2/1 values for 1 channels"),
+        (GOOD, {"class_names": "3"}, r"'class_names' must be a JSON list of strings, got 3"),
+        (GOOD, {"mean": "0.5"}, r"'mean' must be a JSON list of numbers, got 0.5"),
+        (GOOD, {"std": '["wide"]'}, r"'std' must be a JSON list of numbers, got \["),
+        (GOOD, {"config": "[1]"}, r"'config' must be a JSON object, got \[1\]"),
+        (GOOD, {"evaluation": '"x"'}, r"'evaluation' must be a JSON object, got \"x\""),
+        (GOOD, {"config": "{oops"}, "malformed metadata"),
+        ({**GOOD, "soft_labels": torch.full((2, 2), -5.0)}, {}, r"'soft_labels' must be finite, non-negative and sum to 1 per row"),
+        ({**GOOD, "soft_labels": torch.tensor([[0.5, float("nan")], [0.5, 0.5]])}, {}, "'soft_labels' must be finite"),
+        ({**GOOD, "soft_labels": torch.tensor([[0.5, 0.6], [0.5, 0.5]])}, {}, r"row 0 sums to 1.1"),
     ],
 )
 def test_each_bad_file_gets_a_precise_error(tmp_path, tensors, metadata, message):
@@ -86,7 +95,7 @@ def test_failed_save_leaves_nothing_behind(tiny_set, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    monkeypatch.setattr(safetensors.torch, "save", broken)
     with pytest.raises(OSError):
         tiny_set.save(tmp_path / "set.safetensors")
     assert list(tmp_path.iterdir()) == []
@@ -106,3 +115,31 @@ def test_constructor_rejects_inconsistent_sets(tiny_set):
     with pytest.raises(UserError, match="invalid synthetic set: labels range over"):
         SyntheticSet(images=tiny_set.images, labels=tiny_set.labels + 5, class_names=["a", "b"], mean=(0,) * 3, std=(1,) * 3,
                      method="x", source_dataset="d", ipc=1)
+
+
+def test_constructor_and_save_reject_invalid_soft_labels(tiny_set, tmp_path):
+    with pytest.raises(UserError, match="invalid synthetic set: 'soft_labels' must be finite, non-negative"):
+        SyntheticSet(images=tiny_set.images, labels=tiny_set.labels, soft_labels=tiny_set.soft_labels - 5, class_names=["a", "b"],
+                     mean=(0,) * 3, std=(1,) * 3, method="x", source_dataset="d", ipc=6)
+    tiny_set.soft_labels = tiny_set.soft_labels * 2  # assigned after construction, as a run does with a teacher's output
+    with pytest.raises(UserError, match="row 0 sums to 2"):
+        tiny_set.save(tmp_path / "set.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_same_set_always_gives_the_same_bytes(tiny_set, tmp_path):
+    """The file's sha256 identifies the set: metadata keys and JSON values are written in one fixed order."""
+    import dataclasses
+    import hashlib
+
+    tiny_set.config = {"lr": 1e-3, "ipc": 6, "nested": {"b": 1, "a": [1, 2]}}
+    tiny_set.evaluation = {"accuracy_mean": 51.25, "accuracy_std": 0.5}
+    reordered = dataclasses.replace(tiny_set, config=dict(reversed(tiny_set.config.items())),
+                                    evaluation=dict(reversed(tiny_set.evaluation.items())))
+    first = tiny_set.save(tmp_path / "first.safetensors")
+    again = tiny_set.save(tmp_path / "again.safetensors")
+    copy = SyntheticSet.load(first).save(tmp_path / "copy.safetensors")
+    other = reordered.save(tmp_path / "reordered.safetensors")
+    digests = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (first, again, copy, other)}
+    assert len(set(digests.values())) == 1, digests
+    assert torch.equal(load_file(str(other))["soft_labels"], tiny_set.soft_labels)
