@@ -10,10 +10,10 @@ One folder = one Hub dataset repo (DESIGN.md, "The condensed-set format"):
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -259,11 +259,8 @@ def _card_context(name: str, synthetic: SyntheticSet) -> dict:
 
 
 def template_path() -> Path:
-    """cards/dataset_card.md of the source tree (editable installs) or of the installed data files."""
-    for base in (Path(__file__).resolve().parents[1] / "cards", Path(sys.prefix) / "share" / "condense-toolkit" / "cards"):
-        if (base / CARD_TEMPLATE).is_file():
-            return base / CARD_TEMPLATE
-    raise UserError(f"the card template {CARD_TEMPLATE} is missing; reinstall condense-toolkit")
+    """The card template: cards/ is installed as the package `condense.cards` (pyproject.toml), in editable installs and wheels alike."""
+    return Path(str(importlib.resources.files("condense.cards") / CARD_TEMPLATE))
 
 
 def folder_problems(folder: Path) -> list[str]:
