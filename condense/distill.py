@@ -214,9 +214,8 @@ class Distiller:
                 self.sampler = ScaleMixtureSampler(dim, config.frequencies, sigma_min=config.sigma_min, sigma_max=config.sigma_max)
             self.sampler.to(device)
             self.sampler_optimizer = torch.optim.Adam(self.sampler.parameters(), lr=config.sampler_lr)
-            self.sampler_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.sampler_optimizer, max(1, config.iterations))
         elif config.sampler == "gaussian":
-            self.sampler, self.sampler_optimizer, self.sampler_schedule = GaussianSampler(dim, config.frequencies), None, None
+            self.sampler, self.sampler_optimizer = GaussianSampler(dim, config.frequencies), None
         else:
             raise UserError(f"unknown sampler {config.sampler!r}; use learned or gaussian")
         self.optimizer = make_optimizer([self.canvases], config.optimizer, config.lr, config.weight_decay, config.momentum)
@@ -235,6 +234,10 @@ class Distiller:
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return F.normalize(self.features(x).float(), dim=1)
+
+    def sampler_lr(self) -> float:
+        """ψ's cosine-annealed lr at this iteration, from the run's total (so a resume with more iterations continues it)."""
+        return self.config.sampler_lr * (1 + math.cos(math.pi * self.iteration / max(1, self.config.iterations))) / 2
 
     def step(self) -> dict:
         """One min-max iteration; returns the logged figures."""
@@ -283,8 +286,8 @@ class Distiller:
                 if parameter.grad is not None:
                     self.world.all_reduce_sum(parameter.grad)
             self.sampler.ascend()
+            self.sampler_optimizer.param_groups[0]["lr"] = sampler_lr = self.sampler_lr()
             self.sampler_optimizer.step()
-            self.sampler_schedule.step()
         with torch.no_grad():
             self.canvases.clamp_(0, 1)
         value = loss.item()
@@ -296,6 +299,7 @@ class Distiller:
             "iteration": self.iteration, "loss": value, "matching": matching_total.item(), "calibration": calibration.item(),
             "lr": self.optimizer.param_groups[0]["lr"], "member": member, "blend": blend,
             "real_indices": real_indices, **self.sampler.stats(),
+            **({"sampler_lr": sampler_lr} if self.sampler_optimizer is not None else {}),
         }
 
     def state_dict(self) -> dict:
@@ -309,8 +313,7 @@ class Distiller:
             "plateau": self.plateau.state_dict(), "generator": self.generator.get_state(),
         }
         if self.sampler_optimizer is not None:
-            state.update(sampler=self.sampler.state_dict(), sampler_optimizer=self.sampler_optimizer.state_dict(),
-                         sampler_schedule=self.sampler_schedule.state_dict())
+            state.update(sampler=self.sampler.state_dict(), sampler_optimizer=self.sampler_optimizer.state_dict())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -323,7 +326,6 @@ class Distiller:
         if self.sampler_optimizer is not None:
             self.sampler.load_state_dict(state["sampler"])
             self.sampler_optimizer.load_state_dict(state["sampler_optimizer"])
-            self.sampler_schedule.load_state_dict(state["sampler_schedule"])
 
     def synthetic_set(self) -> SyntheticSet:
         """The set as it stands (collective under torchrun: every rank gathers the canvases)."""

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -56,9 +57,16 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tiny_pool, tmp_path
     run_distillation(whole, tmp_path / "whole", progress=False)
 
     first = Distiller(_config(iterations=6), real, pool, CPU)
-    first.config = dataclasses.replace(first.config, iterations=4)  # "killed" after the checkpoint at 4
-    run_distillation(first, tmp_path / "split", progress=False)
-    first.step()  # work after the checkpoint that the kill loses
+    step = first.step
+
+    def killed():  # killed after iteration 5, whose work (past the checkpoint at 4) is lost
+        if first.iteration == 5:
+            raise KeyboardInterrupt
+        return step()
+
+    first.step = killed
+    with pytest.raises(KeyboardInterrupt):
+        run_distillation(first, tmp_path / "split", progress=False)
     resumed = Distiller(_config(iterations=6), real, pool, CPU)
     load_checkpoint(resumed, tmp_path / "split" / "checkpoint.pt")
     assert resumed.iteration == 4
@@ -69,6 +77,20 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tiny_pool, tmp_path
     whole_lines = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 2, 3, 4, 5, 6]
     assert [line["loss"] for line in lines] == [line["loss"] for line in whole_lines]
+
+
+def test_psi_schedule_after_a_resume_with_more_iterations_follows_the_new_total(tiny_pool, tmp_path):
+    """ψ's cosine lr after resuming a finished 4-iteration run as an 8-iteration one is that of an 8-iteration run."""
+    pool, real, _ = tiny_pool
+    run_distillation(Distiller(_config(iterations=4), real, pool, CPU), tmp_path / "short", progress=False)
+    resumed, whole = Distiller(_config(iterations=8), real, pool, CPU), Distiller(_config(iterations=8), real, pool, CPU)
+    load_checkpoint(resumed, tmp_path / "short" / "checkpoint.pt")
+    for _ in range(4):
+        whole.step()
+    for _ in range(3):
+        lrs = [distiller.step()["sampler_lr"] for distiller in (resumed, whole)]
+        assert lrs[0] == pytest.approx(lrs[1], rel=1e-12)
+    assert lrs[1] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 6 / 8)) / 2)
 
 
 def test_psi_learns_during_distillation(tiny_pool):
