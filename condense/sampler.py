@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from .errors import UserError
+
 
 class GaussianSampler(nn.Module):
     """t ~ N(0, I_D), redrawn every call."""
@@ -38,7 +40,8 @@ class ScaleMixtureSampler(nn.Module):
         self.dim, self.num_frequencies = dim, num_frequencies
         self.components = components or max(1, num_frequencies // 16)
         if num_frequencies % self.components:
-            raise ValueError(f"{num_frequencies} frequencies do not split into {self.components} equal components")
+            raise UserError(f"--frequencies {num_frequencies} does not split into psi's {self.components} mixture components "
+                            "(one per 16 frequencies); use a multiple of 16, or --sampler gaussian")
         self.noise_dim = noise_dim
         self.log_min, self.log_max = math.log(sigma_min), math.log(sigma_max)
         self.net = nn.Sequential(nn.Linear(noise_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))

@@ -80,3 +80,13 @@ def test_the_published_double_backward_cancels_and_would_fail_the_check_above():
     (-loss).backward()
     optimizer.step()
     assert _loss(sampler, real, synthetic, state).item() == loss.item()
+
+
+def test_a_frequency_count_psi_cannot_split_is_a_user_error():
+    import pytest
+
+    from condense.errors import UserError
+
+    with pytest.raises(UserError, match=r"--frequencies 100 does not split into psi's 6 mixture components .* multiple of 16, or --sampler gaussian"):
+        ScaleMixtureSampler(dim=8, num_frequencies=100)
+    assert ScaleMixtureSampler(dim=8, num_frequencies=96).components == 6
