@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from condense.data import KNOWN_STATS, RealData, known_stats_key
+from condense.data import RealData, _stats_for
 from condense.distill import Distiller, pool_spec, preset, run_distillation
 from condense.evaluate import eval_preset, evaluate_set
 from condense.pool import build_or_load_pool
@@ -25,23 +25,31 @@ from condense.runtime import resolve_device, write_json
 
 
 def load_split(folder: str, split: str) -> RealData:
-    """`load_real`, or, where `datasets` is not installed (the lent GPU machine), the parquet file read with pyarrow + PIL."""
+    """`load_real`, or, where `datasets` is not installed (the lent GPU machine), `read_parquet_split`."""
     try:
         from condense.data import load_real
 
         return load_real(folder, split)
     except ImportError:
-        import numpy as np
-        import pyarrow.parquet as pq
-        from PIL import Image
+        return read_parquet_split(folder, split)
 
-        path = next(Path(folder).glob(f"**/{split}-*.parquet"))
-        table = pq.read_table(path).to_pydict()
-        image_column = next(k for k in table if k != "label")
-        pixels = np.stack([np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB")) for cell in table[image_column]])
-        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-        mean, std = KNOWN_STATS[known_stats_key(folder)]
-        return RealData(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), torch.tensor(table["label"]), names, mean, std, folder, split)
+
+def read_parquet_split(folder: str, split: str) -> RealData:
+    """A split's parquet file read with pyarrow + PIL; class names from the ClassLabel that `datasets` keeps in the schema."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    path = next(Path(folder).glob(f"**/{split}-*.parquet"))
+    parquet = pq.read_table(path)
+    table = parquet.to_pydict()
+    image_column = next(k for k in table if k != "label")
+    pixels = np.stack([np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB")) for cell in table[image_column]])
+    features = json.loads((parquet.schema.metadata or {}).get(b"huggingface", b"{}")).get("info", {}).get("features", {})
+    names = features.get("label", {}).get("names") or [str(i) for i in range(max(table["label"]) + 1)]
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    mean, std = _stats_for(folder, images)
+    return RealData(images, torch.tensor(table["label"]), names, mean, std, folder, split)
 
 
 def main() -> None:

@@ -1,0 +1,26 @@
+"""benchmarks/ncfm_gpu.py's own parquet reader (used where `datasets` is not installed) agrees with `load_real`."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from conftest import write_image_folder
+
+from condense.data import load_real
+
+
+def benchmark_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ncfm_gpu.py"
+    spec = importlib.util.spec_from_file_location("ncfm_gpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parquet_reader_takes_class_names_and_statistics_from_the_data(tmp_path):
+    folder = str(write_image_folder(tmp_path / "tiny", {"img": "image", "label": "label"}))
+    read = benchmark_module().read_parquet_split(folder, "train")
+    loaded = load_real(folder, "train")
+    assert read.class_names == ["ant", "bee", "cat"] == loaded.class_names
+    assert torch.equal(read.images, loaded.images) and torch.equal(read.labels, loaded.labels)
+    assert read.mean == loaded.mean and read.std == loaded.std
