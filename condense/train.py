@@ -7,6 +7,7 @@ Evaluation, pool pretraining and the downstream trainers all call `train`; what 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -32,7 +33,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     momentum: float = 0.9  # sgd only
-    lr_decay_at: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)  # fractions of training where the lr is multiplied by lr_gamma
+    lr_decay_at: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)  # fractions of the training steps where the lr is multiplied by lr_gamma
     lr_gamma: float = 0.5
     dsa: str = TRAINING_STRATEGY  # per-sample DSA operations; "" for none
     dsa_mode: str = "one"  # one random operation per image (DSA's convention) | all of them
@@ -47,13 +48,18 @@ class Objective(Protocol):
     """What `train(objective=...)` accepts: the samples of each step, and a term added to the loss.
 
     Each step is a list of index tensors ("parts"). Every part is augmented and forwarded on its own
-    (so BatchNorm sees each part alone) and has its own mean cross-entropy; the step's loss is the
-    sum of those plus `extra_loss` of the parts' raw logits (before any temperature). Objectives
-    compare per-sample predictions, so `train` refuses CutMix together with an objective.
+    (so BatchNorm sees each part alone); the step's loss is one mean cross-entropy over all the
+    step's samples (each part's mean weighted by its share of the samples, as DLB's official code
+    takes one CE over new and repeated samples) plus `extra_loss` of the parts' raw logits (before
+    any temperature). Objectives compare per-sample predictions, so `train` refuses CutMix together
+    with an objective.
     """
 
     def start(self) -> None:
         """Forget any state from an earlier training run (called once, before the first epoch)."""
+
+    def steps_per_epoch(self, count: int, batch_size: int) -> int:
+        """How many steps `steps` yields per epoch of `count` samples (the lr schedule counts steps)."""
 
     def steps(self, order: torch.Tensor, batch_size: int) -> Iterable[list[torch.Tensor]]:
         """The parts of every step of one epoch, given the epoch's random permutation `order`."""
@@ -118,9 +124,11 @@ def train(
     augment = DSA(config.dsa, mode=config.dsa_mode) if config.dsa else None
     net.to(device).train()
     optimizer = make_optimizer(net.parameters(), config.optimizer, config.lr, config.weight_decay, config.momentum)
-    milestones = sorted({max(1, round(f * config.epochs)) for f in config.lr_decay_at})
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.lr_gamma)
     count = len(images)
+    per_epoch = math.ceil(count / config.batch_size) if objective is None else objective.steps_per_epoch(count, config.batch_size)
+    # by step, so that short runs get every decay; repeated milestones decay once each (MultiStepLR counts them)
+    milestones = [max(1, round(f * config.epochs * per_epoch)) for f in config.lr_decay_at]
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.lr_gamma)
     if objective is not None:
         objective.start()
     epochs = tqdm(range(config.epochs), desc=desc or "train", disable=not progress, leave=False, unit="ep")
@@ -134,6 +142,7 @@ def train(
         loss_sum, step_samples = torch.zeros((), device=device), 0
         for parts in steps:
             part_losses, part_logits = [], []
+            samples = sum(len(batch) for batch in parts)
             for batch in parts:
                 x = images[batch].to(device)  # no copy for resident images: already there
                 x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, mean, std)
@@ -151,7 +160,7 @@ def train(
                 loss = F.cross_entropy(logits, y)
                 if mix:
                     loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm.to(device)])
-                part_losses.append(loss * temperature**2)
+                part_losses.append(loss * (temperature**2 * (len(batch) / samples)))
                 part_logits.append(raw)
             loss = sum(part_losses)
             if objective is not None:
@@ -159,11 +168,10 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            samples = sum(len(batch) for batch in parts)
+            schedule.step()
             loss_sum += loss.detach() * samples
             step_samples += samples
         forwarded += step_samples
-        schedule.step()
         epoch_loss = loss_sum.item() / step_samples
         if not torch.isfinite(torch.tensor(epoch_loss)):
             raise UserError(f"training diverged (loss {epoch_loss}) at epoch {epoch + 1}; lower the learning rate")

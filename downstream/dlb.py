@@ -1,16 +1,17 @@
 """DLB: self-distillation from the last mini-batch (Shen et al., CVPR 2022).
 
 Every step also trains on the samples of the previous step and pulls their current prediction
-towards the one they got a step earlier: loss = cross-entropy + alpha * tau^2 *
-KL(softmax(previous logits / tau) || softmax(current logits / tau)) on the repeated samples, where
-the previous logits are **detached** (a target, never trained through). The cache of the last
+towards the one they got a step earlier: loss = one mean cross-entropy over all the step's samples
+(new and repeated, as the official code) + alpha * tau^2 * KL(softmax(previous logits / tau) ||
+softmax(current logits / tau)) on the repeated samples, where the previous logits are **detached**
+(a target, never trained through). The cache of the last
 batch persists across epoch boundaries (the first step of an epoch repeats the last batch of the
 one before); only the very first step of a training run, with nothing cached, is plain
 cross-entropy. Defaults tau = 3, alpha = 1.
 
 Three ways to use it:
 
-- `LastBatchDistillation`: one extra line in a hand-written loop (the official mechanics below);
+- `LastBatchDistillation`: the whole step loss in a hand-written loop (the official mechanics below);
 - `DLB`: the objective `condense.train.train(objective=...)` accepts, with both batch schemes;
 - `DLBPlugin`: an Avalanche 0.6 `SupervisedPlugin` (imported lazily: `from downstream.dlb import
   DLBPlugin` loads Avalanche, `import downstream.dlb` does not).
@@ -18,8 +19,8 @@ Three ways to use it:
 Batch schemes (`DLB(scheme=...)`):
 
 - `official` (a): each step forwards a new batch of n and, as a separate forward, the previous
-  step's new samples under a second, independent augmentation; loss = CE(new) + CE(repeated) +
-  the KL term on the repeated samples. An epoch forwards every sample twice (about 2x the time of
+  step's new samples under a second, independent augmentation; loss = one mean CE over the 2n
+  samples + the KL term on the repeated samples. An epoch forwards every sample twice (about 2x the time of
   plain training per epoch).
 - `paper` (b): a fixed batch of n whose first n/2 samples repeat the previous batch's last n/2 (its
   new half, re-augmented) and whose last n/2 are new; one forward, loss = CE over the n + the KL
@@ -29,21 +30,42 @@ Batch schemes (`DLB(scheme=...)`):
 BatchNorm: with `official`, the new and the repeated samples go through the network in two
 forwards, so BatchNorm normalises (and updates its running statistics with) each half alone, as
 the official code does; with `paper` it sees the whole batch of n. Normalisations without batch
-statistics (instance, layer, group norm) are unaffected. Augmentation: every forward draws a fresh
-per-sample augmentation, so a repeated sample is always seen under a second view.
+statistics (instance, layer, group norm) are unaffected.
+
+Second view: in `train`, every forward draws a fresh per-sample augmentation (the config's DSA), so
+a repeated sample is seen under a second view. `LastBatchDistillation` and `DLBPlugin` re-forward a
+cached tensor, so they apply `second_view` to it by default: for image batches (4-D float tensors)
+the CIFAR convention of the official code, a random crop with 4-pixel padding at 32 px (a shift of
+up to 1/8 of the size each way, zero fill of the tensor as given) and a horizontal flip with
+probability 0.5, per sample, from torch's global RNG; any other input (e.g. feature vectors) is
+re-forwarded as cached, the same view a step later. `augment=None` turns it off for images too;
+pass your own function for another view.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from functools import cache
 
 import torch
 import torch.nn.functional as F
 
+from condense.augment import DSA
 from condense.errors import UserError
 
 SCHEMES = ("official", "paper")
+CROP_AND_FLIP = DSA("crop_flip", mode="all")  # DSA's default strengths: shifts up to size // 8 (4 px at 32), flip p = 0.5
+
+
+def second_view(inputs: torch.Tensor) -> torch.Tensor:
+    """The default second view of a cached batch: per-sample crop (4-px padding at 32 px) and flip of image batches.
+
+    Image batches are 4-D float tensors [N,C,H,W]; anything else is returned as it is (module docstring).
+    """
+    if inputs.dim() == 4 and inputs.is_floating_point():
+        return CROP_AND_FLIP(inputs)
+    return inputs
 
 
 def distillation_term(logits: torch.Tensor, previous_logits: torch.Tensor, tau: float = 3.0) -> torch.Tensor:
@@ -63,24 +85,25 @@ def _check(tau: float, alpha: float) -> None:
 
 
 class LastBatchDistillation:
-    """DLB for a hand-written loop (the official mechanics), one call per step.
+    """DLB for a hand-written loop (the official mechanics): the whole loss of every step.
 
     ```
     dlb = LastBatchDistillation()
     for x, y in loader:
-        logits = model(x)
-        loss = F.cross_entropy(logits, y) + dlb(model, x, y, logits)
+        loss = dlb.step_loss(model, x, y, model(x))  # instead of F.cross_entropy(model(x), y)
         ...backward, step...
     ```
-    A call returns CE(model(second view of the previous batch), its targets) + alpha * tau^2 * KL
-    (previous logits detached || those new logits), or 0 at the first call, and caches this
-    batch's inputs, targets and detached logits for the next call. The second view is
-    `augment(previous inputs)` (default: the inputs as cached, i.e. the same view; pass the
-    augmentation your loader uses to get an independent second one). The repeated samples are a
-    separate forward (BatchNorm sees them alone). The cache lives until `reset()`.
+    `step_loss` is the official loss: one mean cross-entropy over this batch and a second view of
+    the previous one, + alpha * tau^2 * KL(previous logits detached || logits of the second view) on
+    the repeated samples; at the first call (nothing cached) the mean CE of this batch alone. It
+    caches this batch's inputs, targets and detached logits for the next call. The second view is
+    `augment(previous inputs)`, by default `second_view` (crop and flip of image batches, the
+    module docstring says what happens to other inputs); `augment=None` re-forwards the cached
+    inputs as they are. The repeated samples are a separate forward (BatchNorm sees them alone).
+    The cache lives until `reset()`.
     """
 
-    def __init__(self, tau: float = 3.0, alpha: float = 1.0, augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(self, tau: float = 3.0, alpha: float = 1.0, augment: Callable[[torch.Tensor], torch.Tensor] | None = second_view):
         _check(tau, alpha)
         self.tau, self.alpha, self.augment = tau, alpha, augment
         self.reset()
@@ -89,13 +112,16 @@ class LastBatchDistillation:
         """Forget the cached batch (the next call is plain CE again)."""
         self.previous: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def __call__(self, model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def step_loss(self, model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor,
+                  logits: torch.Tensor) -> torch.Tensor:
+        """The step's loss from this batch (`inputs`, `targets`, `logits` = model(inputs)) and the cached one."""
         previous, self.previous = self.previous, (inputs.detach(), targets.detach(), logits.detach())
         if previous is None:
-            return torch.zeros((), device=logits.device)
+            return F.cross_entropy(logits, targets)
         x, y, previous_logits = previous
         now = model(self.augment(x) if self.augment is not None else x)
-        return F.cross_entropy(now, y) + self.alpha * distillation_term(now, previous_logits, self.tau)
+        cross_entropy = F.cross_entropy(torch.cat([logits, now]), torch.cat([targets, y]))
+        return cross_entropy + self.alpha * distillation_term(now, previous_logits, self.tau)
 
 
 class DLB:
@@ -123,12 +149,18 @@ class DLB:
         self.repeated = 0  # how many samples of the current step are repeats
         self.previous_logits: torch.Tensor | None = None
 
-    def steps(self, order: torch.Tensor, batch_size: int) -> Iterator[list[torch.Tensor]]:
-        """Each step's parts: `official` [new, previous new] (two forwards); `paper` [previous new + new]."""
+    def new_per_step(self, batch_size: int) -> int:
+        """How many new samples a step of `batch_size` takes: all (`official`) or half (`paper`)."""
         if self.scheme == "paper" and batch_size < 2:
             raise UserError(f"the paper DLB scheme needs a batch of at least 2 (half new, half repeated), got {batch_size}")
-        size = batch_size if self.scheme == "official" else batch_size // 2
-        for new in order.split(size):
+        return batch_size if self.scheme == "official" else batch_size // 2
+
+    def steps_per_epoch(self, count: int, batch_size: int) -> int:
+        return math.ceil(count / self.new_per_step(batch_size))
+
+    def steps(self, order: torch.Tensor, batch_size: int) -> Iterator[list[torch.Tensor]]:
+        """Each step's parts: `official` [new, previous new] (two forwards); `paper` [previous new + new]."""
+        for new in order.split(self.new_per_step(batch_size)):
             repeated, self.pending = self.pending, new
             self.repeated = 0 if repeated is None else len(repeated)
             if repeated is None:
@@ -158,14 +190,17 @@ def _plugin_class() -> type:
     class DLBPlugin(SupervisedPlugin):
         """DLB for any Avalanche 0.6 supervised strategy (Naive, Replay, ...).
 
-        In `before_backward` it adds `LastBatchDistillation`'s term for the previous mini-batch
-        (the official mechanics: CE of the previous mini-batch re-forwarded + alpha * tau^2 * KL to
-        its detached logits of a step ago) to `strategy.loss`. The cache persists across epochs and
-        is cleared at the start of every training experience (the model and its heads may change
-        between experiences). `augment` optionally re-augments the cached inputs.
+        In `before_backward`, `strategy.loss` holds the strategy's mean cross-entropy of the new
+        mini-batch (Avalanche's default criterion; the plugin assumes it). The plugin adds
+        `LastBatchDistillation.step_loss` minus that CE, so the total is the official loss (one mean
+        CE over the new and the re-forwarded previous mini-batch + alpha * tau^2 * KL to the previous
+        one's detached logits of a step ago) and terms other plugins added stay as they are. The
+        cache persists across epochs and is cleared at the start of every training experience (the
+        model and its heads may change between experiences). `augment`: the second view of the
+        cached inputs, `second_view` by default, None for none (module docstring).
         """
 
-        def __init__(self, tau: float = 3.0, alpha: float = 1.0, augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        def __init__(self, tau: float = 3.0, alpha: float = 1.0, augment: Callable[[torch.Tensor], torch.Tensor] | None = second_view):
             super().__init__()
             self.distillation = LastBatchDistillation(tau, alpha, augment)
             self.previous_tasks: torch.Tensor | None = None
@@ -179,7 +214,8 @@ def _plugin_class() -> type:
             def forward(x: torch.Tensor) -> torch.Tensor:
                 return avalanche_forward(strategy.model, x, tasks)
 
-            strategy.loss += self.distillation(forward, strategy.mb_x, strategy.mb_y, strategy.mb_output)
+            new_cross_entropy = F.cross_entropy(strategy.mb_output, strategy.mb_y)
+            strategy.loss += self.distillation.step_loss(forward, strategy.mb_x, strategy.mb_y, strategy.mb_output) - new_cross_entropy
 
     DLBPlugin.__module__ = __name__
     DLBPlugin.__qualname__ = "DLBPlugin"
