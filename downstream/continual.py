@@ -490,6 +490,10 @@ def _check_set(synthetic, benchmark) -> None:
     if not torch.allclose(torch.tensor(synthetic.mean + synthetic.std), torch.tensor(tuple(benchmark.mean) + tuple(benchmark.std)), atol=1e-4):
         raise UserError(f"the condensed set is normalised with mean {synthetic.mean}, std {synthetic.std} but the stream with "
                         f"{benchmark.mean}, {benchmark.std}; use a set made from this dataset")
+    missing = sorted(set(range(len(benchmark.class_names))) - set(synthetic.labels.tolist()))
+    if missing:
+        raise UserError(f"the condensed set has no images of class {', '.join(f'{c} ({benchmark.class_names[c]!r})' for c in missing)}; "
+                        "use a set with images of every class")
 
 
 def make_memory(spec: MemorySpec, benchmark, config: CLConfig, seed: int, device: torch.device, progress: bool = True, loaded: dict | None = None):
@@ -576,12 +580,17 @@ def run_comparison(train_data: RealData, test: RealData, memories: Sequence[Memo
     """Every memory under every seed (class order from the seed unless `config.order`); mean ± std per step."""
     if config.ipc < 1:
         raise UserError(f"--ipc must be at least 1, got {config.ipc}")
-    loaded = {spec.path: load_condensed(spec.path) for spec in memories if spec.path is not None}  # fail early on a bad set
+    if not config.seeds:
+        raise UserError("no seeds given; name at least one, e.g. --seeds 0")
+    loaded = {spec.path: load_condensed(spec.path) for spec in memories if spec.path is not None}
     results: dict[str, dict] = {spec.label: {"spec": asdict(spec), "runs": []} for spec in memories}
     if len(results) != len(memories):
         raise UserError("a memory is listed twice; list each once")
     runs = [(seed, spec) for seed in config.seeds for spec in memories]
-    benchmarks = {}  # one per seed, shared by the memories (they only read it)
+    first = config.seeds[0]
+    benchmarks = {first: condensed_benchmark(train_data, test, config.steps, order=config.order, seed=first)}  # one per seed, shared by the memories (they only read it)
+    for spec in memories:  # every memory is built once before any training, so a bad set or setting stops the comparison at once
+        make_memory(spec, benchmarks[first], config, first, device, progress, loaded)
     for seed, spec in tqdm(runs, desc="continual runs", disable=not progress, unit="run"):
         if seed not in benchmarks:
             benchmarks = {seed: condensed_benchmark(train_data, test, config.steps, order=config.order, seed=seed)}

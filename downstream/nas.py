@@ -90,9 +90,9 @@ def load_space(space: str | list) -> list[dict]:
         if not path.is_file():
             raise UserError(f"unknown search space {space!r}; use convnet720 or a JSON file with a list of build_net option dicts")
         try:
-            space = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path} is not valid JSON ({exc}); it must hold a list of build_net option dicts") from exc
+            space = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise UserError(f"{path} is not UTF-8 JSON ({exc}); it must hold a list of build_net option dicts") from exc
     if not isinstance(space, list) or not space or not all(isinstance(item, dict) for item in space):
         raise UserError("the search space is empty or not a list of option dicts; give at least one, e.g. [{\"depth\": 3, \"width\": 64}]")
     space = [{"net": "convnet", **item} for item in space]
@@ -283,9 +283,11 @@ def read_previous(path: Path, header: dict) -> dict[str, dict]:
     if not path.is_file():
         return {}
     try:
-        previous = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not a readable NAS result ({exc}); delete it or choose another --out") from exc
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise UserError(f"{path} is not UTF-8 JSON, so not a NAS result of this tool ({exc}); delete it or choose another --out") from exc
+    if not isinstance(previous, dict):
+        raise UserError(f"{path} holds JSON but not a NAS result of this tool; delete it or choose another --out")
     header = json.loads(json.dumps(header))
 
     def shared(result: dict) -> tuple:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import assert_one_error
 
 from condense.data import RealData
 from condense.errors import UserError
 from condense.synthetic import SyntheticSet
 from condense.train import TrainConfig, accuracy
-from downstream import continual
+from downstream import continual, dlb
 
 CPU = torch.device("cpu")
 STATS = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -254,7 +256,6 @@ def test_plugins_inside_naive_and_replay(data):
 
 
 def test_dlb_composes_with_memories_and_the_fresh_model(data):
-    dlb = pytest.importorskip("downstream.dlb")
     from avalanche.training.plugins import ReplayPlugin
     from avalanche.training.supervised import Naive
 
@@ -268,15 +269,23 @@ def test_dlb_composes_with_memories_and_the_fresh_model(data):
 
     model = make_net()
     memory = continual.HerdingMemory(12)
+    objective, plugin = dlb.DLB(), dlb.DLBPlugin()
+    fresh_terms, stream_terms, stream_steps = [], [], []
+    extra_loss, step_loss = objective.extra_loss, plugin.distillation.step_loss
+    objective.extra_loss = lambda logits: fresh_terms.append(extra_loss(logits)) or fresh_terms[-1]
+    plugin.distillation.step_loss = lambda *args: stream_terms.append(step_loss(*args)) or stream_terms[-1]
     fresh = continual.FreshModelPlugin(memory, make_net, TrainConfig(epochs=2, batch_size=4, cutmix_p=0.0), *STATS,
-                                       objective=dlb.DLB(), progress=False)
+                                       objective=objective, progress=False)
+    counter = _plugin(SimpleNamespace(after_training_iteration=lambda strategy, **kw: stream_steps.append(1)))
     strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01), train_mb_size=8, train_epochs=1,
                      eval_mb_size=64, device=CPU, evaluator=None,
-                     plugins=[ReplayPlugin(12, storage_policy=memory), dlb.DLBPlugin(), fresh])
+                     plugins=[ReplayPlugin(12, storage_policy=memory), plugin, fresh, counter])
     for exp in bench.train_stream:
         strategy.train(exp, eval_streams=[])
     assert [h["memory_images"] for h in fresh.history] == [12, 12, 12]
-    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in fresh.history)
+    # the fresh model trains with DLB: 12 images in batches of 4 for 2 epochs, 6 steps per experience, a KL term from the 2nd on
+    assert len(fresh_terms) == 3 * 6 and sum(float(term.detach()) > 0 for term in fresh_terms) == 3 * 5
+    assert len(stream_terms) == len(stream_steps) > 0  # every stream step of the strategy takes the plugin's DLB loss
 
 
 def test_memory_specs_and_errors(data):
@@ -319,7 +328,18 @@ def test_cli_table_plot_and_json(tmp_path, capsys):
     for memory in result["memories"].values():
         assert len(memory["runs"]) == 2 and len(memory["accuracy_mean"]) == 3
         assert [len(s["stored_per_class"]) for s in memory["runs"][0]["steps"]] == [2, 4, 6]
-        assert any(name.startswith("Accuracy_On_Trained_Experiences") for name in memory["runs"][0]["avalanche"])
+        per_step = []
+        for run in memory["runs"]:
+            accuracies = [s["accuracy"] for s in run["steps"]]
+            trained = run["avalanche"]["Accuracy_On_Trained_Experiences/eval_phase/test_stream"][1]
+            assert accuracies == pytest.approx([100 * value for value in trained])
+            for step in run["steps"]:  # 4 test images per seen class: a whole number of them right
+                right = step["accuracy"] * 4 * step["classes_seen"] / 100
+                assert right == pytest.approx(round(right), abs=1e-6)
+            per_step.append(accuracies)
+        means, stds = [statistics.fmean(v) for v in zip(*per_step)], [statistics.pstdev(v) for v in zip(*per_step)]
+        assert memory["accuracy_mean"] == pytest.approx(means) and memory["accuracy_std"] == pytest.approx(stds)
+        assert all(f"{m:6.2f} ± {s:5.2f}" in printed for m, s in zip(means, stds))
     assert main(["cl", "--data", str(folder), "--steps", "4", "--memory", "random", "--out", str(out)]) == 2
     assert "equal steps" in capsys.readouterr().err
 
@@ -334,3 +354,37 @@ def _write_folder(folder, train: RealData, test: RealData) -> None:
     for split in (train, test):
         rows = {"img": [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in split.images], "label": split.labels.tolist()}
         datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "data" / f"{split.split}-00000-of-00001.parquet"))
+
+
+@pytest.fixture(scope="module")
+def cl_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cl") / "data"
+    _write_folder(folder, tiny_real(), tiny_real(per_class=4, seed=1, split="test"))
+    return folder
+
+
+def _without_class(synthetic: SyntheticSet, cls: int) -> SyntheticSet:
+    keep = synthetic.labels != cls
+    return replace(synthetic, images=synthetic.images[keep], labels=synthetic.labels[keep])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: replace(s, class_names=[f"other{c}" for c in range(6)]), "use a set made from this dataset"),
+    (lambda s: replace(s, images=s.images[..., :4, :4]), "images are [3, 4, 4]"),
+    (lambda s: _without_class(s, 5), "no images of class 5"),
+    (lambda s: replace(s, mean=STATS[0], std=STATS[1]), "is normalised with mean (0.5, 0.5, 0.5)"),
+], ids=["classes", "image size", "missing class", "normalisation"])
+def test_cl_checks_every_memory_before_training_any(cl_folder, tmp_path, capsys, monkeypatch, change, message):
+    from condense.data import load_real
+    from downstream.cli import main
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a memory was trained before every input was checked")
+
+    monkeypatch.setattr(continual, "run_continual", no_training)
+    stream = load_real(str(cl_folder), "train")
+    path = change(replace(tiny_condensed(), mean=stream.mean, std=stream.std)).save(tmp_path / "bad.safetensors")
+    argv = ["cl", "--data", cl_folder, "--steps", "3", "--memory", f"random,herding,condensed:{path}", "--ipc", "2",
+            "--epochs", "1", "--width", "8", "--out", tmp_path / "out", "--device", "cpu", "--no-progress"]
+    assert_one_error(main, argv, capsys, contains=message)
+    assert not (tmp_path / "out").exists()

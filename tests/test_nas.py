@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import make_real
+from conftest import assert_one_error, make_real, write_image_folder
 from scipy.stats import spearmanr
 
 from condense.baseline import random_subset
@@ -155,7 +155,14 @@ def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_
         assert report["best_reference_accuracy"] == max(reference)
         expected = spearmanr(proxy_acc, reference).statistic
         assert report["spearman"]["all"] == (None if math.isnan(expected) else pytest.approx(expected))
-        assert report["search_seconds"] > 0
+        runs = [c["runs"][proxy] for c in result["candidates"]]
+        assert report["search_seconds"] == pytest.approx(sum(run["seconds"] for run in runs))
+        assert report["reference_time_ratio"] == pytest.approx(result["summary"]["reference_search_seconds"] / report["search_seconds"])
+    for candidate in result["candidates"]:  # 12 test images: every accuracy is a whole number of them right
+        for name, run in candidate["runs"].items():
+            assert run["accuracy"] * 12 / 100 == pytest.approx(round(run["accuracy"] * 12 / 100), abs=1e-9)
+            assert run["images_seen"] == sets[name]["epochs"] * sets[name]["images"]
+            assert run["seconds"] >= run["train_seconds"] > 0
     condensed_report = result["summary"]["proxies"]["condensed"]
     assert (condensed_report["images_seen"], condensed_report["reference_images_ratio"]) == (27, 4.0)  # 3 x 9 x 1 vs 3 x 18 x 2
     assert (tmp_path / nas.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -210,6 +217,25 @@ def test_random_proxy_gets_as_many_steps_as_the_condensed_one(tiny_data):
     assert sets["random"].epochs == 6 and len(sets["random"].images) == 6
     assert sets["real"].epochs == 1 and sets["reference"].epochs == 2 and len(sets["reference"].images) == 18
     assert torch.equal(sets["real"].images, sets["reference"].images)
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("space", b"\xff\xfe[{}]", "is not UTF-8 JSON"),
+    ("resume", b"\xff\xfe[{}]", "is not UTF-8 JSON"),
+    ("resume", b"[1, 2]", "holds JSON but not a NAS result"),
+], ids=["space not UTF-8", "resume not UTF-8", "resume foreign JSON"])
+def test_cli_refuses_an_unreadable_space_or_resume_file(tmp_path, capsys, file, content, message):
+    from downstream.cli import main
+
+    data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"})
+    out, space = tmp_path / "out", tmp_path / "space.json"
+    space.write_text(json.dumps([{"depth": 1, "width": 4}]))
+    bad = {"space": space, "resume": out / nas.RESULT_FILE}[file]
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_bytes(content)
+    argv = ["nas", "--data", data, "--space", space, "--proxies", "random", "--random-ipc", "2", "--candidates", "all",
+            "--max-mmacs", "none", "--test-per-class", "all", "--out", out, "--device", "cpu", "--no-progress"]
+    assert_one_error(main, argv, capsys, contains=f"{bad} {message}")
 
 
 def test_cli_refuses_bad_settings_before_loading_data(tmp_path, capsys):
