@@ -91,8 +91,7 @@ class RealData:
     by_class: list[torch.Tensor] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if _is_local(self.source):  # one identity for ./x, x and /abs/x: resume checks compare it
-            self.source = str(Path(self.source).expanduser().resolve())
+        self.source = source_identity(self.source)
         order = torch.argsort(self.labels, stable=True)
         counts = torch.bincount(self.labels, minlength=self.num_classes).tolist()
         self.by_class = list(torch.split(order, counts))
@@ -145,6 +144,14 @@ class RealData:
 
 def _is_local(source: str) -> bool:
     return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
+
+
+def source_identity(source: str) -> str:
+    """One name for a dataset however it is written: a local folder's resolved path (./x, x, /abs/x), else the Hub id.
+
+    Pools and resume checks compare it.
+    """
+    return str(Path(source).expanduser().resolve()) if _is_local(source) else source
 
 
 def _load(source: str, split: str, config: str | None, revision: str | None, streaming: bool = False):
@@ -305,6 +312,8 @@ def load_real(
     """
     import datasets
 
+    if image_size is not None and image_size < 1:
+        raise UserError(f"--image-size must be at least 1 (pixels), got {image_size}")
     if memory_mapped and streaming:
         raise UserError("choose memory-mapped or streamed data, not both")
     if per_class is not None and not streaming:

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +28,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augment import DSA, MATCHING_STRATEGY
-from .data import RealData, normalise
+from .data import RealData, normalise, source_identity
 from .distributed import World
 from .errors import UserError
 from .formation import decode, decoded_labels, init_canvases
 from .ncfd import ncfd
 from .pool import POOL_TRAINING, Pool, PoolSpec
 from .runtime import preset_copy
-from .sampler import GaussianSampler, ScaleMixtureSampler
+from .sampler import GaussianSampler, ScaleMixtureSampler, mixture_components
 from .synthetic import SyntheticSet
 from .train import make_optimizer
 
@@ -45,6 +46,7 @@ class DistillConfig:
 
     data: str = "uoft-cs/cifar10"
     data_config: str | None = None
+    revision: str | None = None
     label_column: str | None = None
     image_column: str | None = None
     image_size: int | None = None
@@ -94,6 +96,25 @@ class DistillConfig:
     channels_last: bool = False
     compile: bool = False
 
+    def __post_init__(self) -> None:
+        """Refuse an impossible setting at once, before any data is loaded (from the command line or Python)."""
+        for name, least in AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise UserError(f"{flag(name)} must be at least {least}, got {value}")
+        for name in POSITIVE + NOT_NEGATIVE:
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (value == 0 and name in POSITIVE):
+                raise UserError(f"{flag(name)} must be a finite number {'above' if name in POSITIVE else 'of at least'} 0, got {value}")
+        if not 0 <= self.alpha <= 1:
+            raise UserError(f"--alpha must be between 0 and 1, got {self.alpha}")
+        if self.sampler not in ("learned", "gaussian"):
+            raise UserError(f"unknown sampler {self.sampler!r}; use learned or gaussian")
+        if self.sampler == "learned":
+            mixture_components(self.frequencies)
+            if not self.sigma_min < 1 < self.sigma_max:
+                raise UserError(f"psi starts at scale 1: --sigma-min ({self.sigma_min}) must be below 1 and --sigma-max ({self.sigma_max}) above 1")
+
     def net_options(self) -> dict:
         options = {"depth": self.depth, "width": self.width, "norm": self.norm, "act": self.act, "pool": self.pool}
         return {k: v for k, v in options.items() if v is not None} if self.net == "convnet" else {"norm": self.norm}
@@ -102,10 +123,23 @@ class DistillConfig:
         return dataclasses.asdict(self)
 
 
+# The smallest value of every counted setting (None, where a setting allows it, means its default).
+AT_LEAST = {"ipc": 1, "factor": 1, "depth": 1, "width": 1, "image_size": 1, "stream_per_class": 1, "pool_size": 1, "pool_epochs": 1,
+            "real_batch": 1, "frequencies": 1, "iterations": 0, "plateau_patience": 0, "checkpoint_every": 1, "log_every": 1, "eval_runs": 0}
+POSITIVE = ("lr", "sampler_lr", "sigma_min", "sigma_max", "loss_scale")
+NOT_NEGATIVE = ("weight_decay", "momentum", "calibration_weight")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a DistillConfig field."""
+    return "--" + name.replace("_", "-")
+
+
 # One line of `condense distill --help` per setting (a test checks that every field has one).
 SETTING_HELP = {
     "data": "Hub id (uoft-cs/cifar10) or local folder in Hub layout",
     "data_config": "the dataset's config name, if it has several",
+    "revision": "Hub revision (branch, tag or commit) of the dataset; recorded in the set",
     "label_column": "class-label column (default: the only ClassLabel column)",
     "image_column": "image column (default: the only Image column)",
     "image_size": "resize images to N x N (needed when sizes differ)",
@@ -175,6 +209,19 @@ def preset(name: str) -> DistillConfig:
     return preset_copy(PRESETS, name, "distillation")
 
 
+def check_class_sizes(config: DistillConfig, real: RealData, classes=None) -> None:
+    """Every class to distil has the real images that initialisation and one real batch take."""
+    smallest = min(len(real.by_class[c]) for c in (range(real.num_classes) if classes is None else classes))
+    needed = config.ipc * config.factor**2
+    if needed > smallest:
+        raise UserError(
+            f"IPC {config.ipc} with factor {config.factor} needs {needed} real images per class to initialise, "
+            f"but the smallest class of {real.source} has {smallest}; lower --ipc or --factor"
+        )
+    if config.real_batch > smallest:
+        raise UserError(f"--real-batch {config.real_batch} is larger than the smallest class ({smallest} images); lower it")
+
+
 class Distiller:
     """The state of one distillation run and its `step()`; `state_dict()` makes it resumable."""
 
@@ -189,15 +236,7 @@ class Distiller:
             raise UserError(f"classes to distil must be among 0..{real.num_classes - 1}, got {self.classes}")
         if self.world.size > len(self.classes):
             raise UserError(f"{self.world.size} processes for {len(self.classes)} classes: start at most one process per class")
-        needed = config.ipc * config.factor**2
-        smallest = min(len(real.by_class[c]) for c in self.classes)
-        if needed > smallest:
-            raise UserError(
-                f"IPC {config.ipc} with factor {config.factor} needs {needed} real images per class to initialise, "
-                f"but the smallest class of {real.source} has {smallest}; lower --ipc or --factor"
-            )
-        if config.real_batch > smallest:
-            raise UserError(f"--real-batch {config.real_batch} is larger than the smallest class ({smallest} images); lower it")
+        check_class_sizes(config, real, self.classes)
         self.generator = torch.Generator().manual_seed(config.seed)
         canvases, self.canvas_labels = init_canvases(real, config.ipc, config.factor, self.generator, self.classes)
         self.canvases = canvases.to(device).requires_grad_(True)
@@ -214,10 +253,8 @@ class Distiller:
                 self.sampler = ScaleMixtureSampler(dim, config.frequencies, sigma_min=config.sigma_min, sigma_max=config.sigma_max)
             self.sampler.to(device)
             self.sampler_optimizer = torch.optim.Adam(self.sampler.parameters(), lr=config.sampler_lr)
-        elif config.sampler == "gaussian":
-            self.sampler, self.sampler_optimizer = GaussianSampler(dim, config.frequencies), None
         else:
-            raise UserError(f"unknown sampler {config.sampler!r}; use learned or gaussian")
+            self.sampler, self.sampler_optimizer = GaussianSampler(dim, config.frequencies), None
         self.optimizer = make_optimizer([self.canvases], config.optimizer, config.lr, config.weight_decay, config.momentum)
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", factor=0.5, patience=config.plateau_patience)
         self.iteration = 0
@@ -278,9 +315,13 @@ class Distiller:
             calibration = per_sample.view(own, per_class).mean(1).sum()
             (config.calibration_weight * calibration).backward()
         synthetic.backward(augmented.grad)
-        matching_total, calibration = self.world.all_reduce_sum(torch.stack([matching_total.detach(), calibration.detach()]))
-        loss = matching_total + config.calibration_weight * calibration
         self.optimizer.step()
+        with torch.no_grad():
+            self.canvases.clamp_(0, 1)
+        broken_pixels = (~torch.isfinite(self.canvases[self.own_rows])).sum().float()
+        matching_total, calibration, broken_pixels = self.world.all_reduce_sum(
+            torch.stack([matching_total.detach(), calibration.detach(), broken_pixels]))
+        loss = matching_total + config.calibration_weight * calibration
         if self.sampler_optimizer is not None:
             for parameter in self.sampler.parameters():
                 if parameter.grad is not None:
@@ -288,11 +329,10 @@ class Distiller:
             self.sampler.ascend()
             self.sampler_optimizer.param_groups[0]["lr"] = sampler_lr = self.sampler_lr()
             self.sampler_optimizer.step()
-        with torch.no_grad():
-            self.canvases.clamp_(0, 1)
         value = loss.item()
-        if math.isnan(value):
-            raise UserError(f"the loss became NaN at iteration {self.iteration + 1}; lower --lr or check the data")
+        if not math.isfinite(value) or broken_pixels.item():
+            raise UserError(f"the run diverged at iteration {self.iteration + 1} (the loss or the images are no longer finite); "
+                            f"lower --lr (now {config.lr:g}) and start again")
         self.plateau.step(value)
         self.iteration += 1
         return {
@@ -340,7 +380,8 @@ class Distiller:
 
 def pool_spec(config: DistillConfig, real: RealData) -> PoolSpec:
     training = dataclasses.replace(POOL_TRAINING, epochs=config.pool_epochs).to_dict()
-    return PoolSpec(real.source, real.split, real.num_classes, real.channels, real.image_size, config.net, config.net_options(), training, config.seed)
+    dataset = real.source if real.revision is None else f"{real.source}@{real.revision}"  # another revision, other data
+    return PoolSpec(dataset, real.split, real.num_classes, real.channels, real.image_size, config.net, config.net_options(), training, config.seed)
 
 
 @torch.no_grad()
@@ -349,7 +390,44 @@ def teacher_soft_labels(teacher: torch.nn.Module, images: torch.Tensor, mean, st
     teacher.eval()
     chunks = [torch.softmax(teacher(normalise(images[i : i + batch_size].to(device), mean, std)).float(), 1).cpu()
               for i in range(0, len(images), batch_size)]
-    return torch.cat(chunks)
+    probabilities = torch.cat(chunks)
+    if not torch.isfinite(probabilities).all():
+        raise UserError("the teacher's outputs are not finite (NaN or inf): its weights are broken; pass another --soft-labels file or pool")
+    return probabilities
+
+
+def check_teacher(path: str, real: RealData, device: torch.device) -> None:
+    """A --soft-labels file fits the data (classes, channels, image size) and gives finite outputs on real images."""
+    from .pool import load_member, member_spec
+
+    spec = member_spec(path)
+    theirs, ours = (spec.num_classes, spec.channels, tuple(spec.image_size)), (real.num_classes, real.channels, real.image_size)
+    if theirs != ours:
+        describe = "{} classes, {} channels, {}x{} images".format
+        raise UserError(f"--soft-labels {path}: the teacher is for {describe(*theirs[:2], *theirs[2])} ({spec.dataset}), "
+                        f"but {real.source} has {describe(*ours[:2], *ours[2])}; pass a member file of a pool trained on this data")
+    teacher_soft_labels(load_member(path, device), real.floats(torch.arange(min(len(real), 64))), real.mean, real.std, device)
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a log.jsonl; a torn last line (what a kill during a write leaves, past the checkpoint) is dropped."""
+    problem = f"{path} is damaged; delete it to resume without the earlier log lines, or start the run again"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{problem} (not UTF-8: {exc})") from exc
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise UserError(f"{problem} (line {number} is not JSON)") from None
+        if not isinstance(record, dict) or not isinstance(record.get("iteration"), int):
+            raise UserError(f"{problem} (line {number} has no iteration)")
+        records.append(record)
+    return records
 
 
 class RunLog:
@@ -357,8 +435,8 @@ class RunLog:
 
     def __init__(self, path: Path, keep_until: int):
         self.path = path
-        lines = path.read_text().splitlines() if path.exists() and keep_until > 0 else []
-        kept = [line for line in lines if json.loads(line)["iteration"] <= keep_until]
+        records = read_log(path) if path.exists() and keep_until > 0 else []
+        kept = [json.dumps(record) for record in records if record["iteration"] <= keep_until]
         path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
@@ -391,6 +469,9 @@ def run_distillation(distiller: Distiller, out: Path, progress: bool = True) -> 
     return seconds
 
 
+CHECKPOINT_KEYS = {"iteration", "canvases", "optimizer", "plateau", "generator"}
+
+
 def save_checkpoint(distiller: Distiller, path: Path) -> None:
     state = distiller.state_dict()
     if distiller.world.is_main:
@@ -399,10 +480,32 @@ def save_checkpoint(distiller: Distiller, path: Path) -> None:
         tmp.replace(path)
 
 
-def load_checkpoint(distiller: Distiller, path: Path) -> None:
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's state, read without unpickling anything but tensors and plain values."""
+    import pickle
+
     if not path.is_file():
         raise UserError(f"--resume: no checkpoint at {path}; start without --resume")
-    distiller.load_state_dict(torch.load(path, weights_only=True))
+    refusal = f"--resume: cannot resume from {path}: {{}}; delete it to start the run again without --resume"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(refusal.format("it holds something other than tensors and plain values, which is never loaded")) from exc
+    except Exception as exc:  # a truncated or damaged file: torch raises RuntimeError, EOFError and others
+        first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise UserError(refusal.format(f"it is damaged ({type(exc).__name__}: {first_line})")) from exc
+    if not (isinstance(state, dict) and CHECKPOINT_KEYS <= set(state)):
+        raise UserError(refusal.format("it is not a checkpoint of `condense distill`"))
+    return state
+
+
+def load_checkpoint(distiller: Distiller, path: Path, state: dict | None = None) -> None:
+    """Continue from the checkpoint at `path` (`state`: its content, if already read by `read_checkpoint`)."""
+    try:
+        distiller.load_state_dict(read_checkpoint(path) if state is None else state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # tensors or optimiser state of another run's shape
+        raise UserError(f"--resume: {path} does not fit this run ({type(exc).__name__}: {str(exc)[:200]}); "
+                        "delete it to start the run again without --resume") from exc
 
 
 def pool_folder_for(config: DistillConfig, spec: PoolSpec) -> Path:
@@ -415,22 +518,61 @@ def pool_folder_for(config: DistillConfig, spec: PoolSpec) -> Path:
     return Path("pools") / f"{name}-{spec.net}-{config.pool_size}x{config.pool_epochs}ep-{digest}"
 
 
+# A resume may change these: run longer, hold the data another way, fix the teacher of the soft labels.
+RESUMABLE_CHANGES = ("iterations", "memory_mapped", "soft_labels")
+RUN_LOCK = ".lock"
+
+
 def _check_run_folder(out: Path, config: DistillConfig, resume: bool) -> None:
     saved = out / "config.json"
     if resume:
         if not saved.is_file():
             raise UserError(f"--resume: {out} holds no run (no config.json); start without --resume")
-        previous = json.loads(saved.read_text())
-        changed = sorted(k for k, v in config.to_dict().items() if previous.get(k) != v and k not in ("iterations", "memory_mapped"))
+        try:
+            previous = json.loads(saved.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"--resume: {saved} is damaged ({exc}); restore it, or start the run again in another --out") from exc
+        if not isinstance(previous, dict):
+            raise UserError(f"--resume: {saved} is not the settings of a run; restore it, or start the run again in another --out")
+        now = {**config.to_dict(), "data": source_identity(config.data)}  # ../data and /abs/data are one folder
+        previous = {**previous, "data": previous.get("resolved_data", previous.get("data"))}
+        changed = sorted(k for k, v in now.items() if previous.get(k) != v and k not in RESUMABLE_CHANGES)
         if changed:
             raise UserError(f"--resume: settings differ from the run in {out} ({', '.join(changed)}); resume with the same settings")
     elif (out / "checkpoint.pt").exists() or (out / "synthetic.safetensors").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
 
-def prepare(config: DistillConfig, device: torch.device, progress: bool = True, world: World | None = None) -> tuple[RealData, RealData, Pool, Path]:
+@contextmanager
+def claim_run_folder(out: Path, world: World):
+    """Hold an exclusive lock on the run folder for the whole run (rank 0 holds it under torchrun).
+
+    A second run into the same folder is refused at once; the lock dies with its process, so a killed run can be resumed.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = None
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(out / RUN_LOCK, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            lock = None
+    if not world.gather_json(lock is not None)[0]:  # every rank learns whether rank 0 holds it
+        raise UserError(f"another run is writing into {out} (it holds {out / RUN_LOCK}); wait for it to end or choose another --out")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def prepare(config: DistillConfig, device: torch.device, progress: bool = True, world: World | None = None,
+            check_data=None) -> tuple[RealData, RealData, Pool, Path]:
     """Load the train and test splits and build (or reuse) the extractor pool.
 
+    `check_data(real)` runs between the two, so that a run that cannot start trains no pool.
     Under torchrun rank 0 loads first (it fills `datasets`' cache the others then read) and the
     ranks train the pool's missing members together.
     """
@@ -438,6 +580,8 @@ def prepare(config: DistillConfig, device: torch.device, progress: bool = True, 
 
     world = world or World()
     real, test = world.main_first(lambda: load_splits(config))
+    if check_data is not None:
+        check_data(real)
     spec = pool_spec(config, real)
     folder = pool_folder_for(config, spec)
     return real, test, build_or_load_pool(folder, spec, config.pool_size, real, test, device, progress and world.is_main, world), folder
@@ -448,7 +592,7 @@ def load_splits(config: DistillConfig) -> tuple[RealData, RealData]:
     (streamed whole when the train split is streamed)."""
     from .cli import load_data
 
-    test_options = {"data_config": config.data_config, "image_column": config.image_column, "label_column": config.label_column,
+    test_options = {"data_config": config.data_config, "revision": config.revision, "image_column": config.image_column, "label_column": config.label_column,
                     "image_size": config.image_size, "streaming": config.stream_per_class is not None}
     train_options = {**test_options, "memory_mapped": config.memory_mapped, "per_class": config.stream_per_class, "seed": config.seed}
     return load_data(config.data, config.split, train_options), load_data(config.data, config.test_split, test_options)
@@ -464,37 +608,46 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     """
     from .distributed import init_world, local_device
     from .evaluate import eval_preset, evaluate_set, evaluation_summary
-    from .pool import load_member
+    from .pool import load_member, member_spec
     from .runtime import write_json
 
     out = Path(out)
-    if config.soft_labels not in ("none", "pool") and not Path(config.soft_labels).is_file():
-        raise UserError(f"--soft-labels {config.soft_labels!r} is neither none, pool nor a network file (member-XXX-trained.safetensors)")
+    teacher_file = config.soft_labels not in ("none", "pool")
+    if teacher_file:
+        member_spec(config.soft_labels)  # readable, and a pool member: checked before anything is loaded
     eval_config = eval_preset(config.eval_preset)
     device = local_device(device)
     world = init_world(device)
-    _check_run_folder(out, config, resume)
-    world.barrier()  # every rank has seen the folder as it was before rank 0 writes into it
-    real, test, pool, pool_folder = prepare(config, device, progress, world)
-    distiller = Distiller(config, real, pool, device, world=world)
-    if world.is_main:
-        write_json(out / "config.json", {**config.to_dict(), "resolved_pool_folder": str(pool_folder)})
-    if resume:
-        load_checkpoint(distiller, out / "checkpoint.pt")
-    seconds = run_distillation(distiller, out, progress)
-    synthetic = distiller.synthetic_set()  # collective under torchrun: gathers every rank's classes
-    if config.soft_labels != "none":  # stored for users of the file; evaluation asks the teacher on each augmented batch
-        eval_config.teacher = str(pool_folder / "member-000-trained.safetensors") if config.soft_labels == "pool" else config.soft_labels
-        synthetic.soft_labels = teacher_soft_labels(load_member(eval_config.teacher, device), synthetic.images, real.mean, real.std, device)
-    evaluation = {}
-    if config.eval_runs != 0:
-        if config.eval_runs is not None:
-            eval_config.runs = config.eval_runs
-        evaluation = evaluate_set(synthetic, test, eval_config, device, progress and world.is_main, world)
-        synthetic.evaluation = evaluation_summary(evaluation)
-    if world.is_main:  # the set first: a run folder with eval.json or preview.png also has its set
-        synthetic.save(out / "synthetic.safetensors")
-        synthetic.save_preview(out / "preview.png")
-        if evaluation:
-            write_json(out / "eval.json", evaluation)
-    return {"set": synthetic, "seconds_per_iteration": seconds, "evaluation": evaluation, "out": out}
+    with claim_run_folder(out, world):
+        _check_run_folder(out, config, resume)
+        checkpoint = read_checkpoint(out / "checkpoint.pt") if resume else None
+        world.barrier()  # every rank has seen the folder as it was before rank 0 writes into it
+
+        def check_data(real: RealData) -> None:
+            check_class_sizes(config, real)
+            if teacher_file:
+                check_teacher(config.soft_labels, real, device)
+
+        real, test, pool, pool_folder = prepare(config, device, progress, world, check_data)
+        distiller = Distiller(config, real, pool, device, world=world)
+        if resume:
+            load_checkpoint(distiller, out / "checkpoint.pt", checkpoint)
+        if world.is_main:
+            write_json(out / "config.json", {**config.to_dict(), "resolved_data": real.source, "resolved_pool_folder": str(pool_folder)})
+        seconds = run_distillation(distiller, out, progress)
+        synthetic = distiller.synthetic_set()  # collective under torchrun: gathers every rank's classes
+        if config.soft_labels != "none":  # stored for users of the file; evaluation asks the teacher on each augmented batch
+            eval_config.teacher = str(pool_folder / "member-000-trained.safetensors") if config.soft_labels == "pool" else config.soft_labels
+            synthetic.soft_labels = teacher_soft_labels(load_member(eval_config.teacher, device), synthetic.images, real.mean, real.std, device)
+        evaluation = {}
+        if config.eval_runs != 0:
+            if config.eval_runs is not None:
+                eval_config.runs = config.eval_runs
+            evaluation = evaluate_set(synthetic, test, eval_config, device, progress and world.is_main, world)
+            synthetic.evaluation = evaluation_summary(evaluation)
+        if world.is_main:  # the set first: a run folder with eval.json or preview.png also has its set
+            synthetic.save(out / "synthetic.safetensors")
+            synthetic.save_preview(out / "preview.png")
+            if evaluation:
+                write_json(out / "eval.json", evaluation)
+        return {"set": synthetic, "seconds_per_iteration": seconds, "evaluation": evaluation, "out": out}

@@ -62,28 +62,44 @@ def _save_weights(net: torch.nn.Module, path: Path, spec: PoolSpec) -> None:
     tmp.replace(path)
 
 
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+def _load_weights(path: Path, net: torch.nn.Module, what_to_do: str) -> dict[str, torch.Tensor]:
+    """The weights in `path`, checked to be `net`'s (same names and shapes); `what_to_do` ends every error."""
     from safetensors.torch import load_file
 
     if not path.is_file():
-        raise UserError(f"pool member file {path} is missing; delete the pool folder to rebuild it")
-    return load_file(str(path))
+        raise UserError(f"pool member file {path} is missing; {what_to_do}")
+    try:
+        weights = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types (and OSError) for a damaged file
+        raise UserError(f"pool member file {path} is damaged ({type(exc).__name__}: {str(exc)[:200]}); {what_to_do}") from exc
+    expected = {name: value.shape for name, value in net.state_dict().items()}
+    if {name: value.shape for name, value in weights.items()} != expected:
+        raise UserError(f"{path} does not hold the weights of its pool's network ({len(weights)} tensors, "
+                        f"{len(expected)} expected, or other shapes); {what_to_do}")
+    return weights
 
 
-def load_member(path: str | Path, device: torch.device) -> Classifier:
-    """A frozen network from one pool member file (its pool spec is in the file's metadata)."""
+def member_spec(path: str | Path) -> PoolSpec:
+    """The pool spec recorded in a pool member file (what data and network it was trained for)."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such network file: {path}; pass a member-XXX-trained.safetensors file of a pool")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if "pool_spec" not in metadata:
-        raise UserError(f"{path} is not a pool member file (no pool_spec metadata); pass one written by `condense pretrain`")
-    spec = json.loads(metadata["pool_spec"])
-    net = PoolSpec(**{**spec, "image_size": tuple(spec["image_size"])}).build()
-    net.load_state_dict(_load_weights(path))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        spec = json.loads(metadata["pool_spec"])
+        return PoolSpec(**{**spec, "image_size": tuple(spec["image_size"])})
+    except Exception as exc:  # not safetensors, no or malformed pool_spec metadata
+        raise UserError(f"{path} is not a pool member file ({type(exc).__name__}: {str(exc)[:200]}); "
+                        "pass a member-XXX-trained.safetensors file written by `condense pretrain`") from exc
+
+
+def load_member(path: str | Path, device: torch.device) -> Classifier:
+    """A frozen network from one pool member file (its pool spec is in the file's metadata)."""
+    net = member_spec(path).build()
+    net.load_state_dict(_load_weights(Path(path), net, "pass another member-XXX-trained.safetensors file of a pool"))
     return net.to(device).eval().requires_grad_(False)
 
 
@@ -123,9 +139,12 @@ def _read_manifest(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); delete the pool folder to rebuild it") from exc
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not valid UTF-8 JSON ({exc}); delete the pool folder to rebuild it") from exc
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("spec"), dict) and isinstance(manifest.get("members"), list)):
+        raise UserError(f"{path} is not a pool manifest (no spec and members); delete the pool folder to rebuild it")
+    return manifest
 
 
 def _pretrain_member(spec: PoolSpec, index: int, real: RealData, device: torch.device, progress: bool) -> tuple[Classifier, Classifier, dict]:
@@ -189,5 +208,6 @@ def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: Real
 
     world.map_in_rounds(list(range(len(manifest["members"]), size)), train_member, record,
                         desc="pretraining pool", unit="net", progress=progress)
-    members = [(_load_weights(folder / m["init"]), _load_weights(folder / m["trained"])) for m in manifest["members"][:size]]
+    net, rebuild = spec.build(), "delete the pool folder to rebuild it"
+    members = [(_load_weights(folder / m["init"], net, rebuild), _load_weights(folder / m["trained"], net, rebuild)) for m in manifest["members"][:size]]
     return Pool(spec, members, device)

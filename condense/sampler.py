@@ -17,6 +17,15 @@ from torch import nn
 from .errors import UserError
 
 
+def mixture_components(num_frequencies: int, components: int | None = None) -> int:
+    """ψ's mixture components (K/16 unless given), which must split the K frequencies equally."""
+    components = components or max(1, num_frequencies // 16)
+    if num_frequencies % components:
+        raise UserError(f"--frequencies {num_frequencies} does not split into psi's {components} mixture components "
+                        "(one per 16 frequencies); use a multiple of 16, or --sampler gaussian")
+    return components
+
+
 class GaussianSampler(nn.Module):
     """t ~ N(0, I_D), redrawn every call."""
 
@@ -38,10 +47,7 @@ class ScaleMixtureSampler(nn.Module):
                  hidden: int = 256, sigma_min: float = 0.1, sigma_max: float = 10.0):
         super().__init__()
         self.dim, self.num_frequencies = dim, num_frequencies
-        self.components = components or max(1, num_frequencies // 16)
-        if num_frequencies % self.components:
-            raise UserError(f"--frequencies {num_frequencies} does not split into psi's {self.components} mixture components "
-                            "(one per 16 frequencies); use a multiple of 16, or --sampler gaussian")
+        self.components = mixture_components(num_frequencies, components)
         self.noise_dim = noise_dim
         self.log_min, self.log_max = math.log(sigma_min), math.log(sigma_max)
         self.net = nn.Sequential(nn.Linear(noise_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))

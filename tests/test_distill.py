@@ -4,12 +4,20 @@ import math
 
 import pytest
 import torch
+from conftest import make_real, write_image_folder
 
 from condense.cli import main
-from condense.distill import PRESETS, DistillConfig, Distiller, distill, load_checkpoint, preset, run_distillation
+from condense.distill import (
+    PRESETS,
+    DistillConfig,
+    Distiller,
+    distill,
+    load_checkpoint,
+    preset,
+    run_distillation,
+)
 from condense.errors import UserError
 from condense.synthetic import SyntheticSet
-from conftest import make_real, write_image_folder
 
 CPU = torch.device("cpu")
 
@@ -166,12 +174,12 @@ def test_distill_job_writes_a_complete_run_folder(image_folder, tmp_path, monkey
     config = _config(data=str(image_folder), width=4, real_batch=4, iterations=3, soft_labels="pool", eval_runs=1, eval_preset="cpu")
     result = distill(config, tmp_path / "run", CPU, progress=False)
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "eval.json", "log.jsonl", "preview.png", "synthetic.safetensors"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint.pt", "config.json", "eval.json", "log.jsonl", "preview.png", "synthetic.safetensors"]
     synthetic = SyntheticSet.load(run / "synthetic.safetensors")
     assert synthetic.images.shape == (12, 3, 8, 8) and synthetic.canvases.shape == (3, 3, 8, 8)
     assert synthetic.method == "ncfm" and synthetic.factor == 2 and synthetic.config["iterations_done"] == 3
     assert torch.allclose(synthetic.soft_labels.sum(1), torch.ones(12))
-    assert synthetic.evaluation["labels"] == "teacher on the augmented batch" and "accuracy_mean" in synthetic.evaluation
+    assert "teacher" in synthetic.evaluation["labels"] and "accuracy_mean" in synthetic.evaluation
     assert json.loads((run / "config.json").read_text())["soft_labels"] == "pool"
     assert result["seconds_per_iteration"] and len(result["seconds_per_iteration"]) == 3
     with pytest.raises(UserError, match="already holds a run; pass --resume"):
