@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .runtime import write_json
 from .synthetic import SyntheticSet
 
 CARD = "README.md"
@@ -31,6 +33,10 @@ CONFIG_FILES = (ROWS, SET_FILE, PREVIEW)
 ROWS_METADATA_KEY = b"condensed_set"  # the set's string metadata, kept in the parquet schema for the fallback path
 CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 CARD_TEMPLATE = "dataset_card.md"
+STAGING_PREFIX = ".export-"  # an export's staging folder inside the Hub folder: .export-<pid>-<random>
+STAGING_NAME = re.compile(re.escape(STAGING_PREFIX) + r"(\d+)-\w+")
+PLAN = "plan.json"  # in a staging folder: which config it replaces (written before anything moves)
+PREVIOUS = "previous"  # in a staging folder: the config folder it moved out of the way
 TAGS = ["dataset-condensation", "dataset-distillation", "synthetic", "image-classification"]
 CITATIONS = {
     "ncfm": (
@@ -78,10 +84,9 @@ def write_rows(synthetic: SyntheticSet, path: Path) -> None:
 def read_rows(paths: list[Path], origin: str) -> SyntheticSet:
     """A set rebuilt from parquet rows written by `write_rows` (exact pixels; no canvases)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
     from datasets import Dataset
 
-    tables = [pq.read_table(path) for path in sorted(paths)]
+    tables = [read_parquet(path) for path in sorted(paths)]
     raw = (tables[0].schema.metadata or {}).get(ROWS_METADATA_KEY)
     if raw is None:
         raise UserError(f"{origin}: the parquet rows carry no condensed-set metadata; they were not written by `condense export`")
@@ -95,6 +100,17 @@ def read_rows(paths: list[Path], origin: str) -> SyntheticSet:
     if rows.features["label"].names != json.loads(metadata["class_names"]):
         raise UserError(f"{origin}: the label column's class names differ from the set's metadata")
     return SyntheticSet.from_parts(tensors, metadata, origin=origin)
+
+
+def read_parquet(path: Path):
+    """A parquet file as an Arrow table; an unreadable one is a UserError that names it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"{path} is not a readable parquet file ({exc}); export that config again") from exc
 
 
 def check_agreement(exact: SyntheticSet, rows: SyntheticSet, origin: str) -> None:
@@ -125,11 +141,18 @@ def load_set_source(path: str | Path) -> SyntheticSet:
 
 
 def read_card(folder: Path):
-    """The folder's `DatasetCard`, or None when it has none."""
+    """The folder's `DatasetCard`, or None when it has none; YAML is read safely (no tags that build objects)."""
+    import yaml
     from huggingface_hub import DatasetCard
 
     path = folder / CARD
-    return DatasetCard.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return DatasetCard.load(path)
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: the card's YAML does not parse ({str(exc).splitlines()[0]}); "
+                        "restore the card written by `condense export`, or export into a new folder") from exc
 
 
 def card_configs(card) -> list[str]:
@@ -139,37 +162,27 @@ def card_configs(card) -> list[str]:
 
 def export(source: str | Path, out: str | Path, config: str | None = None, *, repo_id: str | None = None,
            source_id: str | None = None, license: str | None = None, pretty_name: str | None = None) -> Path:
-    """Write (or add) one config of `source` into the Hub folder `out`, then re-render its card.
+    """Write (or add) one config of `source` into the Hub folder `out`, with a card that describes it.
 
-    The config is staged in a hidden folder and renamed into place, so a failure leaves the folder
-    as it was; other configs are kept untouched.
+    The config and the card are staged together in a hidden folder, then swapped in; the card's
+    rename is the commit point. A failure before it undoes the swap, and a kill before it is undone
+    by the next export, load or push (`settle_exports`), so the folder holds the old config and card
+    or the new ones, never one of each. Other configs are kept untouched.
     """
     synthetic = load_set_source(source)
+    if not len(synthetic):
+        raise UserError(f"{source} holds no images; export a set with at least one image per class")
     config = config or f"ipc{synthetic.ipc}"
     if not CONFIG_NAME.fullmatch(config) or config == "data":
         raise UserError(f"invalid config name {config!r}: use letters, digits, '-', '_' or '.' (e.g. ipc10)")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a folder; export into a new folder or one written by `condense export`")
+    if out.is_dir():
+        settle_exports(out)
     card = read_card(out) if out.is_dir() else None
     if out.is_dir() and card is None and any(not p.name.startswith(".") for p in out.iterdir()):
         raise UserError(f"{out} is not empty and has no {CARD}; export into a new folder or one written by `condense export`")
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{config}.staging-", dir=out))
-    staging.chmod(0o755)  # mkdtemp makes it private; the config folder is meant to be published
-    try:
-        write_rows(synthetic, staging / ROWS)
-        synthetic.save(staging / SET_FILE)
-        synthetic.save_preview(staging / PREVIEW)
-        target = out / config
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{config}.old-", dir=out))
-            target.rename(retired / config)
-            staging.rename(target)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    configs = sorted(set(card_configs(card) if card else []) | {config})
     previous = card.data.to_dict() if card else {}
     options = {
         "repo_id": repo_id or previous.get("condense_repo_id") or f"OWNER/{out.resolve().name}",
@@ -177,8 +190,68 @@ def export(source: str | Path, out: str | Path, config: str | None = None, *, re
         "license": license or previous.get("license") or "other",
         "pretty_name": pretty_name or previous.get("pretty_name") or f"{Path(synthetic.source_dataset.rstrip('/')).name} condensed with {synthetic.method.upper()}",
     }
-    write_card(out, configs, **options)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+    try:
+        write_json(staging / PLAN, {"config": config})
+        staged = staging / config
+        staged.mkdir(mode=0o755)  # the config folder is meant to be published
+        write_rows(synthetic, staged / ROWS)
+        synthetic.save(staged / SET_FILE)
+        synthetic.save_preview(staged / PREVIEW)
+        folders = {name: out / name for name in card_configs(card)} if card else {}
+        folders[config] = staged
+        staged_card = render_card(dict(sorted(folders.items())), **options)
+        staged_card.save(staging / CARD)  # last: a staged card means a complete staging folder
+        target = out / config
+        if target.exists():
+            target.rename(staging / PREVIOUS)
+        staged.rename(target)
+        os.replace(staging / CARD, out / CARD)  # the commit point
+    finally:
+        _settle(staging)
     return out / config
+
+
+def _settle(staging: Path) -> None:
+    """Finish with an export's staging folder: while its card is still staged (the swap did not commit), move
+    the new config out and the previous one back; then remove the staging folder."""
+    plan = staging / PLAN
+    if (staging / CARD).is_file() and plan.is_file():
+        config = json.loads(plan.read_text())["config"]
+        target, staged, previous = staging.parent / config, staging / config, staging / PREVIOUS
+        if not staged.exists() and target.exists():
+            target.rename(staged)
+        if previous.exists():
+            previous.rename(target)
+    plan.unlink(missing_ok=True)  # first: a staging folder half removed must never be undone again
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def settle_exports(folder: Path) -> None:
+    """Undo what killed exports left in `folder` (see `export`); refuse while another export into it runs."""
+    for staging in sorted(folder.glob(f"{STAGING_PREFIX}*")):
+        named = STAGING_NAME.fullmatch(staging.name)
+        if not named or not staging.is_dir():
+            continue
+        pid = int(named.group(1))
+        if _running(pid):
+            raise UserError(f"an export into {folder} is running (process {pid}); try again when it has finished")
+        try:
+            _settle(staging)
+        except OSError as exc:
+            raise UserError(f"could not undo the interrupted export in {folder} ({exc}); make the folder writable and retry") from exc
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` (this one included) is alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _hub_id(source: str) -> str | None:
@@ -186,13 +259,12 @@ def _hub_id(source: str) -> str | None:
     return None if Path(source).exists() or source.count("/") != 1 else source
 
 
-def config_info(folder: Path, config: str):
+def config_info(config_folder: Path, config: str):
     """`datasets.DatasetInfo` of one exported config, computed from its files."""
-    import pyarrow.parquet as pq
     from datasets import DatasetInfo, Features, SplitDict, SplitInfo
 
-    rows = folder / config / ROWS
-    table = pq.read_table(rows)
+    rows = config_folder / ROWS
+    table = read_parquet(rows)
     splits = SplitDict()
     splits.add(SplitInfo(name="train", num_bytes=table.nbytes, num_examples=table.num_rows))
     size = rows.stat().st_size
@@ -200,13 +272,14 @@ def config_info(folder: Path, config: str):
                        download_size=size, dataset_size=table.nbytes)
 
 
-def write_card(folder: Path, configs: list[str], *, repo_id: str, source_id: str | None, license: str, pretty_name: str) -> None:
-    """Render README.md: YAML from `datasets`' own card writers, body from cards/dataset_card.md."""
+def render_card(config_folders: dict[str, Path], *, repo_id: str, source_id: str | None, license: str, pretty_name: str):
+    """The card of configs read from `config_folders` (name -> folder, staged or in place): YAML from `datasets`'
+    own card writers, body from cards/dataset_card.md; the YAML's data paths are `<name>/train-*`."""
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    sets = {name: SyntheticSet.load(folder / name / SET_FILE) for name in configs}
+    sets = {name: SyntheticSet.load(folder / SET_FILE) for name, folder in config_folders.items()}
     count = max(len(s) for s in sets.values())
     data = DatasetCardData(
         license=license,
@@ -218,9 +291,9 @@ def write_card(folder: Path, configs: list[str], *, repo_id: str, source_id: str
     )
     if source_id:
         data.source_datasets = [source_id]
-    DatasetInfosDict({name: config_info(folder, name) for name in configs}).to_dataset_card_data(data)
-    MetadataConfigs({name: {"data_files": [{"split": "train", "path": f"{name}/train-*"}]} for name in configs}).to_dataset_card_data(data)
-    card = DatasetCard.from_template(
+    DatasetInfosDict({name: config_info(folder, name) for name, folder in config_folders.items()}).to_dataset_card_data(data)
+    MetadataConfigs({name: {"data_files": [{"split": "train", "path": f"{name}/train-*"}]} for name in config_folders}).to_dataset_card_data(data)
+    return DatasetCard.from_template(
         data,
         template_path=str(template_path()),
         pretty_name=pretty_name,
@@ -229,9 +302,6 @@ def write_card(folder: Path, configs: list[str], *, repo_id: str, source_id: str
         configs=[_card_context(name, s) for name, s in sets.items()],
         citations=[CITATIONS[m] for m in sorted({s.method for s in sets.values()}) if m in CITATIONS],
     )
-    tmp = folder / f".{CARD}.tmp"
-    card.save(tmp)
-    tmp.replace(folder / CARD)
 
 
 def _card_context(name: str, synthetic: SyntheticSet) -> dict:
@@ -267,12 +337,10 @@ def folder_problems(folder: Path) -> list[str]:
     """Everything that keeps `folder` from being a complete Hub folder of condensed sets (empty when valid)."""
     if not folder.is_dir():
         return [f"{folder} is not a folder"]
-    import yaml
-
     try:
         card = read_card(folder)
-    except (ValueError, yaml.YAMLError) as exc:
-        return [f"{CARD} does not parse ({exc})"]
+    except UserError as exc:
+        return [str(exc)]
     if card is None:
         return [f"no {CARD} (dataset card); run `condense export` into this folder"]
     yaml = card.data.to_dict()
@@ -295,10 +363,12 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
     The token comes from the usual places (HF_TOKEN, `hf auth login`) and is never printed.
     One commit means a failed upload leaves the repo as it was, never half a set.
     """
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
     folder = Path(folder)
+    if folder.is_dir():
+        settle_exports(folder)
     problems = folder_problems(folder)
     if problems:
         raise UserError(f"{folder} is not a valid condensed-set folder:\n  - " + "\n  - ".join(problems))
@@ -320,4 +390,15 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
         )
     except HfHubHTTPError as exc:
         raise UserError(f"the Hub refused the upload to {repo_id}: {exc}") from exc
+    except connection_errors() as exc:
+        raise UserError(f"could not reach the Hub at {constants.ENDPOINT} to upload to {repo_id} ({exc}); "
+                        "check the connection (and HF_ENDPOINT), then push again") from exc
     return commit.commit_url
+
+
+def connection_errors() -> tuple[type[Exception], ...]:
+    """What a failed connection to the Hub raises: the HTTP library's base error (the class `HfHubHTTPError`
+    derives from: httpx in recent huggingface_hub, requests before) and OSError (requests' connection errors)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return (*HfHubHTTPError.__bases__, OSError)

@@ -12,8 +12,10 @@ from condense.hub import (
     SET_FILE,
     card_configs,
     check_agreement,
+    connection_errors,
     read_card,
     read_rows,
+    settle_exports,
 )
 from condense.synthetic import SyntheticSet
 
@@ -40,7 +42,7 @@ def load_condensed(source: str | Path, config: str | None = None, revision: str 
 
 def _download(repo_id: str, config: str | None, revision: str | None) -> Path:
     """A local snapshot of the card and the config's files of a Hub dataset repo."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
         RepositoryNotFoundError,
@@ -54,9 +56,13 @@ def _download(repo_id: str, config: str | None, revision: str | None) -> Path:
         raise UserError(f"no dataset repo {repo_id!r}{f' at revision {revision!r}' if revision else ''} on the Hub (or no access: log in with `hf auth login`)") from exc
     except HfHubHTTPError as exc:
         raise UserError(f"could not download {repo_id!r} from the Hub: {exc}") from exc
+    except connection_errors() as exc:  # offline and not in the local cache
+        raise UserError(f"could not reach the Hub at {constants.ENDPOINT} to download {repo_id!r}, and it is not in the local cache "
+                        f"({str(exc).splitlines()[0]}); check the connection (and HF_ENDPOINT), then try again") from exc
 
 
 def _from_folder(folder: Path, config: str | None) -> SyntheticSet:
+    settle_exports(folder)  # a killed export's half swap is undone before anything is read
     card = read_card(folder)
     if card is None:
         raise UserError(f"{folder} has neither {CARD} nor {SET_FILE}; pass a folder written by `condense export` or `condense distill`")

@@ -25,6 +25,7 @@ from condense.synthetic import SyntheticSet
 from downstream import load_condensed
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import assert_one_error
 from hub_standin import HubStandIn
 
 
@@ -111,6 +112,163 @@ def test_export_failure_leaves_the_folder_as_it_was(hub_folder, tmp_path, tiny_s
         export(saved(tmp_path, tiny_set, "again"), hub_folder)
     assert sorted(str(p.relative_to(hub_folder)) for p in hub_folder.rglob("*")) == before
     assert (hub_folder / "README.md").read_text() == card
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under `folder` (hidden ones too) with its bytes (None for a folder)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def exported_copy(folder: Path, source: Path, name: str) -> dict[str, bytes | None]:
+    """The snapshot `folder` would have after a successful export of `source` (done on a copy)."""
+    import shutil
+
+    copy = folder.parent / name
+    shutil.copytree(folder, copy)
+    export(source, copy)
+    return snapshot(copy)
+
+
+def test_export_failing_on_another_config_leaves_the_folder_as_it_was(hub_folder, tmp_path, tiny_set):
+    export(saved(tmp_path, dataclasses.replace(tiny_set, ipc=3, evaluation={}), "three"), hub_folder)
+    (hub_folder / "ipc3" / SET_FILE).write_bytes((hub_folder / "ipc3" / SET_FILE).read_bytes()[:-64])  # unreadable
+    before = snapshot(hub_folder)
+    new = saved(tmp_path, dataclasses.replace(tiny_set, images=tiny_set.images.flip(0)), "new")
+    with pytest.raises(UserError, match="ipc3/synthetic.safetensors is not a readable safetensors file"):
+        export(new, hub_folder)
+    assert snapshot(hub_folder) == before  # ipc6 was not replaced under the old card
+
+
+def fail_the_nth_move(monkeypatch, n: int) -> None:
+    """Make the n-th os.replace or os.rename from now on raise OSError; the others run."""
+    calls = []
+
+    def failing(real):
+        def move(src, dst, *args, **kwargs):
+            calls.append(dst)
+            if len(calls) == n:
+                raise OSError(f"injected fault at move {n}")
+            return real(src, dst, *args, **kwargs)
+        return move
+
+    monkeypatch.setattr(os, "replace", failing(os.replace))
+    monkeypatch.setattr(os, "rename", failing(os.rename))
+
+
+def test_export_interrupted_at_any_step_of_its_swap_leaves_the_old_folder_or_the_new_one(hub_folder, tmp_path, tiny_set, monkeypatch):
+    """A fault at each rename of an export (the staged files, then the swap of config and card) leaves the folder
+    byte for byte as it was; once no step fails, it is byte for byte the new one. Never the new config under the old card."""
+    new = saved(tmp_path, dataclasses.replace(tiny_set, images=tiny_set.images.flip(0), evaluation={}), "new")
+    before, after = snapshot(hub_folder), exported_copy(hub_folder, new, "reference")
+    assert after != before
+    for fail_at in range(1, 20):
+        fail_the_nth_move(monkeypatch, fail_at)
+        try:
+            export(new, hub_folder)
+        except OSError as exc:
+            assert f"at move {fail_at}" in str(exc)
+            monkeypatch.undo()
+            assert snapshot(hub_folder) == before, f"fault at move {fail_at} left a mixed folder"
+        else:
+            monkeypatch.undo()
+            break
+    moves_in_an_export = fail_at - 1
+    assert moves_in_an_export >= 6  # 3 staged files, then the old config out, the new one in, the card
+    assert snapshot(hub_folder) == after
+
+
+def test_export_killed_in_its_swap_is_undone_by_the_next_use(hub_folder, tmp_path, tiny_set):
+    """A kill between moving the new config in and replacing the card (the worst point) leaves a staging folder
+    that the next export, load or push undoes: the folder is the old one again, byte for byte."""
+    new = saved(tmp_path, dataclasses.replace(tiny_set, images=tiny_set.images.flip(0), evaluation={}), "new")
+    before = snapshot(hub_folder)
+    code = f"""
+        import os, signal
+        from condense.hub import export
+        replace = os.replace
+        def kill_before_the_card(src, dst, *args, **kwargs):
+            if str(dst) == {str(hub_folder / "README.md")!r}:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return replace(src, dst, *args, **kwargs)
+        os.replace = kill_before_the_card
+        export({str(new)!r}, {str(hub_folder)!r})
+    """
+    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=False, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert snapshot(hub_folder) != before  # the new ipc6 is in place under the old card
+    assert torch.equal(load_condensed(hub_folder).images, tiny_set.images)  # the next use undoes the swap
+    assert snapshot(hub_folder) == before
+
+
+def _closed_port_endpoint() -> str:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"  # nothing listens once it is closed
+
+
+def _set_with_metadata(tmp_path: Path, tiny_set, name: str, **changes) -> Path:
+    """The tiny set's file with some metadata or tensors replaced, written around `SyntheticSet.save`'s checks."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / f"{name}.safetensors"
+    tensors = {**{k: v.contiguous() for k, v in tiny_set.tensors().items()}, **changes.pop("tensors", {})}
+    save_file(tensors, str(path), metadata={**tiny_set.metadata(), **changes})
+    return path
+
+
+def _bad_input(case: str, hub_folder: Path, tmp_path: Path, tiny_set, monkeypatch) -> tuple[str, list, str]:
+    """(command line, argv, what the error line says) for one bad input of the Hub folder, the Hub or a set file."""
+    good = saved(tmp_path, tiny_set, "good")
+    rows, card = hub_folder / "ipc6" / ROWS, hub_folder / "README.md"
+    if case in ("unreachable push", "unreachable repo"):
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", _closed_port_endpoint())
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+        monkeypatch.setattr("huggingface_hub.get_token", lambda: "hf_unused_token")
+    if case.startswith("unreadable parquet"):
+        rows.write_bytes(b"not parquet")
+        if case.endswith("rows only"):
+            (hub_folder / "ipc6" / SET_FILE).unlink()
+    if case.startswith("unsafe yaml"):
+        card.write_text(card.read_text().replace("license: other", "license: !!python/object/apply:os.system ['echo owned']"))
+    cases = {
+        "unreadable parquet info": ("downstream", ["info", hub_folder], "is not a readable parquet file"),
+        "unreadable parquet info rows only": ("downstream", ["info", hub_folder], "is not a readable parquet file"),
+        "unreadable parquet export": ("condense", ["export", good, "--out", hub_folder, "--config", "other"], "is not a readable parquet file"),
+        "unsafe yaml info": ("downstream", ["info", hub_folder], "README.md: the card's YAML does not parse"),
+        "unsafe yaml export": ("condense", ["export", good, "--out", hub_folder], "README.md: the card's YAML does not parse"),
+        "unreachable push": ("condense", ["push", hub_folder, "--repo", "tester/tiny"], "could not reach the Hub"),
+        "unreachable repo": ("downstream", ["info", "tester/tiny"], "could not reach the Hub"),
+        "out is a file": ("condense", ["export", good, "--out", good], "is a file, not a folder"),
+        "class_names a number": ("downstream", ["info", _set_with_metadata(tmp_path, tiny_set, "class_names", class_names="3")], "'class_names' must be a JSON list"),
+        "mean a scalar": ("downstream", ["info", _set_with_metadata(tmp_path, tiny_set, "mean", mean="0.5")], "'mean' must be a JSON list"),
+        "config a list": ("condense", ["export", _set_with_metadata(tmp_path, tiny_set, "config", config="[1]"), "--out", tmp_path / "o"], "'config' must be a JSON object"),
+        "evaluation a string": ("condense", ["export", _set_with_metadata(tmp_path, tiny_set, "evaluation", evaluation='"x"'), "--out", tmp_path / "o"], "'evaluation' must be a JSON object"),
+        "soft labels -5": ("downstream", ["info", _set_with_metadata(tmp_path, tiny_set, "soft", tensors={"soft_labels": torch.full((12, 2), -5.0)})], "has a negative value"),
+        "no images": ("condense", ["export", _set_with_metadata(tmp_path, tiny_set, "empty", tensors={"images": torch.zeros(0, 3, 8, 8), "labels": torch.zeros(0, dtype=torch.int64), "soft_labels": torch.zeros(0, 2)}),
+                                   "--out", tmp_path / "o"], "holds no images"),
+    }
+    return cases[case]
+
+
+BAD_INPUTS = ["unreadable parquet info", "unreadable parquet info rows only", "unreadable parquet export", "unsafe yaml info",
+              "unsafe yaml export", "unreachable push", "unreachable repo", "out is a file", "class_names a number", "mean a scalar",
+              "config a list", "evaluation a string", "soft labels -5", "no images"]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_each_bad_input_is_one_error_line(case, hub_folder, tmp_path, tiny_set, monkeypatch, capsys):
+    from condense.cli import main as condense_main
+    from downstream.cli import main as downstream_main
+
+    program, argv, contains = _bad_input(case, hub_folder, tmp_path, tiny_set, monkeypatch)
+    before = snapshot(hub_folder)
+    assert_one_error({"condense": condense_main, "downstream": downstream_main}[program], argv, capsys, contains=contains)
+    assert snapshot(hub_folder) == before
+    assert not (tmp_path / "o").exists()  # a refused export creates nothing
 
 
 def test_bad_inputs_get_clear_errors(hub_folder, tmp_path, tiny_set):
