@@ -30,7 +30,7 @@ class EvalConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     runs: int = 2
     seed: int = 0
-    labels: str = "auto"  # auto (soft when the set has them) | hard | soft
+    labels: str = "hard"  # hard | stored (the set's soft labels, as stored); a teacher replaces either
     teacher: str | None = None  # a pool member file: KD targets from it on each augmented batch
 
     def to_dict(self) -> dict:
@@ -53,15 +53,26 @@ def eval_preset(name: str) -> EvalConfig:
     return preset_copy(EVAL_PRESETS, name, "evaluation")
 
 
+# What each label protocol is, for the printed result and the JSON ("labels" is the short name).
+LABEL_PROTOCOLS = {
+    "hard": "the class labels",
+    "stored soft": "the soft labels stored in the set, fixed per image: not recomputed for the augmented views the student sees",
+    "teacher soft": "the teacher's temperature-scaled probabilities of every augmented batch the student sees",
+}
+
+
 def training_targets(train_set: SyntheticSet | RealData, labels: str) -> tuple[torch.Tensor, str]:
-    """What to train on: the soft labels when asked ("soft") or present ("auto"), else the class labels."""
-    if labels not in ("auto", "hard", "soft"):
-        raise UserError(f"labels must be auto, hard or soft, got {labels!r}")
+    """What to train on, and its name in LABEL_PROTOCOLS: the class labels ("hard") or the set's soft labels ("stored").
+
+    "auto" (stored when the set has soft labels, else hard) is what NAS proxies train on.
+    """
+    if labels not in ("hard", "stored", "auto"):
+        raise UserError(f"labels must be hard (the class labels) or stored (the set's soft labels), got {labels!r}")
     soft = getattr(train_set, "soft_labels", None)  # real data has none
-    if labels == "soft" and soft is None:
-        raise UserError("--labels soft asked for, but this training set has no soft labels; use --labels hard")
+    if labels == "stored" and soft is None:
+        raise UserError("--labels stored asked for, but this training set has no soft labels; use --labels hard")
     if labels != "hard" and soft is not None:
-        return soft, "soft"
+        return soft, "stored soft"
     return train_set.labels, "hard"
 
 
@@ -80,18 +91,23 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
                  world: World | None = None) -> dict:
     """Train a fresh network per run on `synthetic`, report final-epoch accuracy on `test`.
 
+    The targets are the class labels unless `config.teacher` is given (KD on every augmented batch)
+    or `config.labels` is "stored" (the set's soft labels, which do not follow the augmentation);
+    the result names the protocol ("labels", "label_protocol").
     Under torchrun (`world`) the runs are shared across ranks; each run is seeded by its index, so
     the figures are those of one process, and every rank gets all of them.
     """
     check_compatible(synthetic, test)
     if config.runs < 1:
         raise UserError(f"runs must be at least 1, got {config.runs}")
+    if config.teacher and config.labels != "hard":
+        raise UserError(f"--teacher and --labels {config.labels} are two sources of soft labels; drop one")
     targets, kind = training_targets(synthetic, config.labels)
     teacher = None
     if config.teacher:
         from .pool import load_member
 
-        teacher, kind = load_member(config.teacher, device), "teacher on the augmented batch"
+        teacher, kind = load_member(config.teacher, device), "teacher soft"
     world = world or World()
 
     def one_run(run: int) -> dict:
@@ -114,6 +130,7 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
         "accuracy_std": statistics.pstdev(accuracies),
         "runs": runs,
         "labels": kind,
+        "label_protocol": LABEL_PROTOCOLS[kind],
         "set": synthetic.summary(),
         "test": f"{test.source} [{test.split}], {len(test)} images",
         "device": str(device),
@@ -129,6 +146,7 @@ def evaluation_summary(result: dict) -> dict:
         "accuracy_std": result["accuracy_std"],
         "run_accuracies": [run["accuracy"] for run in result["runs"]],
         "labels": result["labels"],
+        "label_protocol": result["label_protocol"],
         "test": result["test"],
         "protocol": result["protocol"],
     }
@@ -146,4 +164,5 @@ def format_result(result: dict) -> str:
         f"({protocol['net']}({options}), {protocol['train']['epochs']} epochs, {result['labels']} labels, "
         f"{len(result['runs'])} runs; {result['test']})"
     )
+    lines.append(f"trained on {result['labels']} labels: {result['label_protocol']}")
     return "\n".join(lines)

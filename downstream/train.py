@@ -16,6 +16,7 @@ import torch
 from condense.data import RealData
 from condense.errors import UserError
 from condense.evaluate import (
+    LABEL_PROTOCOLS,
     EvalConfig,
     check_compatible,
     eval_preset,
@@ -75,7 +76,7 @@ def train_model(
     `train_set`: real data (`condense.data.load_real`, `real_subset`), a `SyntheticSet`, or a path or
     Hub id of a condensed set (`downstream.load.load_condensed`). `test`: default, the test split of
     the set's source dataset. `config`: network, training protocol, runs, seed, labels (hard or
-    soft; default `default_config()`). `objective`: `DLB(...)` or None for plain cross-entropy.
+    stored soft; default `default_config()`). `objective`: `DLB(...)` or None for plain cross-entropy.
     `label_noise`: rate of symmetric noise on the hard training labels, drawn per run from its seed.
     Returns the result (and writes it atomically as JSON to `out` when given).
     """
@@ -88,8 +89,7 @@ def train_model(
     config = config or default_config()
     if config.teacher:
         raise UserError("a teacher is not supported here; use `condense eval --teacher` for knowledge distillation")
-    labels = "hard" if config.labels == "auto" else config.labels
-    images, (targets, kind) = train_set.images, training_targets(train_set, labels)
+    images, (targets, kind) = train_set.images, training_targets(train_set, config.labels)
     if label_noise and kind != "hard":
         raise UserError("label noise applies to hard labels; drop it or use hard labels")
     if test is None:
@@ -122,6 +122,7 @@ def train_model(
         "objective": objective.to_dict() if objective is not None else {"objective": "ce"},
         "label_noise": label_noise,
         "labels": kind,
+        "label_protocol": LABEL_PROTOCOLS[kind],
         "train_set": describe(train_set),
         "test": f"{test.source} [{test.split}], {len(test)} images",
         "device": str(device),

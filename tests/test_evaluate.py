@@ -2,12 +2,20 @@ import json
 
 import pytest
 import torch
+from conftest import assert_one_error, write_image_folder
 
 from condense.baseline import random_subset
 from condense.cli import main
 from condense.errors import UserError
-from condense.evaluate import EvalConfig, evaluate_set, format_result
+from condense.evaluate import (
+    LABEL_PROTOCOLS,
+    EvalConfig,
+    eval_preset,
+    evaluate_set,
+    format_result,
+)
 from condense.nets import build_net
+from condense.synthetic import SyntheticSet
 from condense.train import TrainConfig, accuracy, soft_targets, train
 
 CPU = torch.device("cpu")
@@ -33,19 +41,36 @@ def test_reported_accuracy_is_the_final_epoch_network(tiny_set, tiny_test_data):
     result = evaluate_set(tiny_set, tiny_test_data, config, CPU, progress=False)
     torch.manual_seed(3)
     net = build_net("convnet", 3, 2, (8, 8), depth=1, width=8)
-    train(net, tiny_set.images, tiny_set.soft_labels, config.train, mean=tiny_set.mean, std=tiny_set.std,
+    train(net, tiny_set.images, tiny_set.labels, config.train, mean=tiny_set.mean, std=tiny_set.std,
           generator=torch.Generator().manual_seed(3), device=CPU, progress=False)
     assert result["runs"][0]["accuracy"] == accuracy(net, tiny_test_data, tiny_set.mean, tiny_set.std, CPU)
     assert result["accuracy_mean"] == pytest.approx(sum(r["accuracy"] for r in result["runs"]) / 2)
     assert result["accuracy_std"] == pytest.approx(abs(result["runs"][0]["accuracy"] - result["runs"][1]["accuracy"]) / 2)
 
 
-def test_one_hot_soft_labels_train_exactly_like_hard_labels(tiny_set, tiny_test_data):
-    hard = evaluate_set(tiny_set, tiny_test_data, EvalConfig(**{**_config().__dict__, "labels": "hard"}), CPU, progress=False)
+def test_one_hot_stored_labels_train_exactly_like_hard_labels(tiny_set, tiny_test_data):
+    hard = evaluate_set(tiny_set, tiny_test_data, _config(), CPU, progress=False)
     tiny_set.soft_labels = torch.nn.functional.one_hot(tiny_set.labels, 2).float()
-    soft = evaluate_set(tiny_set, tiny_test_data, _config(), CPU, progress=False)
-    assert soft["labels"] == "soft" and hard["labels"] == "hard"
+    soft = evaluate_set(tiny_set, tiny_test_data, EvalConfig(**{**_config().__dict__, "labels": "stored"}), CPU, progress=False)
+    assert soft["labels"] == "stored soft" and hard["labels"] == "hard"
     assert [r["loss"] for r in soft["runs"]] == pytest.approx([r["loss"] for r in hard["runs"]], rel=1e-4)
+
+
+def test_stored_soft_labels_are_used_only_when_asked_for_by_name(tiny_set, tiny_test_data):
+    """A set with soft labels trains on its class labels by default: the stored ones do not follow DSA and CutMix."""
+    default = evaluate_set(tiny_set, tiny_test_data, _config(), CPU, progress=False)
+    stored = evaluate_set(tiny_set, tiny_test_data, EvalConfig(**{**_config().__dict__, "labels": "stored"}), CPU, progress=False)
+    soft_labels, tiny_set.soft_labels = tiny_set.soft_labels, None
+    without = evaluate_set(tiny_set, tiny_test_data, _config(), CPU, progress=False)
+    assert default["labels"] == "hard" and default["label_protocol"] == "the class labels"
+    assert [r["loss"] for r in default["runs"]] == [r["loss"] for r in without["runs"]]  # the soft labels played no part
+    assert stored["labels"] == "stored soft" and "not recomputed for the augmented views" in stored["label_protocol"]
+    assert [r["loss"] for r in stored["runs"]] != [r["loss"] for r in default["runs"]]
+    torch.manual_seed(3)  # the stored run trained on the soft labels themselves
+    net = build_net("convnet", 3, 2, (8, 8), depth=1, width=8)
+    by_hand = train(net, tiny_set.images, soft_labels, _config().train, mean=tiny_set.mean, std=tiny_set.std,
+                    generator=torch.Generator().manual_seed(3), device=CPU, progress=False)
+    assert stored["runs"][0]["loss"] == by_hand["loss"]
 
 
 def test_temperature_scaling_of_soft_labels():
@@ -57,9 +82,14 @@ def test_temperature_scaling_of_soft_labels():
 
 
 def test_labels_choice_and_incompatible_sets(tiny_set, tiny_test_data):
+    with pytest.raises(UserError, match="--teacher and --labels stored are two sources of soft labels; drop one"):
+        evaluate_set(tiny_set, tiny_test_data, EvalConfig(**{**_config().__dict__, "labels": "stored", "teacher": "t.safetensors"}),
+                     CPU, progress=False)
+    with pytest.raises(UserError, match="labels must be hard .* or stored"):
+        evaluate_set(tiny_set, tiny_test_data, EvalConfig(**{**_config().__dict__, "labels": "soft"}), CPU, progress=False)
     tiny_set.soft_labels = None
     with pytest.raises(UserError, match="no soft labels; use --labels hard"):
-        evaluate_set(tiny_set, tiny_test_data, EvalConfig(**{**_config().__dict__, "labels": "soft"}), CPU, progress=False)
+        evaluate_set(tiny_set, tiny_test_data, EvalConfig(**{**_config().__dict__, "labels": "stored"}), CPU, progress=False)
     tiny_test_data.images = tiny_test_data.images[:, :, :4, :4]
     with pytest.raises(UserError, match=r"the set's images are \[3, 8, 8\] but tiny \[test\] has \[3, 4, 4\]"):
         evaluate_set(tiny_set, tiny_test_data, _config(), CPU, progress=False)
@@ -67,7 +97,8 @@ def test_labels_choice_and_incompatible_sets(tiny_set, tiny_test_data):
 
 def test_format_result_table(tiny_set, tiny_test_data):
     table = format_result(evaluate_set(tiny_set, tiny_test_data, _config(), CPU, progress=False))
-    assert "final-epoch test acc" in table and "mean ± std:" in table and "4 epochs, soft labels, 2 runs" in table
+    assert "final-epoch test acc" in table and "mean ± std:" in table and "4 epochs, hard labels, 2 runs" in table
+    assert table.endswith("trained on hard labels: the class labels")
 
 
 def test_divergence_is_reported(tiny_set, tiny_test_data):
@@ -84,14 +115,19 @@ def test_random_mnist_ipc10_end_to_end(mnist_train, mnist_test):
     assert result["accuracy_mean"] > 80.0
 
 
-def test_cli_baseline_then_eval(mnist_dir, tmp_path, capsys):
+def test_cli_baseline_then_eval(mnist_dir, mnist_test, tmp_path, capsys):
     out = tmp_path / "random.safetensors"
     assert main(["baseline", "random", "--data", str(mnist_dir), "--ipc", "2", "--seed", "1", "--out", str(out)]) == 0
     assert main(["eval", str(out), "--epochs", "2", "--runs", "1", "--width", "8", "--no-progress"]) == 0
     result = json.loads(out.with_suffix(".eval.json").read_text())
     assert result["protocol"]["train"]["epochs"] == 2 and result["protocol"]["net_options"]["width"] == 8
-    assert len(result["runs"]) == 1 and 0 <= result["accuracy_mean"] <= 100
-    assert "mean ± std:" in capsys.readouterr().out
+    accuracy = result["runs"][0]["accuracy"]
+    assert len(result["runs"]) == 1 and result["accuracy_mean"] == accuracy and result["accuracy_std"] == 0.0
+    assert accuracy * 100 == pytest.approx(round(accuracy * 100))  # a whole number of the 10,000 test images
+    config = eval_preset("cpu")
+    config.train.epochs, config.net_options["width"], config.runs = 2, 8, 1
+    assert evaluate_set(SyntheticSet.load(out), mnist_test, config, CPU, progress=False)["accuracy_mean"] == accuracy  # the library's figure
+    assert f"mean ± std: {accuracy:.2f} ± 0.00 %" in capsys.readouterr().out
 
 
 def test_cli_bad_input_exits_2_with_one_message(tmp_path, capsys):
@@ -120,3 +156,45 @@ def test_teacher_sees_exactly_the_augmented_batch_the_student_sees(tiny_set):
     assert all(torch.equal(s, t) for s, t in zip(seen["student"], seen["teacher"]))
     unaugmented = (tiny_set.images - 0.5) / 0.25
     assert not any(torch.equal(s, unaugmented[: len(s)]) for s in seen["student"])
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    """A `condense distill`-style run folder holding a 3-class set with soft labels, made from a local image folder."""
+    from condense.data import load_real
+
+    data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=24)
+    synthetic = random_subset(load_real(str(data), "train"), 2)
+    synthetic.soft_labels = torch.softmax(torch.randn(len(synthetic.labels), 3, generator=torch.Generator().manual_seed(0)), 1)
+    synthetic.save(tmp_path / "run" / "synthetic.safetensors")
+    return tmp_path / "run"
+
+
+TINY_EVAL = ["--epochs", "1", "--runs", "1", "--depth", "1", "--width", "8", "--no-progress"]
+
+
+def test_cli_eval_takes_a_run_folder_and_names_the_label_protocol(run_folder, tmp_path, capsys):
+    assert main(["eval", str(run_folder), "--labels", "stored", *TINY_EVAL]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((run_folder / "synthetic.eval.json").read_text())  # beside the set file, as for a .safetensors argument
+    assert result["set_file"] == str(run_folder) and result["labels"] == "stored soft"
+    assert result["label_protocol"] == LABEL_PROTOCOLS["stored soft"] and result["protocol"]["labels"] == "stored"
+    assert f"trained on stored soft labels: {LABEL_PROTOCOLS['stored soft']}" in printed
+    assert main(["eval", str(run_folder / "synthetic.safetensors"), *TINY_EVAL, "--out", str(tmp_path / "default.json")]) == 0
+    default = json.loads((tmp_path / "default.json").read_text())
+    assert default["labels"] == "hard" and "trained on hard labels: the class labels" in capsys.readouterr().out
+    assert default["runs"][0]["loss"] != result["runs"][0]["loss"]
+
+
+@pytest.mark.parametrize("argv, contains", [
+    (["{tmp}/none.safetensors"], "no such file"),
+    (["{tmp}/data"], "has no synthetic.safetensors"),
+    (["{run}", "--labels", "stored", "--teacher", "{tmp}/teacher.safetensors"], "two sources of soft labels; drop one"),
+    (["{hard}", "--labels", "stored"], "no soft labels; use --labels hard"),
+])
+def test_cli_eval_bad_input(run_folder, tmp_path, capsys, argv, contains):
+    hard = SyntheticSet.load(run_folder / "synthetic.safetensors")
+    hard.soft_labels = None
+    hard.save(tmp_path / "hard.safetensors")
+    paths = {"tmp": tmp_path, "run": run_folder, "hard": tmp_path / "hard.safetensors"}
+    assert_one_error(main, ["eval", *(a.format(**paths) for a in argv), *TINY_EVAL], capsys, contains=contains)
