@@ -68,7 +68,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--dsa", help="per-sample DSA operations joined by _ ('' for none)")
     training.add_argument("--dsa-mode", help="one (one random DSA operation per image, the DSA convention) or all")
     training.add_argument("--cutmix-p", type=float, help="probability that a batch is CutMix-ed")
-    training.add_argument("--labels", help="auto (soft when the set has them), hard or soft")
+    training.add_argument("--labels", choices=["hard", "stored"],
+                          help="hard: the class labels (default; with --teacher, the teacher's soft labels of every augmented batch); "
+                               "stored: the set's stored soft labels, which do not follow the augmentation")
     training.add_argument("--temperature", type=float, help="KD temperature for soft labels or --teacher")
     training.add_argument("--teacher", help="pool member file (member-XXX-trained.safetensors): KD from it on every augmented batch")
     training.add_argument("--runs", type=int)
@@ -97,10 +99,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """`condense eval`, in one process or with its runs shared across `torchrun` ranks."""
     from .distributed import torchrun_world
     from .evaluate import evaluate_set, format_result
+    from .hub import SET_FILE, load_set_source
     from .runtime import resolve_device, write_json
-    from .synthetic import SyntheticSet
 
-    synthetic = SyntheticSet.load(args.set)
+    synthetic, set_file = load_set_source(args.set), Path(args.set)
+    if set_file.is_dir():
+        set_file = set_file / SET_FILE
     config = eval_config(args)
     options = {**synthetic.source_options(), **data_options(args)}
     with torchrun_world(resolve_device(args.device)) as (world, device):
@@ -110,7 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
         result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress and world.is_main, world=world)
     if world.is_main:
-        out = Path(args.out or Path(args.set).with_suffix(".eval.json"))
+        out = Path(args.out or set_file.with_suffix(".eval.json"))
         write_json(out, {"set_file": str(args.set), **result})
         print(format_result(result))
         print(f"wrote {out}")
