@@ -88,10 +88,11 @@ def main() -> None:
                 config.seed, config.runs = seed, 1
                 method_epochs = max(1, round(EPOCH_SCALE.get(method, 1.0) * epochs))
                 config.train = replace(config.train, epochs=method_epochs, batch_size=args.batch_size, lr=args.lr)
-                result = train_model(train_set, test, config, objective=objective(method, args), label_noise=noise,
-                                     device=device, progress=sys.stderr.isatty())
+                dlb = objective(method, args)
+                result = train_model(train_set, test, config, objective=dlb, label_noise=noise, device=device,
+                                     progress=sys.stderr.isatty())
                 run = result["runs"][0]
-                steps = math.ceil(len(train_set) / (args.batch_size // 2 if method.startswith("dlb-paper") else args.batch_size))
+                steps = dlb.steps_per_epoch(len(train_set), args.batch_size) if dlb else math.ceil(len(train_set) / args.batch_size)
                 results[method].append({"seed": seed, "accuracy": run["accuracy"], "seconds_per_epoch": run["seconds_per_epoch"],
                                         "seconds_per_step": run["seconds_per_epoch"] / steps})
                 print(f"{setting:>6} {method:>13} seed {seed}: {run['accuracy']:6.2f} %  {run['seconds_per_epoch']:7.2f} s/epoch "
