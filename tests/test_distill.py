@@ -258,3 +258,166 @@ def test_every_setting_has_a_line_of_help():
     from condense.distill import SETTING_HELP
 
     assert set(SETTING_HELP) == {field.name for field in dataclasses.fields(DistillConfig)}
+
+
+def test_a_diverged_run_says_so_and_blames_the_learning_rate(tiny_pool):
+    pool, real, _ = tiny_pool
+    distiller = Distiller(_config(), real, pool, CPU)
+    distiller.optimizer.step = lambda: distiller.canvases.data.fill_(float("nan"))  # what lr = inf leaves (inf x 0)
+    with pytest.raises(UserError, match=r"the run diverged at iteration 1 \(the loss or the images are no longer finite\); lower --lr"):
+        distiller.step()
+
+
+TINY_RUN = ["--ipc", "1", "--width", "4", "--depth", "2", "--real-batch", "4", "--frequencies", "32", "--pool-size", "1",
+            "--eval-runs", "0", "--checkpoint-every", "2", "--iterations", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 2-iteration run (absolute paths: cases copy its folder and resume it, or copy its pool)."""
+    base = tmp_path_factory.mktemp("finished")
+    data = write_image_folder(base / "data", {"img": "image", "label": "label"}, rows=36)
+    args = ["distill", "--data", str(data), "--pool-folder", str(base / "pool"), *TINY_RUN]
+    assert main([*args, "--out", str(base / "run")]) == 0
+    return base, args
+
+
+class Payload:
+    """A pickle that runs a command when unpickled."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch PWNED",)
+
+
+def _pool_member_for(path, classes: int = 3, fill: float | None = None):
+    """A pool member file for 8x8 RGB images of `classes` classes (weights filled with `fill` if given)."""
+    from condense.pool import PoolSpec, _save_weights
+
+    spec = PoolSpec("elsewhere", "train", classes, 3, (8, 8), "convnet", {"depth": 2, "width": 4}, {})
+    net = spec.build()
+    if fill is not None:
+        for value in net.state_dict().values():
+            value.fill_(fill)
+    _save_weights(net, path, spec)
+    return path
+
+
+def _resume_with(corrupt):
+    def setup(case, base):
+        import shutil
+
+        shutil.copytree(base / "run", case / "run")
+        corrupt(case / "run")
+        return ["--out", str(case / "run"), "--resume"]
+
+    return setup
+
+
+def _fresh_with(make_args):
+    def setup(case, base):  # a pool folder of its own unless make_args names one: the checks come before its training
+        return ["--out", str(case / "fresh"), "--pool-folder", str(case / "new-pool"), *make_args(case, base)]
+
+    return setup
+
+
+def _copied_pool(corrupt):
+    def make_args(case, base):
+        import shutil
+
+        shutil.copytree(base / "pool", case / "pool")
+        corrupt(case / "pool")
+        return ["--pool-folder", str(case / "pool")]
+
+    return make_args
+
+
+def _with_checkpoint(make_state):
+    def corrupt(run):
+        torch.save(make_state(torch.load(run / "checkpoint.pt", weights_only=True)), run / "checkpoint.pt")
+
+    return corrupt
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _junk(path):
+    path.write_bytes(b"junk")
+    return path
+
+
+def _write(name, content: bytes):
+    return lambda folder: (folder / name).write_bytes(content)
+
+
+def _flags(*argv):
+    return _fresh_with(lambda case, base: list(argv))
+
+
+BAD_DISTILL_INPUT = {
+    "ipc 0": (_flags("--ipc", "0"), "--ipc must be at least 1, got 0"),
+    "ipc -1": (_flags("--ipc", "-1"), "--ipc must be at least 1, got -1"),
+    "real batch 0": (_flags("--real-batch", "0"), "--real-batch must be at least 1, got 0"),
+    "checkpoint every 0": (_flags("--checkpoint-every", "0"), "--checkpoint-every must be at least 1"),
+    "log every 0": (_flags("--log-every", "0"), "--log-every must be at least 1"),
+    "lr nan": (_flags("--lr", "nan"), "--lr must be a finite number above 0, got nan"),
+    "lr -1": (_flags("--lr", "-1"), "--lr must be a finite number above 0, got -1"),
+    "lr inf": (_flags("--lr", "inf"), "--lr must be a finite number above 0, got inf"),
+    "frequencies 0": (_flags("--frequencies", "0"), "--frequencies must be at least 1, got 0"),
+    "frequencies psi cannot split": (_flags("--frequencies", "100", "--sampler", "learned"), "does not split into psi's 6 mixture components"),
+    "ipc larger than a class": (_flags("--ipc", "4"), "IPC 4 with factor 2 needs 16 real images per class"),
+    "pickle payload checkpoint": (_resume_with(_with_checkpoint(lambda state: Payload())), "never loaded"),
+    "truncated checkpoint": (_resume_with(lambda run: _truncate(run / "checkpoint.pt")), "checkpoint.pt: it is damaged"),
+    "foreign checkpoint": (_resume_with(_with_checkpoint(lambda state: {"weight": torch.zeros(3)})), "it is not a checkpoint of `condense distill`"),
+    "checkpoint of another shape": (_resume_with(_with_checkpoint(lambda state: {**state, "canvases": torch.zeros(2, 3, 4, 4)})),
+                                    "checkpoint.pt does not fit this run"),
+    "corrupt config.json": (_resume_with(_write("config.json", b'{"ipc": 1,')), "config.json is damaged"),
+    "config.json a list": (_resume_with(_write("config.json", b"[1]")), "config.json is not the settings of a run"),
+    "log.jsonl damaged before its last line": (_resume_with(_write("log.jsonl", b'{"iteration": 1,\n{"iteration": 2}\n')), "log.jsonl is damaged"),
+    "corrupt pool member": (_fresh_with(_copied_pool(_write("member-000-trained.safetensors", b"\x00" * 64))),
+                            "member-000-trained.safetensors is damaged"),
+    "pool member of another network": (_fresh_with(_copied_pool(lambda pool: _pool_member_for(pool / "member-000-init.safetensors", classes=5))),
+                                       "does not hold the weights of its pool's network"),
+    "non-UTF-8 manifest": (_fresh_with(_copied_pool(_write("manifest.json", b'{"spec": "\xff\xfe"}'))), "manifest.json is not valid UTF-8 JSON"),
+    "teacher not a member file": (_fresh_with(lambda case, base: ["--soft-labels", str(_junk(case / "t.safetensors"))]),
+                                  "t.safetensors is not a pool member file"),
+    "teacher of other classes": (_fresh_with(lambda case, base: ["--soft-labels", str(_pool_member_for(case / "t.safetensors", classes=5))]),
+                                 "the teacher is for 5 classes, 3 channels, 8x8 images"),
+    "teacher with NaN weights": (_fresh_with(lambda case, base: ["--soft-labels", str(_pool_member_for(case / "t.safetensors", fill=float("nan")))]),
+                                 "the teacher's outputs are not finite"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DISTILL_INPUT)
+def test_bad_distill_input_is_one_clear_error_before_any_work(case, finished_run, tmp_path, monkeypatch, capsys):
+    """Exit 2 with one error line; a fresh run leaves no checkpoint and trains no pool; nothing is unpickled."""
+    from conftest import assert_one_error
+
+    base, args = finished_run
+    monkeypatch.chdir(tmp_path)
+    setup, message = BAD_DISTILL_INPUT[case]
+    extra = setup(tmp_path, base)
+    assert_one_error(main, [*args, *extra], capsys, contains=message)
+    assert not (tmp_path / "fresh" / "checkpoint.pt").exists() and not (tmp_path / "new-pool").exists()
+    assert not (tmp_path / "PWNED").exists()
+    assert sorted(p.name for p in (base / "pool").iterdir()) == ["manifest.json", "member-000-init.safetensors", "member-000-trained.safetensors"]
+
+
+def test_baseline_with_image_size_0_is_one_clear_error(finished_run, capsys):
+    from conftest import assert_one_error
+
+    base, _ = finished_run
+    assert_one_error(main, ["baseline", "random", "--data", str(base / "data"), "--image-size", "0", "--out", str(base / "b.safetensors")],
+                     capsys, contains="--image-size must be at least 1 (pixels), got 0")
+
+
+def test_config_is_checked_in_python_too():
+    with pytest.raises(UserError, match="--real-batch must be at least 1, got 0"):
+        _config(real_batch=0)
+    with pytest.raises(UserError, match="--sigma-min .* must be below 1"):
+        _config(sigma_min=2.0)
+    with pytest.raises(UserError, match="--alpha must be between 0 and 1"):
+        dataclasses.replace(_config(), alpha=1.5)
