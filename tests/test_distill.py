@@ -421,3 +421,87 @@ def test_config_is_checked_in_python_too():
         _config(sigma_min=2.0)
     with pytest.raises(UserError, match="--alpha must be between 0 and 1"):
         dataclasses.replace(_config(), alpha=1.5)
+
+
+def test_a_second_run_into_the_same_folder_is_refused_at_once(image_folder, tmp_path, monkeypatch):
+    import condense.distill
+
+    monkeypatch.chdir(tmp_path)
+    config = _config(data=str(image_folder), width=4, real_batch=4, iterations=2, pool_size=1)
+    original, refusals = Distiller.step, []
+
+    def step_while_another_run_starts(self):
+        with monkeypatch.context() as inner:
+            inner.setattr(condense.distill, "load_splits", lambda config: pytest.fail("the second run loaded data"))
+            with pytest.raises(UserError, match="another run is writing into .*run .*wait for it to end or choose another --out") as refusal:
+                distill(config, tmp_path / "run", CPU, progress=False)
+        refusals.append(refusal)
+        return original(self)
+
+    monkeypatch.setattr(Distiller, "step", step_while_another_run_starts)
+    distill(config, tmp_path / "run", CPU, progress=False)
+    assert len(refusals) == 2 and SyntheticSet.load(tmp_path / "run" / "synthetic.safetensors").config["iterations_done"] == 2
+
+
+def test_a_killed_run_leaves_its_folder_free_to_resume(image_folder, tmp_path, monkeypatch, capsys):
+    """A process that holds the run's lock blocks a run; killed (SIGKILL), it no longer does."""
+    import subprocess
+    import sys
+
+    from conftest import assert_one_error
+
+    from condense.distill import RUN_LOCK
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from filelock import FileLock; "
+                               f"lock = FileLock({str(tmp_path / 'run' / RUN_LOCK)!r}); lock.acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = ["distill", "--data", str(image_folder), "--out", "run", *TINY_RUN]
+        assert_one_error(main, args, capsys, contains="another run is writing into run")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(args) == 0
+
+
+def test_resume_drops_a_torn_last_log_line_and_may_change_the_teacher_and_how_the_data_folder_is_written(image_folder, tmp_path, monkeypatch):
+    """A kill during a log write leaves a torn line; the teacher (soft labels) can be fixed on resume; ./data is /abs/data."""
+    monkeypatch.chdir(tmp_path)
+    args = ["distill", "--pool-folder", "pool", *TINY_RUN, "--iterations", "4", "--log-every", "1", "--out", "run"]
+    original = Distiller.step
+
+    def killed(self):
+        if self.iteration == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Distiller, "step", killed)
+    assert main([*args, "--data", "data", "--soft-labels", "pool"]) == 130
+    monkeypatch.setattr(Distiller, "step", original)
+    with (tmp_path / "run" / "log.jsonl").open("a") as log:
+        log.write('{"iteration": 4, "lo')
+    teacher = str(tmp_path / "pool" / "member-000-trained.safetensors")
+    assert main([*args, "--data", str(image_folder), "--soft-labels", teacher, "--resume"]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2, 3, 4]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["soft_labels"] == teacher
+    assert SyntheticSet.load(tmp_path / "run" / "synthetic.safetensors").soft_labels is not None
+
+
+def test_distill_records_the_data_revision_in_the_set(image_folder, tmp_path, monkeypatch):
+    import condense.cli
+
+    monkeypatch.chdir(tmp_path)
+    asked, load_data = [], condense.cli.load_data
+
+    def recording(source, split, options):
+        asked.append(options.get("revision"))
+        return load_data(source, split, options)
+
+    monkeypatch.setattr(condense.cli, "load_data", recording)
+    assert main(["distill", "--data", str(image_folder), "--revision", "v1.0", "--out", "run", *TINY_RUN]) == 0
+    synthetic = SyntheticSet.load(tmp_path / "run" / "synthetic.safetensors")
+    assert asked == ["v1.0", "v1.0"] and synthetic.source_revision == "v1.0" and synthetic.source_options()["revision"] == "v1.0"
