@@ -454,9 +454,9 @@ def test_a_killed_run_leaves_its_folder_free_to_resume(image_folder, tmp_path, m
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from filelock import FileLock; "
-                               f"lock = FileLock({str(tmp_path / 'run' / RUN_LOCK)!r}); lock.acquire(); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    hold = (f"import time; from filelock import FileLock; lock = FileLock({str(tmp_path / 'run' / RUN_LOCK)!r}); "
+            "lock.acquire(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         args = ["distill", "--data", str(image_folder), "--out", "run", *TINY_RUN]
@@ -505,3 +505,17 @@ def test_distill_records_the_data_revision_in_the_set(image_folder, tmp_path, mo
     assert main(["distill", "--data", str(image_folder), "--revision", "v1.0", "--out", "run", *TINY_RUN]) == 0
     synthetic = SyntheticSet.load(tmp_path / "run" / "synthetic.safetensors")
     assert asked == ["v1.0", "v1.0"] and synthetic.source_revision == "v1.0" and synthetic.source_options()["revision"] == "v1.0"
+
+
+def test_the_cpu_benchmark_reads_overrides_by_the_settings_type():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ncfm_cpu.py"
+    spec = importlib.util.spec_from_file_location("ncfm_cpu", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    parsed = dict(map(benchmark.parse_override, ["amp=False", "compile=true", "depth=2", "lr=3e-3", "sampler=gaussian"]))
+    assert parsed == {"amp": False, "compile": True, "depth": 2, "lr": 3e-3, "sampler": "gaussian"}
+    with pytest.raises(ValueError, match="amp takes true or false"):
+        benchmark.parse_override("amp=0")
