@@ -99,12 +99,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """`condense eval`, in one process or with its runs shared across `torchrun` ranks."""
     from .distributed import torchrun_world
     from .evaluate import evaluate_set, format_result
-    from .hub import SET_FILE, load_set_source
+    from .hub import CARD, SET_FILE, load_set_source
     from .runtime import resolve_device, write_json
 
-    synthetic, set_file = load_set_source(args.set), Path(args.set)
-    if set_file.is_dir():
-        set_file = set_file / SET_FILE
+    synthetic, source = load_set_source(args.set, args.config), Path(args.set)
+    if (source / CARD).is_file():  # a Hub folder: the result goes beside it, never into what `push` uploads
+        default_out = source.with_name(f"{source.name}{'-' + args.config if args.config else ''}.eval.json")
+    else:
+        default_out = (source / SET_FILE if source.is_dir() else source).with_suffix(".eval.json")
     config = eval_config(args)
     options = {**synthetic.source_options(), **data_options(args)}
     with torchrun_world(resolve_device(args.device)) as (world, device):
@@ -114,7 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
         result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress and world.is_main, world=world)
     if world.is_main:
-        out = Path(args.out or set_file.with_suffix(".eval.json"))
+        out = Path(args.out or default_out)
         write_json(out, {"set_file": str(args.set), **result})
         print(format_result(result))
         print(f"wrote {out}")
@@ -224,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.set_defaults(func=cmd_pretrain)
 
     evaluate = commands.add_parser("eval", help="train on a set, report final-epoch accuracy on the real test split")
-    evaluate.add_argument("set", help="a .safetensors set written by condense")
+    evaluate.add_argument("set", help="a .safetensors set, a run folder of `condense distill` or a Hub folder of `condense export`")
+    evaluate.add_argument("--config", help="the config of a Hub folder (default: its only one)")
     evaluate.add_argument("--split", default="test", help="real split to test on (default test)")
-    evaluate.add_argument("--out", help="JSON result (default: <set>.eval.json)")
+    evaluate.add_argument("--out", help="JSON result (default: <set>.eval.json; for a Hub folder <folder>[-<config>].eval.json beside it)")
     add_eval_arguments(evaluate)
     add_data_arguments(evaluate, required=False)
     evaluate.set_defaults(func=cmd_eval)

@@ -62,16 +62,13 @@ LABEL_PROTOCOLS = {
 
 
 def training_targets(train_set: SyntheticSet | RealData, labels: str) -> tuple[torch.Tensor, str]:
-    """What to train on, and its name in LABEL_PROTOCOLS: the class labels ("hard") or the set's soft labels ("stored").
-
-    "auto" (stored when the set has soft labels, else hard) is what NAS proxies train on.
-    """
-    if labels not in ("hard", "stored", "auto"):
+    """What to train on, and its name in LABEL_PROTOCOLS: the class labels ("hard") or the set's soft labels ("stored")."""
+    if labels not in ("hard", "stored"):
         raise UserError(f"labels must be hard (the class labels) or stored (the set's soft labels), got {labels!r}")
     soft = getattr(train_set, "soft_labels", None)  # real data has none
     if labels == "stored" and soft is None:
         raise UserError("--labels stored asked for, but this training set has no soft labels; use --labels hard")
-    if labels != "hard" and soft is not None:
+    if labels == "stored":
         return soft, "stored soft"
     return train_set.labels, "hard"
 

@@ -123,11 +123,14 @@ def check_agreement(exact: SyntheticSet, rows: SyntheticSet, origin: str) -> Non
         raise UserError(f"{origin}: the parquet rows and {SET_FILE} disagree on {', '.join(differ)}; export the folder again")
 
 
-def load_set_source(path: str | Path) -> SyntheticSet:
-    """The set of a run folder or a .safetensors file, with its evaluation (stored, or the eval JSON beside it)."""
+def load_set_source(path: str | Path, config: str | None = None) -> SyntheticSet:
+    """The set of a run folder, a .safetensors file or a Hub folder (`config` of it), with its evaluation (stored, or
+    the eval JSON beside a run's set)."""
     from .evaluate import evaluation_summary
 
     path = Path(path)
+    if path.is_dir() and (path / CARD).is_file():
+        return load_hub_folder(path, config)
     if path.is_dir():
         if not (path / SET_FILE).is_file():
             raise UserError(f"{path} has no {SET_FILE}; pass a run folder of `condense distill` or a .safetensors set")
@@ -137,6 +140,32 @@ def load_set_source(path: str | Path) -> SyntheticSet:
     synthetic = SyntheticSet.load(set_file)
     if not synthetic.evaluation and eval_file.is_file():
         synthetic.evaluation = evaluation_summary(json.loads(eval_file.read_text()))
+    return synthetic
+
+
+def load_hub_folder(folder: Path, config: str | None = None) -> SyntheticSet:
+    """One config of a folder written by `condense export`: its safetensors file, checked against its parquet rows
+    (the rows alone when the file is missing); `config` may be omitted when the folder has one."""
+    settle_exports(folder)  # a killed export's half swap is undone before anything is read
+    card = read_card(folder)
+    if card is None:
+        raise UserError(f"{folder} has neither {CARD} nor {SET_FILE}; pass a folder written by `condense export` or `condense distill`")
+    configs = card_configs(card)
+    if config is None:
+        if len(configs) != 1:
+            raise UserError(f"{folder} holds configs {', '.join(configs)}; name one (e.g. load_condensed(..., {configs[0]!r}))")
+        config = configs[0]
+    if config not in configs:
+        raise UserError(f"{folder} has no config {config!r}; it has {', '.join(configs)}")
+    set_file, rows = folder / config / SET_FILE, sorted((folder / config).glob(ROWS_GLOB))
+    origin = f"{folder} config {config!r}"
+    if not set_file.is_file() and not rows:
+        raise UserError(f"{origin} has neither {SET_FILE} nor parquet rows")
+    if not set_file.is_file():
+        return read_rows(rows, origin)
+    synthetic = SyntheticSet.load(set_file)
+    if rows:
+        check_agreement(synthetic, read_rows(rows, origin), origin)
     return synthetic
 
 

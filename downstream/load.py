@@ -6,17 +6,7 @@ import re
 from pathlib import Path
 
 from condense.errors import UserError
-from condense.hub import (
-    CARD,
-    ROWS_GLOB,
-    SET_FILE,
-    card_configs,
-    check_agreement,
-    connection_errors,
-    read_card,
-    read_rows,
-    settle_exports,
-)
+from condense.hub import CARD, SET_FILE, connection_errors, load_hub_folder
 from condense.synthetic import SyntheticSet
 
 
@@ -34,9 +24,9 @@ def load_condensed(source: str | Path, config: str | None = None, revision: str 
     if path.is_dir():
         if not (path / CARD).is_file() and (path / SET_FILE).is_file():
             return SyntheticSet.load(path / SET_FILE)
-        return _from_folder(path, config)
+        return load_hub_folder(path, config)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
-        return _from_folder(_download(str(source), config, revision), config)
+        return load_hub_folder(_download(str(source), config, revision), config)
     raise UserError(f"{source} is neither a file, a folder nor a Hub repo id (OWNER/NAME)")
 
 
@@ -59,27 +49,3 @@ def _download(repo_id: str, config: str | None, revision: str | None) -> Path:
     except connection_errors() as exc:  # offline and not in the local cache
         raise UserError(f"could not reach the Hub at {constants.ENDPOINT} to download {repo_id!r}, and it is not in the local cache "
                         f"({str(exc).splitlines()[0]}); check the connection (and HF_ENDPOINT), then try again") from exc
-
-
-def _from_folder(folder: Path, config: str | None) -> SyntheticSet:
-    settle_exports(folder)  # a killed export's half swap is undone before anything is read
-    card = read_card(folder)
-    if card is None:
-        raise UserError(f"{folder} has neither {CARD} nor {SET_FILE}; pass a folder written by `condense export` or `condense distill`")
-    configs = card_configs(card)
-    if config is None:
-        if len(configs) != 1:
-            raise UserError(f"{folder} holds configs {', '.join(configs)}; name one (e.g. load_condensed(..., {configs[0]!r}))")
-        config = configs[0]
-    if config not in configs:
-        raise UserError(f"{folder} has no config {config!r}; it has {', '.join(configs)}")
-    set_file, rows = folder / config / SET_FILE, sorted((folder / config).glob(ROWS_GLOB))
-    origin = f"{folder} config {config!r}"
-    if not set_file.is_file() and not rows:
-        raise UserError(f"{origin} has neither {SET_FILE} nor parquet rows")
-    if not set_file.is_file():
-        return read_rows(rows, origin)
-    synthetic = SyntheticSet.load(set_file)
-    if rows:
-        check_agreement(synthetic, read_rows(rows, origin), origin)
-    return synthetic

@@ -208,7 +208,7 @@ def training_sets(config: NasConfig, train_data: RealData, test: RealData, conde
     steps = None
     if "condensed" in config.proxies:
         check_compatible(condensed, test)
-        targets, kind = training_targets(condensed, "auto")
+        targets, kind = training_targets(condensed, "hard")  # stored soft labels are stale under augmentation
         sets["condensed"] = TrainingSet(condensed.images, targets, condensed.mean, condensed.std, config.condensed_epochs,
                                         f"{condensed.summary()}, {kind} labels")
         steps = config.condensed_epochs * math.ceil(len(condensed) / config.train.batch_size)

@@ -186,6 +186,20 @@ def test_cli_eval_takes_a_run_folder_and_names_the_label_protocol(run_folder, tm
     assert default["runs"][0]["loss"] != result["runs"][0]["loss"]
 
 
+def test_cli_eval_takes_a_hub_folder_and_writes_beside_it(run_folder, tmp_path, capsys):
+    from condense.hub import export
+
+    export(run_folder, tmp_path / "hub", "ipc2", repo_id="tester/tiny")
+    before = sorted(p.relative_to(tmp_path / "hub") for p in (tmp_path / "hub").rglob("*"))
+    assert main(["eval", str(tmp_path / "hub"), "--config", "ipc2", *TINY_EVAL]) == 0
+    from_hub = json.loads((tmp_path / "hub-ipc2.eval.json").read_text())
+    assert sorted(p.relative_to(tmp_path / "hub") for p in (tmp_path / "hub").rglob("*")) == before  # nothing added to what push uploads
+    assert main(["eval", str(run_folder), *TINY_EVAL]) == 0
+    from_run = json.loads((run_folder / "synthetic.eval.json").read_text())
+    assert from_hub["runs"][0]["accuracy"] == from_run["runs"][0]["accuracy"] and from_hub["runs"][0]["loss"] == from_run["runs"][0]["loss"]
+    assert_one_error(main, ["eval", tmp_path / "hub", "--config", "ipc9", *TINY_EVAL], capsys, contains="no config 'ipc9'")
+
+
 @pytest.mark.parametrize("argv, contains", [
     (["{tmp}/none.safetensors"], "no such file"),
     (["{tmp}/data"], "has no synthetic.safetensors"),
