@@ -250,13 +250,71 @@ def test_objective_refuses_cutmix_and_bad_settings():
         DLB(tau=0)
 
 
-def test_symmetric_label_noise_flips_exactly_the_rate():
-    labels = torch.arange(10).repeat(10)
-    noisy = symmetric_label_noise(labels, 0.2, 10, torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("rate, count, classes", [(0.2, 100, 10), (0.4, 1000, 10), (0.25, 30, 3), (1.0, 50, 2), (0.37, 7, 5)])
+def test_symmetric_label_noise_flips_exactly_the_rate_never_to_the_true_class(rate, count, classes):
+    labels = torch.arange(count) % classes
+    noisy = symmetric_label_noise(labels, rate, classes, torch.Generator().manual_seed(0))
     changed = noisy != labels
-    assert changed.sum().item() == 20 and noisy.min() >= 0 and noisy.max() <= 9
-    assert torch.equal(noisy, symmetric_label_noise(labels, 0.2, 10, torch.Generator().manual_seed(0)))
-    assert torch.equal(symmetric_label_noise(labels, 0.0, 10, torch.Generator()), labels)
+    # round(rate * N) labels are drawn to flip, and each flip goes to another class: exactly that many differ
+    assert changed.sum().item() == round(rate * count) and noisy.min() >= 0 and noisy.max() < classes
+    assert torch.equal(noisy, symmetric_label_noise(labels, rate, classes, torch.Generator().manual_seed(0)))  # seeded
+    other_seed = symmetric_label_noise(labels, rate, classes, torch.Generator().manual_seed(1))
+    if classes == 2 and rate == 1.0:  # every label flips, and the only other class is the one it goes to
+        assert torch.equal(noisy, 1 - labels) and torch.equal(other_seed, noisy)
+    else:
+        assert not torch.equal(noisy, other_seed)
+    assert torch.equal(symmetric_label_noise(labels, 0.0, classes, torch.Generator()), labels)
+
+
+def test_symmetric_label_noise_spreads_over_every_other_class():
+    labels = torch.arange(10).repeat(400)
+    noisy = symmetric_label_noise(labels, 0.5, 10, torch.Generator().manual_seed(0))
+    pairs = torch.zeros(10, 10, dtype=torch.long).index_put_((labels, noisy), torch.tensor(1), accumulate=True)
+    flips = pairs - torch.diag(pairs.diagonal())
+    assert flips.sum() == 2000 and flips.diagonal().sum() == 0
+    # uniform over the 9 other classes: 2000 / 90 = 22.2 expected per (true, noisy) pair, every pair drawn
+    assert flips[~torch.eye(10, dtype=torch.bool)].min() >= 5 and flips.sum(0).min() > 150 and flips.sum(0).max() < 300
+
+
+class CountingNet(nn.Module):
+    """Wraps a network and records, per optimiser step, the size of every forward and of every backward through it."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.steps, self.forwards, self.backwards = net, [], [], []
+        next(net.parameters()).register_post_accumulate_grad_hook(self.end_of_backward)  # once per backward() call
+
+    def end_of_backward(self, parameter) -> None:
+        self.steps.append((self.forwards, self.backwards))
+        self.forwards, self.backwards = [], []
+
+    def forward(self, x):
+        self.forwards.append(len(x))
+        out = self.net(x)
+        out.register_hook(lambda grad: self.backwards.append(len(grad)))  # the gradient flowing back into this forward
+        return out
+
+
+@pytest.mark.parametrize("objective, forwards, backwards, steps", [
+    (None, [8], [8], 4),                               # CE: 32 samples in 4 steps of 8
+    (DLB(scheme="paper"), [8], [8], 8),                # (b): a CE step's one forward and backward of 8, twice the steps
+    (DLB(scheme="official"), [8, 8], [8, 8], 4),       # (a): two forwards of 8 and one backward through both
+])
+def test_per_step_cost_counts_forwards_and_backwards(objective, forwards, backwards, steps):
+    torch.manual_seed(0)
+    net = CountingNet(build_net("convnet", 3, 2, (8, 8), depth=1, width=4))
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, dsa="", cutmix_p=0.0)
+    train(net, torch.rand(32, 3, 8, 8), torch.arange(32) % 2, config, mean=(0.5,) * 3, std=(0.25,) * 3,
+          generator=torch.Generator().manual_seed(0), device=CPU, progress=False, objective=objective)
+    assert len(net.steps) == 2 * steps  # one backward() per step
+    first, *rest = net.steps
+    if objective is not None:  # nothing cached at the first step: the new samples alone
+        assert first == ([8 if objective.scheme == "official" else 4],) * 2
+    else:
+        rest = net.steps
+    assert all(step == (forwards, sorted(backwards)) for step in rest), rest  # every later step, across the epoch boundary
+    per_epoch = sum(sum(f) for f, _ in rest[-steps:])
+    assert per_epoch == (32 if objective is None else 64)  # DLB forwards every sample twice per epoch
 
 
 def test_import_does_not_load_avalanche():
