@@ -66,6 +66,7 @@ class DistillConfig:
     pool_size: int = 20
     pool_epochs: int = 60
     pool_folder: str | None = None
+    batched_pool: bool = False  # measured slower on CPU; unmeasured on CUDA (benchmarks/paper_gpu.py turns it on)
 
     real_batch: int = 1024
     frequencies: int = 4096
@@ -158,6 +159,7 @@ SETTING_HELP = {
     "pool_size": "pretrained matchers in the pool",
     "pool_epochs": "epochs of each matcher's pretraining",
     "pool_folder": "where the pool is kept and reused (default pools/<data>-<net>-<size>x<epochs>ep-<hash>)",
+    "batched_pool": "train the pool's missing members at once (stacked weights, one vectorised forward); the same members to floating-point tolerance",
     "real_batch": "real images per class drawn every iteration (at most the smallest class; CIFAR-100 presets: 500, the whole class)",
     "frequencies": "frequencies of the characteristic functions per iteration",
     "alpha": "NCFD weights: alpha on the amplitude term, 1 - alpha on the phase term",
@@ -584,7 +586,8 @@ def prepare(config: DistillConfig, device: torch.device, progress: bool = True, 
         check_data(real)
     spec = pool_spec(config, real)
     folder = pool_folder_for(config, spec)
-    return real, test, build_or_load_pool(folder, spec, config.pool_size, real, test, device, progress and world.is_main, world), folder
+    return real, test, build_or_load_pool(folder, spec, config.pool_size, real, test, device, progress and world.is_main, world,
+                                         batched=config.batched_pool), folder
 
 
 def load_splits(config: DistillConfig) -> tuple[RealData, RealData]:

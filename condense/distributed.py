@@ -7,7 +7,8 @@ sampler's gradients are summed across ranks; rank 0 gathers the canvases and wri
 
 Independent jobs (pool members, evaluation runs, NAS candidates) go through `World.map_in_rounds`:
 each round gives every rank one job, and every rank receives every result (as JSON, never pickled).
-Each job is seeded by itself, so its result is the one it has in a single process.
+Each job is seeded by itself, so its result is the one it has in a single process. Networks trained
+at once (batched pool, batched evaluation runs) make one job of each rank's group (`World.groups`).
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ class World:
         gathered = [torch.empty_like(padded) for _ in range(self.size)]
         torch.distributed.all_gather(gathered, padded)
         return [json.loads(bytes(data[: int(length)].tolist())) for data, length in zip(gathered, lengths)]
+
+    def groups(self, jobs: list, together: bool) -> list[list]:
+        """`jobs` one at a time, or (`together`, e.g. networks trained at once) in one contiguous group per rank."""
+        if not together:
+            return [[job] for job in jobs]
+        per_rank = max(1, -(-len(jobs) // self.size))
+        return [jobs[first : first + per_rank] for first in range(0, len(jobs), per_rank)]
 
     def map_in_rounds(self, jobs: list, work: Callable, after_round: Callable[[list, list], None] | None = None, *,
                       desc: str = "jobs", unit: str = "job", progress: bool = False) -> list:

@@ -85,14 +85,15 @@ def check_compatible(synthetic: SyntheticSet, test: RealData) -> None:
 
 
 def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, device: torch.device, progress: bool = True,
-                 world: World | None = None) -> dict:
+                 world: World | None = None, batched: bool = False) -> dict:
     """Train a fresh network per run on `synthetic`, report final-epoch accuracy on `test`.
 
     The targets are the class labels unless `config.teacher` is given (KD on every augmented batch)
     or `config.labels` is "stored" (the set's soft labels, which do not follow the augmentation);
     the result names the protocol ("labels", "label_protocol").
     Under torchrun (`world`) the runs are shared across ranks; each run is seeded by its index, so
-    the figures are those of one process, and every rank gets all of them.
+    the figures are those of one process, and every rank gets all of them. `batched` trains each
+    rank's runs at once (`train` on a list of networks): the same runs to floating-point tolerance.
     """
     check_compatible(synthetic, test)
     if config.runs < 1:
@@ -107,20 +108,23 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
         teacher, kind = load_member(config.teacher, device), "teacher soft"
     world = world or World()
 
-    def one_run(run: int) -> dict:
-        seed = config.seed + run
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = build_net(config.net, synthetic.images.shape[1], synthetic.num_classes, synthetic.images.shape[2:], **config.net_options)
-        generator = torch.Generator().manual_seed(seed)
+    def some_runs(runs: list[int]) -> list[dict]:
+        seeds = [config.seed + run for run in runs]
+        nets = []
+        for seed in seeds:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                nets.append(build_net(config.net, synthetic.images.shape[1], synthetic.num_classes, synthetic.images.shape[2:], **config.net_options))
         stats = train(
-            net, synthetic.images, targets, config.train,
-            mean=synthetic.mean, std=synthetic.std, generator=generator, device=device,
-            desc=f"run {run + 1}/{config.runs}", progress=progress, teacher=teacher,
+            nets, synthetic.images, targets, config.train,
+            mean=synthetic.mean, std=synthetic.std, generator=[torch.Generator().manual_seed(seed) for seed in seeds], device=device,
+            desc=f"run{'s' if len(runs) > 1 else ''} {', '.join(str(run + 1) for run in runs)}/{config.runs}", progress=progress, teacher=teacher,
         )
-        return {"seed": seed, "accuracy": accuracy(net, test, synthetic.mean, synthetic.std, device), **stats}
+        return [{"seed": seed, "accuracy": accuracy(net, test, synthetic.mean, synthetic.std, device), **figures}
+                for seed, net, figures in zip(seeds, nets, stats)]
 
-    runs = world.map_in_rounds(list(range(config.runs)), one_run, desc="eval runs", unit="run", progress=progress)
+    groups = world.groups(list(range(config.runs)), batched)
+    runs = [run for group in world.map_in_rounds(groups, some_runs, desc="eval runs", unit="group" if batched else "run", progress=progress) for run in group]
     accuracies = [r["accuracy"] for r in runs]
     return {
         "accuracy_mean": statistics.fmean(accuracies),

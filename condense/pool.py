@@ -147,39 +147,45 @@ def _read_manifest(folder: Path) -> dict | None:
     return manifest
 
 
-def _pretrain_member(spec: PoolSpec, index: int, real: RealData, device: torch.device, progress: bool) -> tuple[Classifier, Classifier, dict]:
-    """Member `index`: its trained network, a copy of its random init, and the training figures (with the seed)."""
-    seed = spec.seed * 1000 + index
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = spec.build()
-    init = copy.deepcopy(net)
+def _pretrain_members(spec: PoolSpec, indices: list[int], real: RealData, device: torch.device, progress: bool) -> list[tuple[Classifier, Classifier, dict]]:
+    """Members `indices`, trained at once (`train` on a list): each one's trained network, a copy of its
+    random init, and its training figures (with its seed). Each member is seeded by its index alone,
+    so it is the same member (to floating-point tolerance) whether trained alone or with others."""
+    seeds = [spec.seed * 1000 + index for index in indices]
+    nets = []
+    for seed in seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            nets.append(spec.build())
+    inits = [copy.deepcopy(net) for net in nets]
     training = replace(POOL_TRAINING, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.training.items()})
-    stats = train(net, real.images, real.labels, training, mean=real.mean, std=real.std,
-                  generator=torch.Generator().manual_seed(seed), device=device, desc=f"member {index}", progress=progress)
-    return net, init, {**stats, "seed": seed}
+    stats = train(nets, real.images, real.labels, training, mean=real.mean, std=real.std,
+                  generator=[torch.Generator().manual_seed(seed) for seed in seeds], device=device,
+                  desc=f"member{'s' if len(indices) > 1 else ''} {', '.join(map(str, indices))}", progress=progress)
+    return [(net, init, {**figures, "seed": seed}) for net, init, figures, seed in zip(nets, inits, stats, seeds)]
 
 
-def pretrain_pool(spec: PoolSpec, size: int, real: RealData, device: torch.device, progress: bool = True) -> Pool:
+def pretrain_pool(spec: PoolSpec, size: int, real: RealData, device: torch.device, progress: bool = True, batched: bool = False) -> Pool:
     """A pool of `size` members pretrained on `real` and kept in memory only (nothing is written).
 
     The members are the ones `build_or_load_pool` would train for the same spec and data; used where
     the data is itself ephemeral (condense-as-you-go trains matchers on the classes seen so far).
+    `batched` trains all members at once instead of one after the other.
     """
     members = []
-    for index in tqdm(range(size), desc="pretraining pool", disable=not progress, unit="net", leave=False):
-        net, init, _ = _pretrain_member(spec, index, real, device, progress)
-        members.append((init.state_dict(), net.state_dict()))
+    for group in tqdm(World().groups(list(range(size)), batched), desc="pretraining pool", disable=not progress, unit="group" if batched else "net", leave=False):
+        members += [(init.state_dict(), net.state_dict()) for net, init, _ in _pretrain_members(spec, group, real, device, progress)]
     return Pool(spec, members, device)
 
 
 def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: RealData, test: RealData | None,
-                       device: torch.device, progress: bool = True, world: World | None = None) -> Pool:
+                       device: torch.device, progress: bool = True, world: World | None = None, batched: bool = False) -> Pool:
     """Reuse the pool in `folder` if it matches `spec`, training any missing members up to `size`.
 
     Under torchrun (`world`) the missing members are trained in parallel, one per rank and round;
     each rank writes its members' files and rank 0 adds every round to the manifest, so an
     interrupted pretraining keeps its finished rounds. Several machines need `folder` on a shared filesystem.
+    `batched` trains each rank's missing members at once (one round; the files and manifest are the same).
     """
     world = world or World()
     folder = Path(folder)
@@ -191,23 +197,25 @@ def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: Real
     manifest = manifest or {"spec": spec.to_dict(), "members": []}
     folder.mkdir(parents=True, exist_ok=True)
 
-    def train_member(index: int) -> dict:
-        names = {"init": f"member-{index:03d}-init.safetensors", "trained": f"member-{index:03d}-trained.safetensors"}
-        net, init, stats = _pretrain_member(spec, index, real, device, progress)
-        _save_weights(init, folder / names["init"], spec)
-        _save_weights(net, folder / names["trained"], spec)
-        entry = {"index": index, **names, "seed": stats["seed"], "train_loss": stats["loss"], "seconds": stats["seconds"]}
-        if test is not None:
-            entry["test_accuracy"] = accuracy(net, test, real.mean, real.std, device)
-        return entry
+    def train_group(indices: list[int]) -> list[dict]:
+        entries = []
+        for index, (net, init, stats) in zip(indices, _pretrain_members(spec, indices, real, device, progress)):
+            names = {"init": f"member-{index:03d}-init.safetensors", "trained": f"member-{index:03d}-trained.safetensors"}
+            _save_weights(init, folder / names["init"], spec)
+            _save_weights(net, folder / names["trained"], spec)
+            entry = {"index": index, **names, "seed": stats["seed"], "train_loss": stats["loss"], "seconds": stats["seconds"]}
+            if test is not None:
+                entry["test_accuracy"] = accuracy(net, test, real.mean, real.std, device)
+            entries.append(entry)
+        return entries
 
-    def record(_, entries: list[dict]) -> None:
-        manifest["members"].extend(entries)
+    def record(_, groups: list[list[dict]]) -> None:
+        manifest["members"].extend(entry for entries in groups for entry in entries)
         if world.is_main:
             write_json(folder / MANIFEST, manifest)
 
-    world.map_in_rounds(list(range(len(manifest["members"]), size)), train_member, record,
-                        desc="pretraining pool", unit="net", progress=progress)
+    groups = world.groups(list(range(len(manifest["members"]), size)), batched)
+    world.map_in_rounds(groups, train_group, record, desc="pretraining pool", unit="group" if batched else "net", progress=progress)
     net, rebuild = spec.build(), "delete the pool folder to rebuild it"
     members = [(_load_weights(folder / m["init"], net, rebuild), _load_weights(folder / m["trained"], net, rebuild)) for m in manifest["members"][:size]]
     return Pool(spec, members, device)

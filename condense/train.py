@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .augment import DSA, TRAINING_STRATEGY, cutmix
+from .batched import StackedNets
 from .data import RealData, normalise
 from .errors import UserError
 
@@ -83,20 +84,20 @@ def soft_targets(probabilities: torch.Tensor, temperature: float) -> torch.Tenso
 
 
 def train(
-    net: nn.Module,
+    net: nn.Module | list[nn.Module],
     images: torch.Tensor,
     targets: torch.Tensor,
     config: TrainConfig,
     *,
     mean,
     std,
-    generator: torch.Generator,
+    generator: torch.Generator | list[torch.Generator],
     device: torch.device,
     desc: str | None = None,
     progress: bool = True,
     teacher: nn.Module | None = None,
     objective: Objective | None = None,
-) -> dict:
+) -> dict | list[dict]:
     """Train `net` in place on `images` (uint8 or float in [0, 1], [N,C,H,W]; memory-mapped ones stay on disk).
 
     `targets` are class indices [N] (cross-entropy) or probabilities [N,K] (knowledge distillation
@@ -106,7 +107,18 @@ def train(
     one, every epoch is a random permutation cut into batches of `config.batch_size`.
     All randomness (order, DSA, CutMix) comes from `generator`.
     Returns the last epoch's mean step loss, the wall time and images forwarded per second.
+
+    A list of networks (one architecture) with one generator each trains them at once (`StackedNets`):
+    each network draws from its own generator exactly what it would draw alone, so each ends as it
+    would alone (to floating-point tolerance); one result per network, sharing the wall time.
+    Objectives train one network at a time.
     """
+    nets = list(net) if isinstance(net, (list, tuple)) else [net]
+    generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
+    if len(generators) != len(nets):
+        raise UserError(f"{len(nets)} networks need one generator each, got {len(generators)}")
+    if objective is not None and len(nets) > 1:
+        raise UserError(f"{type(objective).__name__} trains one network at a time; train the networks one by one (no batching)")
     if len(images) != len(targets) or len(images) == 0:
         raise UserError(f"cannot train on {len(images)} images with {len(targets)} targets")
     if config.epochs < 1 or config.batch_size < 1:
@@ -122,8 +134,12 @@ def train(
     resident = isinstance(images, torch.Tensor)  # memory-mapped images (`ArrowImages`) are read batch by batch
     images, targets = (images.to(device) if resident else images), targets.to(device)
     augment = DSA(config.dsa, mode=config.dsa_mode) if config.dsa else None
-    net.to(device).train()
-    optimizer = make_optimizer(net.parameters(), config.optimizer, config.lr, config.weight_decay, config.momentum)
+    for each in nets:
+        each.to(device).train()
+    stacked = StackedNets(nets) if len(nets) > 1 else None
+    forward = stacked or (lambda batches: [nets[0](batches[0])])
+    parameters = stacked.parameters() if stacked else nets[0].parameters()
+    optimizer = make_optimizer(parameters, config.optimizer, config.lr, config.weight_decay, config.momentum)
     count = len(images)
     per_epoch = math.ceil(count / config.batch_size) if objective is None else objective.steps_per_epoch(count, config.batch_size)
     # by step, so that short runs get every decay; repeated milestones decay once each (MultiStepLR counts them)
@@ -134,50 +150,59 @@ def train(
     epochs = tqdm(range(config.epochs), desc=desc or "train", disable=not progress, leave=False, unit="ep")
     start, forwarded = time.perf_counter(), 0
     for epoch in epochs:
-        order = torch.randperm(count, generator=generator).to(device)
-        if objective is None:
-            steps = ([order[first : first + config.batch_size]] for first in range(0, count, config.batch_size))
+        orders = [torch.randperm(count, generator=g).to(device) for g in generators]
+        if objective is None:  # every step: each network's parts (one batch each)
+            steps = ([[order[first : first + config.batch_size]] for order in orders] for first in range(0, count, config.batch_size))
         else:
-            steps = objective.steps(order, config.batch_size)
-        loss_sum, step_samples = torch.zeros((), device=device), 0
-        for parts in steps:
-            part_losses, part_logits = [], []
-            samples = sum(len(batch) for batch in parts)
-            for batch in parts:
-                x = images[batch].to(device)  # no copy for resident images: already there
-                x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, mean, std)
-                if augment is not None:
-                    x = augment(x, generator)
-                y = targets[batch]
-                mix = torch.rand(1, generator=generator).item() < config.cutmix_p
-                if mix:
-                    x, perm, lam = cutmix(x, generator)
-                raw = net(x)
-                logits = raw / temperature
-                if teacher is not None:
-                    with torch.no_grad():
-                        y, mix = torch.softmax(teacher(x).float() / temperature, dim=1), False
-                loss = F.cross_entropy(logits, y)
-                if mix:
-                    loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm.to(device)])
-                part_losses.append(loss * (temperature**2 * (len(batch) / samples)))
-                part_logits.append(raw)
-            loss = sum(part_losses)
+            steps = ([parts] for parts in objective.steps(orders[0], config.batch_size))
+        loss_sum, step_samples = torch.zeros(len(nets), device=device), 0
+        for member_parts in steps:
+            samples = sum(len(batch) for batch in member_parts[0])
+            part_losses, part_logits = [[] for _ in nets], [[] for _ in nets]
+            for position in range(len(member_parts[0])):
+                inputs, labels, mixes = [], [], []
+                for parts, g in zip(member_parts, generators):
+                    batch = parts[position]
+                    x = images[batch].to(device)  # no copy for resident images: already there
+                    x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, mean, std)
+                    if augment is not None:
+                        x = augment(x, g)
+                    mix = torch.rand(1, generator=g).item() < config.cutmix_p
+                    if mix:
+                        x, perm, lam = cutmix(x, g)
+                    inputs.append(x)
+                    labels.append(targets[batch])
+                    mixes.append((perm.to(device), lam) if mix else None)
+                for member, (raw, x, y, mix) in enumerate(zip(forward(inputs), inputs, labels, mixes)):
+                    logits = raw / temperature
+                    if teacher is not None:
+                        with torch.no_grad():
+                            y, mix = torch.softmax(teacher(x).float() / temperature, dim=1), None
+                    loss = F.cross_entropy(logits, y)
+                    if mix is not None:
+                        perm, lam = mix
+                        loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm])
+                    part_losses[member].append(loss * (temperature**2 * (len(x) / samples)))
+                    part_logits[member].append(raw)
+            losses = [sum(member_losses) for member_losses in part_losses]
             if objective is not None:
-                loss = loss + objective.extra_loss(part_logits)
+                losses[0] = losses[0] + objective.extra_loss(part_logits[0])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            sum(losses).backward()
             optimizer.step()
             schedule.step()
-            loss_sum += loss.detach() * samples
+            loss_sum += torch.stack(losses).detach() * samples
             step_samples += samples
         forwarded += step_samples
-        epoch_loss = loss_sum.item() / step_samples
-        if not torch.isfinite(torch.tensor(epoch_loss)):
-            raise UserError(f"training diverged (loss {epoch_loss}) at epoch {epoch + 1}; lower the learning rate")
-        epochs.set_postfix(loss=f"{epoch_loss:.3f}")
+        epoch_losses = [total / step_samples for total in loss_sum.tolist()]
+        if not all(math.isfinite(value) for value in epoch_losses):
+            raise UserError(f"training diverged (loss {max(epoch_losses)}) at epoch {epoch + 1}; lower the learning rate")
+        epochs.set_postfix(loss=f"{sum(epoch_losses) / len(nets):.3f}")
     seconds = time.perf_counter() - start
-    return {"loss": epoch_loss, "seconds": seconds, "images_per_second": forwarded / seconds}
+    if stacked:
+        stacked.write_back()
+    results = [{"loss": value, "seconds": seconds, "images_per_second": forwarded / seconds} for value in epoch_losses]
+    return results if isinstance(net, (list, tuple)) else results[0]
 
 
 @torch.no_grad()
