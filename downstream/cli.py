@@ -96,24 +96,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser, required=False)
     parser.add_argument("--per-class", type=int, help="with --data: train on this many random images per class (seeded by --seed)")
     parser.add_argument("--split", default="test", help="real split to test on (default test)")
-    dlb = parser.add_argument_group("objective")
-    dlb.add_argument("--loss", choices=("ce", "dlb"), default="dlb", help="plain cross-entropy or DLB (default)")
-    dlb.add_argument("--scheme", choices=("official", "paper"), default="official",
-                     help="DLB batches: official (new batch + previous batch, two forwards) or paper (half-overlapping batches of n)")
-    dlb.add_argument("--tau", type=float, default=3.0, help="DLB temperature (default 3)")
-    dlb.add_argument("--alpha", type=float, default=1.0, help="DLB weight (default 1)")
-    dlb.add_argument("--label-noise", type=float, default=0.0, help="rate of symmetric noise on the training labels")
+    parser.add_argument("--label-noise", type=float, default=0.0, help="rate of symmetric noise on the training labels")
     add_eval_arguments(parser)
+    parser.set_defaults(objective="dlb")  # --objective (or --loss) ce for plain cross-entropy
     parser.add_argument("--out", help="result JSON (default <set or data name>-<loss>.json)")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from condense.cli import data_options, eval_config, load_data
+    from condense.cli import data_options, eval_config, eval_objective, load_data
     from condense.evaluate import format_result
     from condense.runtime import resolve_device
-    from downstream.dlb import DLB
     from downstream.train import describe, real_subset, train_model
 
     config = eval_config(args)
@@ -131,10 +125,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             train_set = real_subset(train_set, args.per_class, config.seed)
     else:
         raise UserError("name a condensed set to train on, or a real dataset with --data")
-    objective = DLB(args.tau, args.alpha, args.scheme) if args.loss == "dlb" else None
+    objective = eval_objective(args)
     device = resolve_device(args.device)
     name = Path((args.set or args.data).rstrip("/")).name.removesuffix(".safetensors")
-    out = Path(args.out or f"{name}-{args.loss}.json")
+    out = Path(args.out or f"{name}-{args.objective}.json")
     print(f"training {config.net} with {objective or 'cross-entropy'} on {describe(train_set)}"
           f"{f', {args.label_noise:.0%} label noise' if args.label_noise else ''}\ntesting on {test.source} [{test.split}] on {device}")
     result = train_model(train_set, test, config, objective=objective, label_noise=args.label_noise, device=device,
@@ -144,10 +138,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def add_cl_arguments(parser: argparse.ArgumentParser) -> None:
-    """`downstream cl`: a preset, the data, the memories, and the settings worth changing."""
-    from condense.cli import add_data_arguments
+    """`downstream cl`: a preset, the data, the memories, the fresh model's objective, and the settings worth changing."""
+    from condense.cli import add_data_arguments, add_objective_arguments
 
     add_data_arguments(parser, required=True)
+    add_objective_arguments(parser)
     parser.add_argument("--preset", default="cifar10-cpu", help="cifar10-cpu (default), cifar100-5steps or cifar100-10steps (GPU)")
     parser.add_argument("--memory", default="random,herding", help="comma-separated: random, herding, condensed:PATH (a condensed "
                         "set: file, run folder, Hub folder or repo id), condensed (condense as you go)")
@@ -172,7 +167,7 @@ def add_cl_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_cl(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from condense.cli import data_options, load_data
+    from condense.cli import data_options, eval_objective, load_data
     from condense.runtime import resolve_device, write_json
     from downstream import continual
 
@@ -194,12 +189,15 @@ def cmd_cl(args: argparse.Namespace) -> None:
         config.train.epochs = args.epochs
     if "width" in settings:
         config.net_options["width"] = args.width
+    objective = eval_objective(args)
+    if objective is not None:
+        config.train.cutmix_p = 0.0  # DLB compares per-sample predictions, which CutMix mixes
     memories = continual.parse_memories(args.memory)
     device = resolve_device(args.device)
     options = {"label_column": config.label_column, **data_options(args)}
     train_data, test = load_data(args.data, "train", options), load_data(args.data, "test", options)
     out = Path(args.out or Path("runs") / f"cl-{Path(args.data.rstrip('/')).name}")
-    result = continual.run_comparison(train_data, test, memories, config, device, progress=not args.no_progress)
+    result = continual.run_comparison(train_data, test, memories, config, device, objective=objective, progress=not args.no_progress)
     write_json(out / "cl.json", result)
     continual.save_plot(result, out / "cl.png")
     print(continual.format_table(result))

@@ -576,8 +576,11 @@ def run_continual(benchmark, memory, config: CLConfig, seed: int, device: torch.
 
 
 def run_comparison(train_data: RealData, test: RealData, memories: Sequence[MemorySpec], config: CLConfig, device: torch.device,
-                   progress: bool = True) -> dict:
-    """Every memory under every seed (class order from the seed unless `config.order`); mean ± std per step."""
+                   objective=None, progress: bool = True) -> dict:
+    """Every memory under every seed (class order from the seed unless `config.order`); mean ± std per step.
+
+    `objective` (e.g. `downstream.dlb.DLB`) trains the fresh model instead of plain cross-entropy.
+    """
     if config.ipc < 1:
         raise UserError(f"--ipc must be at least 1, got {config.ipc}")
     if not config.seeds:
@@ -596,15 +599,15 @@ def run_comparison(train_data: RealData, test: RealData, memories: Sequence[Memo
             benchmarks = {seed: condensed_benchmark(train_data, test, config.steps, order=config.order, seed=seed)}
         benchmark = benchmarks[seed]
         memory = make_memory(spec, benchmark, config, seed, device, progress, loaded)
-        run = run_continual(benchmark, memory, config, seed, device, progress=progress)
+        run = run_continual(benchmark, memory, config, seed, device, objective=objective, progress=progress)
         if hasattr(memory, "reads"):
             run["condensed_as_you_go"] = [{"experience": r["experience"], "classes": r["classes"], "pool_images": len(r["pool_rows"]),
                                            "distill_images": len(r["distill_rows"])} for r in memory.reads]
         results[spec.label]["runs"].append(run)
     for entry in results.values():
         summarise(entry)
-    return {"config": config.to_dict(), "device": str(device), "data": train_data.source,
-            "memories": results, "classes_per_step": train_data.num_classes // config.steps}
+    return {"config": config.to_dict(), "objective": objective.to_dict() if objective is not None else {"objective": "ce"},
+            "device": str(device), "data": train_data.source, "memories": results, "classes_per_step": train_data.num_classes // config.steps}
 
 
 def summarise(entry: dict) -> dict:
@@ -625,9 +628,11 @@ def format_table(result: dict) -> str:
     for k in range(steps):
         cells = [f"{m['accuracy_mean'][k]:6.2f} ± {m['accuracy_std'][k]:5.2f}" for m in memories.values()]
         lines.append(f"{k:>4}  {(k + 1) * result['classes_per_step']:>7}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
-    config = result["config"]
+    config, objective = result["config"], result["objective"]
     lines.append(f"accuracy (%) on the test images of all classes seen so far, mean ± std over seeds {list(config['seeds'])}; "
-                 f"memory {config['ipc']} stored images per class; fresh model {config['train']['epochs']} epochs per step")
+                 f"memory {config['ipc']} stored images per class; fresh model {config['train']['epochs']} epochs per step, "
+                 + ("cross-entropy" if objective["objective"] == "ce" else
+                    f"DLB (scheme {objective['scheme']}, tau {objective['tau']}, alpha {objective['alpha']})"))
     return "\n".join(lines)
 
 

@@ -340,8 +340,29 @@ def test_cli_table_plot_and_json(tmp_path, capsys):
         means, stds = [statistics.fmean(v) for v in zip(*per_step)], [statistics.pstdev(v) for v in zip(*per_step)]
         assert memory["accuracy_mean"] == pytest.approx(means) and memory["accuracy_std"] == pytest.approx(stds)
         assert all(f"{m:6.2f} ± {s:5.2f}" in printed for m, s in zip(means, stds))
+    assert result["objective"] == {"objective": "ce"} and "epochs per step, cross-entropy" in printed
     assert main(["cl", "--data", str(folder), "--steps", "4", "--memory", "random", "--out", str(out)]) == 2
     assert "equal steps" in capsys.readouterr().err
+
+
+def test_cli_fresh_model_trains_with_dlb(tmp_path, capsys, monkeypatch):
+    from downstream.cli import main
+
+    folder = tmp_path / "data"
+    _write_folder(folder, tiny_real(), tiny_real(per_class=4, seed=1, split="test"))
+    objectives = []
+    train = continual.train  # FreshModelPlugin's training loop: record the objective every fresh model gets
+    monkeypatch.setattr(continual, "train", lambda *args, **kwargs: objectives.append(kwargs["objective"]) or train(*args, **kwargs))
+    argv = ["cl", "--data", str(folder), "--steps", "3", "--memory", "random", "--ipc", "2", "--seeds", "0", "--epochs", "2", "--width", "8",
+            "--device", "cpu", "--no-progress", "--objective", "dlb", "--scheme", "paper", "--out", str(tmp_path / "dlb")]
+    assert main(argv) == 0
+    assert "epochs per step, DLB (scheme paper, tau 3.0, alpha 1.0)" in capsys.readouterr().out
+    result = json.loads((tmp_path / "dlb" / "cl.json").read_text())
+    assert result["objective"] == {"objective": "dlb", "tau": 3.0, "alpha": 1.0, "scheme": "paper"}
+    assert result["config"]["train"]["cutmix_p"] == 0.0  # the preset's CutMix is dropped: DLB refuses it
+    assert len(objectives) == 3 and all(isinstance(o, dlb.DLB) and o.scheme == "paper" for o in objectives)  # one fresh model per step
+    assert main([*argv[:-1], str(tmp_path / "ce"), "--objective", "ce"]) == 0
+    assert objectives[3:] == [None] * 3
 
 
 def _write_folder(folder, train: RealData, test: RealData) -> None:

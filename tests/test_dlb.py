@@ -12,7 +12,7 @@ from itertools import pairwise
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_real, write_image_folder
+from conftest import assert_one_error, make_real, write_image_folder
 from torch import nn
 
 from condense.nets import build_net
@@ -435,3 +435,27 @@ def test_downstream_train_cli(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--epochs", "1"]) == 2
     assert "name a condensed set" in capsys.readouterr().err
+
+
+def test_condense_eval_objective_dlb_is_downstream_train_on_the_set(tmp_path, capsys):
+    from condense.baseline import random_subset
+    from condense.cli import main as condense_main
+    from condense.data import load_real
+    from downstream.cli import main as downstream_main
+
+    folder = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=24)
+    path = random_subset(load_real(str(folder), "train"), 4).save(tmp_path / "random4.safetensors")
+    tiny = ["--depth", "1", "--width", "8", "--epochs", "2", "--batch-size", "4", "--runs", "2", "--no-progress"]
+    assert condense_main(["eval", str(path), "--objective", "dlb", "--scheme", "paper", *tiny, "--out", str(tmp_path / "eval.json")]) == 0
+    assert "and DLB(tau=3.0, alpha=1.0, scheme='paper')" in capsys.readouterr().out
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["objective"] == {"objective": "dlb", "tau": 3.0, "alpha": 1.0, "scheme": "paper"}
+    assert evaluated["protocol"]["train"]["cutmix_p"] == 0.0 and "cutmix_p" in evaluated["protocol"]["name"]  # DLB drops CutMix, and says so
+    assert downstream_main(["train", str(path), "--scheme", "paper", *tiny, "--out", str(tmp_path / "train.json")]) == 0
+    trained = json.loads((tmp_path / "train.json").read_text())
+    assert [(r["accuracy"], r["loss"]) for r in evaluated["runs"]] == [(r["accuracy"], r["loss"]) for r in trained["runs"]]
+    assert condense_main(["eval", str(path), *tiny, "--cutmix-p", "0", "--out", str(tmp_path / "ce.json")]) == 0
+    plain = json.loads((tmp_path / "ce.json").read_text())
+    assert plain["objective"] == {"objective": "ce"} and plain["runs"][0]["loss"] != evaluated["runs"][0]["loss"]
+    assert_one_error(condense_main, ["eval", str(path), "--objective", "dlb", "--cutmix-p", "0.5", *tiny], capsys, contains="set cutmix_p to 0")
+    assert_one_error(condense_main, ["eval", str(path), "--objective", "dlb", "--scheme", "both", *tiny], capsys, contains="unknown DLB scheme")
