@@ -459,3 +459,26 @@ def test_condense_eval_objective_dlb_is_downstream_train_on_the_set(tmp_path, ca
     assert plain["objective"] == {"objective": "ce"} and plain["runs"][0]["loss"] != evaluated["runs"][0]["loss"]
     assert_one_error(condense_main, ["eval", str(path), "--objective", "dlb", "--cutmix-p", "0.5", *tiny], capsys, contains="set cutmix_p to 0")
     assert_one_error(condense_main, ["eval", str(path), "--objective", "dlb", "--scheme", "both", *tiny], capsys, contains="unknown DLB scheme")
+
+
+@pytest.mark.parametrize("scheme", ["official", "paper"])
+def test_dlb_with_a_teacher_distils_every_view_the_student_sees(scheme):
+    """KD composes with DLB: every part (new and repeated, each under its own augmentation) gets the teacher's
+    probabilities of that very input as targets, and DLB's KL to the previous step's logits is added."""
+    seen = {"student": [], "teacher": []}
+
+    def recorder(name, net):
+        net.register_forward_pre_hook(lambda module, args: seen[name].append(args[0].detach().clone()))
+        return net
+
+    torch.manual_seed(0)
+    student = recorder("student", build_net("convnet", 3, 2, (8, 8), depth=1, width=4))
+    teacher = recorder("teacher", build_net("convnet", 3, 2, (8, 8), depth=1, width=4))
+    dlb = RecordingDLB(scheme=scheme)
+    config = TrainConfig(epochs=2, batch_size=4, cutmix_p=0.0, temperature=4.0, dsa="color_crop_flip_scale_rotate")
+    train(student, torch.rand(8, 3, 8, 8), torch.arange(8) % 2, config, mean=(0.5,) * 3, std=(0.25,) * 3,
+          generator=torch.Generator().manual_seed(0), device=CPU, progress=False, teacher=teacher, objective=dlb)
+    forwards = sum(len(parts) for parts in dlb.parts)
+    assert len(seen["student"]) == len(seen["teacher"]) == forwards == (7 if scheme == "official" else 4 * 2)
+    assert all(torch.equal(s, t) for s, t in zip(seen["student"], seen["teacher"]))
+    assert dlb.terms[0] == 0.0 and min(dlb.terms[1:]) > 1e-6
