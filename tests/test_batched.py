@@ -4,6 +4,7 @@ runs give the sequential runs' figures."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -59,7 +60,7 @@ def without_effect(net: torch.nn.Module) -> set[str]:
     """Biases of convolutions that instance norm follows: they cancel, so their true gradient is 0 and AdamW
     scales its rounding noise into full steps; they differ between any two summation orders and change nothing."""
     layers = list(net.body)
-    return {f"body.{i}.bias" for i, (layer, after) in enumerate(zip(layers, layers[1:]))
+    return {f"body.{i}.bias" for i, (layer, after) in enumerate(itertools.pairwise(layers))
             if isinstance(layer, torch.nn.Conv2d) and isinstance(after, torch.nn.GroupNorm) and after.num_groups == after.num_channels}
 
 
