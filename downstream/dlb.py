@@ -40,6 +40,14 @@ up to 1/8 of the size each way, zero fill of the tensor as given) and a horizont
 probability 0.5, per sample, from torch's global RNG; any other input (e.g. feature vectors) is
 re-forwarded as cached, the same view a step later. `augment=None` turns it off for images too;
 pass your own function for another view.
+
+With other targets: KD from a teacher composes as it is (`train(teacher=..., objective=DLB())`,
+`condense eval --teacher T --objective dlb`): every part, new or repeated, is trained towards the
+teacher's probabilities of that very augmented view, and the KL term to the previous step's logits
+is added. CutMix is refused: a mixed batch's logits are a target for no single sample. The
+composition that would keep DLB's meaning mixes only the new samples and distils only repeated
+samples whose cached logits came from an un-mixed forward (a KL term on 1 - cutmix_p of the steps);
+it needs the loop to report which parts it mixed, and is not built.
 """
 
 from __future__ import annotations
