@@ -7,9 +7,11 @@ rotation that stay differentiable with respect to the input images. Two modes:
   and synthetic images are concatenated and must see the same transformation);
 - per sample: an independent draw for each image (used in training).
 
-Each draw applies one operation of the strategy picked at random (mode `one`, DSA's convention:
-with "color_crop_cutout" a draw is a colour change, a translation or a cutout), or all of them
-(mode `all`).
+Which operations of the strategy a draw applies (`MODES`): `one` picks one at random per draw (DSA's
+convention: with "color_crop_cutout" a draw is a colour change, a translation or a cutout); `all`
+applies every one; `batch` picks one per call, shared by the whole batch, with each image's own
+parameters (the DC/DM authors' evaluation, DSA's "single" mode); `batch-geometry` applies flip, colour
+and cutout to every image plus one of crop/scale/rotate picked per call (the published NCFM evaluation).
 
 Flip, scale, rotation and translation are composed into one affine warp per image (one bilinear
 resampling instead of three, so less blur). Random numbers come from the given CPU generator, so
@@ -29,6 +31,13 @@ from .errors import UserError
 MATCHING_STRATEGY = "color_crop_cutout"
 TRAINING_STRATEGY = "color_crop_flip_scale_rotate"  # the NCFM evaluation (BENCHMARKS.md): no cutout
 OPERATIONS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+GEOMETRY = ("crop", "scale", "rotate")  # of which mode batch-geometry picks one per call
+MODES = {
+    "one": "one random operation per draw (DSA's convention)",
+    "all": "every operation",
+    "batch": "one random operation per call, shared by the batch, parameters per image (DSA's single mode, DC/DM evaluation)",
+    "batch-geometry": "flip, colour and cutout on every image, plus one of crop/scale/rotate per call (published NCFM evaluation)",
+}
 
 
 @dataclass(frozen=True)
@@ -57,8 +66,8 @@ class DSA:
         unknown = [name for name in names if name not in OPERATIONS]
         if unknown:
             raise UserError(f"unknown DSA operation(s) {', '.join(unknown)} in {strategy!r}; use {', '.join(OPERATIONS)}")
-        if mode not in ("one", "all"):
-            raise UserError(f"DSA mode must be one (one random operation per draw, as DSA) or all, got {mode!r}")
+        if mode not in MODES:
+            raise UserError(f"DSA mode must be one of {', '.join(MODES)} ({'; '.join(f'{k}: {v}' for k, v in MODES.items())}), got {mode!r}")
         self.strategy, self.strengths, self.mode = strategy, strengths, mode
         self.names = list(dict.fromkeys(names))
 
@@ -73,15 +82,10 @@ class DSA:
     def draw(self, count: int, height: int, width: int, generator: torch.Generator | None = None) -> dict:
         """`count` random draws (on the CPU), to be applied with `apply`.
 
-        In mode `one` each draw uses one operation of the strategy, picked at random (DSA's
-        convention); in mode `all` every operation, in the order colour, warp, cutout.
+        Which operations each draw uses follows the mode (`MODES`); they apply in the order colour, warp, cutout.
         """
         s = self.strengths
-        if self.mode == "one":
-            chosen = torch.randint(len(self.names), (count,), generator=generator)
-            active = {name: chosen == index for index, name in enumerate(self.names)}
-        else:
-            active = {name: torch.ones(count, dtype=torch.bool) for name in self.names}
+        active = self._active(count, generator)
         off = torch.zeros(count, dtype=torch.bool)
         draw: dict[str, torch.Tensor] = {}
         color = active.get("color", off)
@@ -99,6 +103,22 @@ class DSA:
         if cutout.any() and s.cutout > 0:
             draw["keep"] = torch.where(cutout.view(-1, 1, 1), self._draw_cutout(count, height, width, generator), 1.0)
         return draw
+
+    def _active(self, count: int, generator) -> dict[str, torch.Tensor]:
+        """For every operation of the strategy, which of the `count` draws apply it."""
+        def chosen_among(names: list[str], per_draw: int) -> dict[str, torch.Tensor]:
+            chosen = torch.randint(len(names), (per_draw,), generator=generator).expand(count)
+            return {name: chosen == index for index, name in enumerate(names)}
+
+        if self.mode == "one":
+            return chosen_among(self.names, count)
+        if self.mode == "batch":
+            return chosen_among(self.names, 1)
+        every = {name: torch.ones(count, dtype=torch.bool) for name in self.names}
+        if self.mode == "all":
+            return every
+        geometry = [name for name in self.names if name in GEOMETRY]
+        return {**every, **(chosen_among(geometry, 1) if geometry else {})}
 
     def apply(self, images: torch.Tensor, draw: dict, index: torch.Tensor | None = None) -> torch.Tensor:
         """Apply a draw; image i uses draw row `index[i]` (default: row i, or row 0 for a single draw)."""

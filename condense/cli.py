@@ -50,8 +50,23 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {synthetic.summary()}")
 
 
+def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--objective ce|dlb` and DLB's settings (`eval_objective` builds the objective)."""
+    objective = parser.add_argument_group("objective")
+    objective.add_argument("--objective", "--loss", dest="objective", choices=("ce", "dlb"), default="ce",
+                           help="ce: cross-entropy (default); dlb: DLB, self-distillation from the last mini-batch (downstream.dlb), "
+                                "which trains without CutMix (it mixes the predictions DLB compares)")
+    objective.add_argument("--scheme", default="official",
+                           help="DLB batches: official (new batch + previous batch, two forwards) or paper (half-overlapping batches of n)")
+    objective.add_argument("--tau", type=float, default=3.0, help="DLB temperature (default 3)")
+    objective.add_argument("--alpha", type=float, default=1.0, help="DLB weight (default 1)")
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="cpu", help="evaluation preset: cpu (BENCHMARKS.md CPU preset) or paper")
+    from .evaluate import EVAL_PRESETS
+
+    parser.add_argument("--protocol", "--preset", dest="protocol", default="cpu", metavar="NAME",
+                        help=f"evaluation protocol: {', '.join(EVAL_PRESETS)} (BENCHMARKS.md; --preset is the old name)")
     net = parser.add_argument_group("network (defaults from the preset)")
     net.add_argument("--net", help="convnet, alexnet, vgg11 or resnet18")
     net.add_argument("--depth", type=int, help="ConvNet depth (default: 3 at 32 px, 4 at 64, 5 at 128)")
@@ -72,27 +87,44 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                           help="hard: the class labels (default; with --teacher, the teacher's soft labels of every augmented batch); "
                                "stored: the set's stored soft labels, which do not follow the augmentation")
     training.add_argument("--temperature", type=float, help="KD temperature for soft labels or --teacher")
-    training.add_argument("--teacher", help="pool member file (member-XXX-trained.safetensors): KD from it on every augmented batch")
+    training.add_argument("--teacher", help="pool member file (member-XXX-trained.safetensors), several joined by commas or a pool folder "
+                                            "(the ensemble of its trained members): KD from it on every augmented batch")
     training.add_argument("--runs", type=int)
     training.add_argument("--seed", type=int)
+    add_objective_arguments(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def eval_config(args: argparse.Namespace):
-    """The preset's EvalConfig with every option given on the command line applied."""
+    """The protocol's EvalConfig with every option given on the command line applied (named in its `name`)."""
     from .evaluate import eval_preset
 
-    config = eval_preset(args.preset)
+    config = eval_preset(args.protocol)
     if args.net is not None and args.net != config.net:
         config.net, config.net_options = args.net, {}
-    config.net_options.update({k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pool") if getattr(args, k) is not None})
+    network = {k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pool") if getattr(args, k) is not None}
+    config.net_options.update(network)
     training = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "dsa", "dsa_mode", "cutmix_p", "temperature") if getattr(args, k) is not None}
+    if args.objective == "dlb" and "cutmix_p" not in training:
+        training["cutmix_p"] = 0.0  # DLB compares per-sample predictions, which CutMix mixes
     config.train = replace(config.train, **training)
+    changed = [k for k in ("net", *network, *training) if k in training or getattr(args, k) is not None]
+    if changed:
+        config.name = f"{args.protocol} with {', '.join(changed)} changed"
     for key in ("runs", "seed", "labels", "teacher"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     return config
+
+
+def eval_objective(args: argparse.Namespace):
+    """The training objective `--objective` names: None (cross-entropy) or `downstream.dlb.DLB` (the consumer package's)."""
+    if args.objective == "ce":
+        return None
+    from downstream.dlb import DLB
+
+    return DLB(args.tau, args.alpha, args.scheme)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -107,14 +139,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
         default_out = source.with_name(f"{source.name}{'-' + args.config if args.config else ''}.eval.json")
     else:
         default_out = (source / SET_FILE if source.is_dir() else source).with_suffix(".eval.json")
-    config = eval_config(args)
+    config, objective = eval_config(args), eval_objective(args)
     options = {**synthetic.source_options(), **data_options(args)}
     with torchrun_world(resolve_device(args.device)) as (world, device):
         test = world.main_first(lambda: load_data(args.data or synthetic.source_dataset, args.split, options))
         if world.is_main:
-            print(f"evaluating {synthetic.summary()}\non {test.source} [{test.split}] with {config.net} on {device}"
+            print(f"evaluating {synthetic.summary()}\non {test.source} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
-        result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress and world.is_main, world=world)
+        result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress and world.is_main, world=world,
+                              objective=objective)
     if world.is_main:
         out = Path(args.out or default_out)
         write_json(out, {"set_file": str(args.set), **result})

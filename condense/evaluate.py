@@ -1,8 +1,9 @@
 """Train on the small set, test on the real test split: the number the field reports.
 
-The protocol (BENCHMARKS.md): a fresh network per run, AdamW, lr halved at every fifth of
-training, per-sample DSA and CutMix; the reported figure is the test accuracy at the **final
-epoch** (never the best over checkpoints), mean and population std (as numpy's `std`) over runs.
+Protocols by name (`EVAL_PRESETS`, BENCHMARKS.md): `cpu` (this project's CPU yardstick) and `paper`
+(its GPU scale), `ncfm` (the published NCFM evaluation) and `dc` (the DC/DM authors' `evaluate_synset`).
+Every protocol trains a fresh network per run and reports the test accuracy at the **final epoch**
+(never the best over checkpoints), mean and population std (as numpy's `std`) over runs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .errors import UserError
 from .nets import build_net
 from .runtime import preset_copy
 from .synthetic import SyntheticSet
-from .train import TrainConfig, accuracy, train
+from .train import Objective, TrainConfig, accuracy, train
 
 
 @dataclass
@@ -31,20 +32,31 @@ class EvalConfig:
     runs: int = 2
     seed: int = 0
     labels: str = "hard"  # hard | stored (the set's soft labels, as stored); a teacher replaces either
-    teacher: str | None = None  # a pool member file: KD targets from it on each augmented batch
+    teacher: str | None = None  # a pool member file, or several / a pool folder (an ensemble): KD targets on each augmented batch
+    name: str = "custom"  # the protocol's name in EVAL_PRESETS (with what was changed from it), for the JSON result
 
     def to_dict(self) -> dict:
-        return {"net": self.net, "net_options": dict(self.net_options), "train": self.train.to_dict(), "runs": self.runs,
-                "seed": self.seed, "labels": self.labels, "teacher": self.teacher}
+        return {"name": self.name, "net": self.net, "net_options": dict(self.net_options), "train": self.train.to_dict(),
+                "runs": self.runs, "seed": self.seed, "labels": self.labels, "teacher": self.teacher}
 
 
-# `cpu`: the evaluation of the cifar10-ipc10-cpu preset; `paper`: the NCFM paper's CIFAR protocol.
+# At CPU scale (300 epochs) every protocol trains the CPU preset's ConvNet (width 64) and differs in training only.
+# `cpu`: the evaluation of the cifar10-ipc10-cpu preset; `paper`: the same at the NCFM paper's scale (GPU);
+# `ncfm`: the published NCFM evaluation (flip + colour on every image, one of crop/scale/rotate per batch);
+# `dc`: the DC/DM authors' evaluate_synset (SGD, lr x0.1 at half the epochs, one DSA operation per batch, no CutMix).
 EVAL_PRESETS = {
-    "cpu": EvalConfig(),
+    "cpu": EvalConfig(name="cpu"),
     "paper": EvalConfig(
         net_options={"width": 128, "norm": "instance", "act": "relu", "pool": "avg"},
         train=TrainConfig(epochs=2000),
         runs=10,
+        name="paper",
+    ),
+    "ncfm": EvalConfig(train=TrainConfig(dsa="color_crop_flip_scale_rotate", dsa_mode="batch-geometry"), name="ncfm"),
+    "dc": EvalConfig(
+        train=TrainConfig(batch_size=256, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, lr_decay_at=(0.5,), lr_gamma=0.1,
+                          dsa="color_crop_cutout_flip_scale_rotate", dsa_mode="batch", cutmix_p=0.0),
+        name="dc",
     ),
 }
 
@@ -73,6 +85,37 @@ def training_targets(train_set: SyntheticSet | RealData, labels: str) -> tuple[t
     return train_set.labels, "hard"
 
 
+class Ensemble(torch.nn.Module):
+    """Several frozen networks as one teacher: its logits are the log of the members' mean probabilities."""
+
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.softmax(member(x).float(), 1) for member in self.members]).mean(0).log()
+
+
+def teacher_files(teacher: str) -> list[str]:
+    """The member files a teacher names: one file, several joined by commas, or every trained member of a pool folder."""
+    from pathlib import Path
+
+    if Path(teacher).is_dir():
+        files = sorted(str(path) for path in Path(teacher).glob("member-*-trained.safetensors"))
+        if not files:
+            raise UserError(f"teacher folder {teacher} holds no member-XXX-trained.safetensors; pass a pool folder of `condense pretrain`")
+        return files
+    return [name for name in teacher.split(",") if name]
+
+
+def load_teacher(teacher: str, device: torch.device) -> torch.nn.Module:
+    """A frozen teacher: one pool member, or the ensemble of several (see `teacher_files`)."""
+    from .pool import load_member
+
+    members = [load_member(path, device) for path in teacher_files(teacher)]
+    return members[0] if len(members) == 1 else Ensemble(members).to(device).eval()
+
+
 def check_compatible(synthetic: SyntheticSet, test: RealData) -> None:
     """The set and the test split must agree on channels, image size and classes."""
     if tuple(synthetic.images.shape[1:]) != (test.channels, *test.image_size):
@@ -85,12 +128,13 @@ def check_compatible(synthetic: SyntheticSet, test: RealData) -> None:
 
 
 def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, device: torch.device, progress: bool = True,
-                 world: World | None = None, batched: bool = False) -> dict:
+                 world: World | None = None, batched: bool = False, objective: Objective | None = None) -> dict:
     """Train a fresh network per run on `synthetic`, report final-epoch accuracy on `test`.
 
     The targets are the class labels unless `config.teacher` is given (KD on every augmented batch)
     or `config.labels` is "stored" (the set's soft labels, which do not follow the augmentation);
     the result names the protocol ("labels", "label_protocol").
+    `objective` (e.g. `downstream.dlb.DLB`) replaces plain cross-entropy (`train(objective=...)`; one network at a time).
     Under torchrun (`world`) the runs are shared across ranks; each run is seeded by its index, so
     the figures are those of one process, and every rank gets all of them. `batched` trains each
     rank's runs at once (`train` on a list of networks): the same runs to floating-point tolerance.
@@ -103,9 +147,7 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
     targets, kind = training_targets(synthetic, config.labels)
     teacher = None
     if config.teacher:
-        from .pool import load_member
-
-        teacher, kind = load_member(config.teacher, device), "teacher soft"
+        teacher, kind = load_teacher(config.teacher, device), "teacher soft"
     world = world or World()
 
     def some_runs(runs: list[int]) -> list[dict]:
@@ -119,6 +161,7 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
             nets, synthetic.images, targets, config.train,
             mean=synthetic.mean, std=synthetic.std, generator=[torch.Generator().manual_seed(seed) for seed in seeds], device=device,
             desc=f"run{'s' if len(runs) > 1 else ''} {', '.join(str(run + 1) for run in runs)}/{config.runs}", progress=progress, teacher=teacher,
+            objective=objective,
         )
         return [{"seed": seed, "accuracy": accuracy(net, test, synthetic.mean, synthetic.std, device), **figures}
                 for seed, net, figures in zip(seeds, nets, stats)]
@@ -136,6 +179,7 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
         "test": f"{test.source} [{test.split}], {len(test)} images",
         "device": str(device),
         "protocol": config.to_dict(),
+        "objective": objective.to_dict() if objective is not None else {"objective": "ce"},
         "train_images_per_second": statistics.fmean(r["images_per_second"] for r in runs),
     }
 
@@ -162,7 +206,7 @@ def format_result(result: dict) -> str:
     options = ", ".join(f"{k}={v}" for k, v in protocol["net_options"].items())
     lines.append(
         f"mean ± std: {result['accuracy_mean']:.2f} ± {result['accuracy_std']:.2f} %  "
-        f"({protocol['net']}({options}), {protocol['train']['epochs']} epochs, {result['labels']} labels, "
+        f"(protocol {protocol.get('name', 'custom')}: {protocol['net']}({options}), {protocol['train']['epochs']} epochs, {result['labels']} labels, "
         f"{len(result['runs'])} runs; {result['test']})"
     )
     lines.append(f"trained on {result['labels']} labels: {result['label_protocol']}")

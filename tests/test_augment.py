@@ -133,3 +133,33 @@ def test_mode_one_applies_exactly_one_operation_per_draw():
     assert (both == 0).flatten(1).any(1).all()
     with pytest.raises(UserError, match="DSA mode must be one"):
         DSA("flip", mode="some")
+
+
+def test_mode_batch_applies_one_operation_to_the_whole_batch_with_parameters_per_image():
+    strengths = DSAStrengths(flip=1.0)
+    x = _images(16) + 1  # no zeros before cutout
+    picked = set()
+    for seed in range(8):
+        out = DSA("flip_cutout", strengths, mode="batch")(x, _gen(seed))
+        flipped = torch.tensor([torch.allclose(o, i.flip(2), atol=1e-5) for o, i in zip(out, x)])
+        cut = (out == 0).flatten(1).any(1)
+        assert (flipped.all() and not cut.any()) or (cut.all() and not flipped.any())  # one operation, for every image
+        if cut.all():
+            assert len({tuple((o == 0).nonzero()[0].tolist()) for o in out}) > 1  # each image its own square
+        picked.add("flip" if flipped.all() else "cutout")
+    assert picked == {"flip", "cutout"}
+
+
+def test_mode_batch_geometry_applies_flip_and_cutout_to_every_image_and_one_geometric_operation_per_batch():
+    dsa = DSA("flip_cutout_crop_rotate", DSAStrengths(flip=1.0), mode="batch-geometry")
+    picked = set()
+    for seed in range(8):
+        active = dsa._active(10, _gen(seed))
+        assert active["flip"].all() and active["cutout"].all()
+        (geometric,) = [name for name in ("crop", "rotate") if active[name].any()]
+        assert active[geometric].all()
+        picked.add(geometric)
+    assert picked == {"crop", "rotate"}
+    x = _images(4) + 1
+    out = dsa(x, _gen(0))
+    assert (out == 0).flatten(1).any(1).all()  # every image cut out

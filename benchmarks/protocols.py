@@ -1,0 +1,172 @@
+"""One table of CIFAR-10 IPC-10 sets under several evaluation protocols, hard and soft labels (issue 15, item 2).
+
+Rows (`ROWS`): random real IPC 10, herding IPC 10 (iCaRL's greedy mean matching on the teacher's features),
+the published NCFM code's initial and 200-iteration sets (../shared/reference_sets), this project's initial
+set and its best set (--best, a run folder or set file). Columns: PROTOCOL:LABELS, PROTOCOL one of
+condense.evaluate.EVAL_PRESETS, LABELS hard (class labels) or soft (the --teacher's probabilities on every
+augmented batch, at --temperature). The random row under a soft column is the baseline every soft-label
+figure stands beside: random real images with the same teacher. Each cell: final-epoch test accuracy, mean ±
+population std over --runs evaluation runs (seeds 0..runs-1). Cells already in the JSON are kept (the table
+can be filled over several invocations). Writes figures.json, table.md and table.png under --out.
+Usage:
+  python benchmarks/protocols.py --data ../shared/data/cifar10 --pool pools/cifar10-convnet-2x1ep-11d062a7ac \
+      --best benchmarks/runs/lead/lr1e-2-seed0 --rows published-200it,ours-best --columns cpu:hard,ncfm:hard,dc:hard
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from condense.baseline import random_subset
+from condense.data import RealData, load_real, normalise
+from condense.distill import initial_set, preset
+from condense.evaluate import EVAL_PRESETS, eval_preset, evaluate_set
+from condense.hub import load_set_source
+from condense.pool import load_member
+from condense.runtime import resolve_device, write_json
+from condense.synthetic import SyntheticSet
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+PUBLISHED = SHARED / "reference_sets"
+ROWS = {
+    "random": "random real IPC 10 (seed 0)",
+    "herding": "herding IPC 10 (teacher features)",
+    "published-init": "published NCFM code, initial set",
+    "published-200it": "published NCFM code, 200 iterations",
+    "ours-init": "this project, initial set (preset defaults)",
+    "ours-best": "this project, best set (--best)",
+}
+
+
+@torch.no_grad()
+def herding_set(real: RealData, teacher_file: str, ipc: int, device: torch.device) -> SyntheticSet:
+    """`ipc` real images per class picked by herding on the teacher's L2-normalised features (no multi-formation)."""
+    from downstream.continual import herding_order
+
+    net = load_member(teacher_file, device)
+    picks = []
+    for members in real.by_class:
+        features = torch.cat([torch.nn.functional.normalize(net.features(normalise(real.floats(chunk).to(device), real.mean, real.std)), dim=1).cpu()
+                              for chunk in members.split(1000)])
+        picks.append(members[herding_order(features, ipc)])
+    indices = torch.cat(picks)
+    return SyntheticSet(images=real.floats(indices), labels=real.labels[indices].clone(), class_names=list(real.class_names), mean=real.mean,
+                        std=real.std, method="herding", source_dataset=real.source, ipc=ipc,
+                        config={"baseline": "herding", "teacher": teacher_file, "indices": indices.tolist()})
+
+
+def build_row(name: str, args, real: RealData, device: torch.device) -> SyntheticSet:
+    if name == "random":
+        return random_subset(real, 10, seed=0)
+    if name == "herding":
+        return herding_set(real, args.teacher, 10, device)
+    if name.startswith("published-"):
+        return SyntheticSet.load(PUBLISHED / f"published_ncfm_cifar10_ipc10_cpu_{name.split('-')[1]}.safetensors")
+    if name == "ours-init":
+        return initial_set(dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data), real)
+    if not args.best:
+        raise SystemExit("row ours-best needs --best (a run folder or set file)")
+    return load_set_source(args.best)
+
+
+def table(figures: dict) -> str:
+    columns = figures["columns"]
+    lines = ["| set | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    for row in figures["rows"]:
+        cells = figures["cells"].get(row, {})
+        shown = [f"{cells[c]['accuracy_mean']:.2f} ± {cells[c]['accuracy_std']:.2f}" if c in cells else "–" for c in columns]
+        lines.append(f"| {ROWS[row]} | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
+def heatmap(figures: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, columns = figures["rows"], figures["columns"]
+    values = [[figures["cells"].get(r, {}).get(c, {}).get("accuracy_mean", float("nan")) for c in columns] for r in rows]
+    figure, axes = plt.subplots(figsize=(1.6 * len(columns) + 4, 0.6 * len(rows) + 1.5))
+    image = axes.imshow(values, cmap="viridis", aspect="auto")
+    axes.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    axes.set_yticks(range(len(rows)), [ROWS[r] for r in rows])
+    for i, line in enumerate(values):
+        for j, value in enumerate(line):
+            if value == value:
+                axes.text(j, i, f"{value:.1f}", ha="center", va="center", color="white")
+    figure.colorbar(image, label="final-epoch test accuracy (%)")
+    axes.set_title(f"CIFAR-10 IPC 10, mean of {figures['runs']} evaluation runs")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--data", default=str(SHARED / "data" / "cifar10"))
+    parser.add_argument("--out", default="benchmarks/runs/x/protocols")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--pool", default=str(ROOT / "pools" / "cifar10-convnet-2x1ep-11d062a7ac"), help="the preset's pool folder")
+    parser.add_argument("--teacher", help="soft labels' teacher: a member file, several joined by commas or a pool folder "
+                        "(default: the pool's first trained member); herding uses the first file's features")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--best", help="this project's best set: a run folder or set file")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {', '.join(ROWS)}")
+    parser.add_argument("--columns", default=",".join(f"{p}:{k}" for p in ("cpu", "ncfm", "dc") for k in ("hard", "soft")),
+                        help=f"comma-separated PROTOCOL:LABELS, PROTOCOL from {', '.join(EVAL_PRESETS)}, LABELS hard or soft")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, help="override every protocol's epochs (300 at CPU scale)")
+    args = parser.parse_args()
+    args.teacher = args.teacher or str(Path(args.pool) / "member-000-trained.safetensors")
+    device, out = resolve_device(args.device), Path(args.out)
+    rows, columns = args.rows.split(","), args.columns.split(",")
+    for column in columns:
+        protocol, _, labels = column.partition(":")
+        if protocol not in EVAL_PRESETS or labels not in ("hard", "soft"):
+            parser.error(f"column {column!r}: use PROTOCOL:hard or PROTOCOL:soft with PROTOCOL from {', '.join(EVAL_PRESETS)}")
+    unknown = [row for row in rows if row not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; use {', '.join(ROWS)}")
+    previous = out / "figures.json"
+    figures = {"rows": [], "columns": [], "cells": {}}
+    if previous.is_file():
+        figures = json.loads(previous.read_text())
+    settings = {"teacher": args.teacher, "temperature": args.temperature, "runs": args.runs, "epochs": args.epochs, "best": args.best,
+                "data": args.data}
+    if figures.get("settings", settings) != settings:
+        parser.error(f"{previous} holds figures of other settings ({figures['settings']}); choose another --out")
+    figures.update(settings=settings, runs=args.runs, device=str(device), torch_threads=torch.get_num_threads(),
+                   rows=list(dict.fromkeys(figures["rows"] + rows)), columns=list(dict.fromkeys(figures["columns"] + columns)))
+    real, test = load_real(args.data, "train"), load_real(args.data, "test")
+    for row in rows:
+        synthetic = build_row(row, args, real, device)
+        for column in columns:
+            if column in figures["cells"].get(row, {}):
+                continue
+            protocol, _, labels = column.partition(":")
+            config = eval_preset(protocol)
+            config.runs = args.runs
+            config.train.epochs = args.epochs or config.train.epochs
+            if labels == "soft":
+                config.teacher, config.train.temperature = args.teacher, args.temperature
+            result = evaluate_set(synthetic, test, config, device, progress=sys.stderr.isatty())
+            figures["cells"].setdefault(row, {})[column] = {
+                "accuracy_mean": result["accuracy_mean"], "accuracy_std": result["accuracy_std"], "runs": [r["accuracy"] for r in result["runs"]],
+                "labels": result["labels"], "protocol": result["protocol"], "set": result["set"]}
+            print(f"{ROWS[row]} | {column}: {result['accuracy_mean']:.2f} ± {result['accuracy_std']:.2f} %", flush=True)
+            write_json(previous, figures)
+            (out / "table.md").write_text(table(figures) + "\n")
+            heatmap(figures, out / "table.png")
+    print(table(figures))
+
+
+if __name__ == "__main__":
+    main()
