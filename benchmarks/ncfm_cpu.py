@@ -3,7 +3,10 @@
 Prints, from one run on one machine: median seconds per distillation iteration, peak resident memory
 per phase (pretraining, distilling, evaluating), and final-epoch accuracy (mean ± std over 2 runs)
 of the random real IPC-10 subset, the initial set (0 iterations) and the distilled sets.
+With --seeds, every variant is distilled once per seed and each set evaluated; a variant's figure is then
+the mean ± population std over all its (distillation seed, evaluation run) pairs, with each seed's mean beside it.
 Usage: python benchmarks/ncfm_cpu.py [--data ../shared/data/cifar10] [--out benchmarks/runs/ncfm_cpu]
+       [--pool-folder pools/cifar10-convnet-2x1ep-11d062a7ac] [--variants psi-lr1e-2,gaussian-lr1e-2] [--seeds 0,1]
 """
 
 from __future__ import annotations
@@ -37,6 +40,17 @@ VARIANTS = {
     "gaussian-lr5e-3": {"sampler": "gaussian", "lr": 5e-3},
     "gaussian-lr1e-2": {"sampler": "gaussian", "lr": 1e-2},
     "psi-lr3e-3": {"sampler": "learned", "lr": 3e-3},
+    # issue 15, item 6: variants of the min-max at the image lr 1e-2, against gaussian-lr1e-2
+    "psi-lr1e-2": {"sampler": "learned", "lr": 1e-2},
+    "psi-tight-lr1e-2": {"sampler": "learned", "lr": 1e-2, "sigma_min": 0.5, "sigma_max": 2.0},
+    "psi-penalty-lr1e-2": {"sampler": "learned", "lr": 1e-2, "sigma_penalty": 100.0},  # 100 x (log 2)^2 ~ 48, the matching loss ~ 190
+    "psi-normalised-lr1e-2": {"sampler": "learned", "lr": 1e-2, "psi_objective": "normalised"},
+    "psi-decoupled-lr1e-2": {"sampler": "learned", "lr": 1e-2, "phase": "decoupled"},
+    "gaussian-decoupled-lr1e-2": {"sampler": "gaussian", "lr": 1e-2, "phase": "decoupled"},
+    "psi-slow-lr1e-2": {"sampler": "learned", "lr": 1e-2, "sampler_lr": 1e-4},
+    # items 3 and 4: the initialisation and the matching augmentation
+    "gaussian-lr1e-2-first-nearest": {"sampler": "gaussian", "lr": 1e-2, "init_images": "first", "init_resize": "nearest"},
+    "gaussian-lr1e-2-dsa-all": {"sampler": "gaussian", "lr": 1e-2, "dsa_mode": "all"},
 }
 DEFAULT_VARIANTS = "psi,gaussian,gaussian-lr1e-2"
 
@@ -85,11 +99,14 @@ def main() -> None:
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--override", nargs="*", default=[], metavar="FIELD=VALUE", help="extra settings for every variant, e.g. sampler_lr=1e-4")
     parser.add_argument("--iterations", type=int, help="override the preset's 200 iterations")
+    parser.add_argument("--pool-folder", help="reuse this pool (default: <out>/pool, trained if missing)")
+    parser.add_argument("--seeds", default="0", help="distillation seeds, comma-separated (each variant is distilled once per seed)")
+    parser.add_argument("--skip-baselines", action="store_true", help="evaluate only the distilled sets (not the random subset and initial set)")
     args = parser.parse_args()
     progress = sys.stderr.isatty()
     device = resolve_device(args.device)
     out = Path(args.out)
-    config = dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data, pool_folder=str(out / "pool"))
+    config = dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data, pool_folder=args.pool_folder or str(out / "pool"))
     if args.iterations:
         config.iterations = args.iterations
     try:
@@ -112,19 +129,32 @@ def main() -> None:
                      "runs": [r["accuracy"] for r in result["runs"]], "eval_peak_rss_mb": memory.peak, **extra})
         print(f"{name}: {result['accuracy_mean']:.2f} ± {result['accuracy_std']:.2f} %", flush=True)
 
-    evaluate("random real IPC 10", random_subset(real, 10, seed=0))
-    evaluate("NCFM initial set (0 iterations)", Distiller(config, real, pool, device).synthetic_set())
+    if not args.skip_baselines:
+        evaluate("random real IPC 10", random_subset(real, 10, seed=0))
+        evaluate("NCFM initial set (0 iterations)", Distiller(config, real, pool, device).synthetic_set())
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     for name in args.variants.split(","):
-        run_config = dataclasses.replace(config, **VARIANTS[name], **overrides)
-        distiller = Distiller(run_config, real, pool, device)
-        run_folder = out / name
-        run_folder.mkdir(parents=True, exist_ok=True)
-        with PeakMemory() as memory:
-            seconds = run_distillation(distiller, run_folder, progress)
-        synthetic = distiller.synthetic_set()
-        synthetic.save(run_folder / "synthetic.safetensors")
-        evaluate(f"NCFM {name}, {run_config.iterations} iterations", synthetic,
-                 seconds_per_iteration_median=statistics.median(seconds), distill_peak_rss_mb=memory.peak)
+        for seed in seeds:
+            run_config = dataclasses.replace(config, **VARIANTS[name], **overrides, seed=seed)
+            distiller = Distiller(run_config, real, pool, device)
+            run_folder = out / (name if len(seeds) == 1 else f"{name}-seed{seed}")
+            run_folder.mkdir(parents=True, exist_ok=True)
+            with PeakMemory() as memory:
+                seconds = run_distillation(distiller, run_folder, progress)
+            synthetic = distiller.synthetic_set()
+            synthetic.save(run_folder / "synthetic.safetensors")
+            evaluate(f"NCFM {name}, {run_config.iterations} iterations" + (f", seed {seed}" if len(seeds) > 1 else ""), synthetic,
+                     variant=name, seed=seed, seconds_per_iteration_median=statistics.median(seconds), distill_peak_rss_mb=memory.peak)
+            figures["rows"] = rows
+            write_json(out / "figures.json", figures)  # after every set: a long study keeps what it finished
+    if len(seeds) > 1:
+        figures["variants"] = {}
+        for name in args.variants.split(","):
+            accuracies = [accuracy for row in rows if row.get("variant") == name for accuracy in row["runs"]]
+            figures["variants"][name] = {"accuracy_mean": statistics.fmean(accuracies), "accuracy_std": statistics.pstdev(accuracies),
+                                         "seed_means": [row["accuracy_mean"] for row in rows if row.get("variant") == name], "seeds": seeds}
+            print(f"{name}: {figures['variants'][name]['accuracy_mean']:.2f} ± {figures['variants'][name]['accuracy_std']:.2f} % over "
+                  f"{len(seeds)} distillation seeds x {len(accuracies) // len(seeds)} evaluation runs", flush=True)
 
     figures["rows"] = rows
     write_json(out / "figures.json", figures)

@@ -9,8 +9,9 @@ One iteration, for all classes at once (REFERENCE.md §1, with the published cod
 5. per class: NCFD between L2-normalised matcher features of real and synthetic images (×300);
    plus calibration: cross-entropy of the trained member on the augmented synthetic images;
 6. backward of the summed loss (each network into the augmented images, then once through DSA and
-   decoding); ψ's gradients are negated (ascent); one optimiser step for the images (so no class's
-   step leaks momentum or weight decay into another's), one for ψ; clamp to [0, 1].
+   decoding); ψ's gradients (of that loss, or of ψ's own objective) are negated (ascent); one optimiser
+   step for the images (so no class's step leaks momentum or weight decay into another's), one for ψ;
+   clamp to [0, 1].
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from .augment import DSA, MATCHING_STRATEGY
 from .data import RealData, normalise, source_identity
 from .distributed import World
 from .errors import UserError
-from .formation import decode, decoded_labels, init_canvases
-from .ncfd import ncfd
+from .evaluate import EVAL_PRESETS
+from .formation import INIT_IMAGES, RESIZE_MODES, decode, decoded_labels, init_canvases
+from .ncfd import PHASES, ncfd
 from .pool import POOL_TRAINING, Pool, PoolSpec
 from .runtime import preset_copy
 from .sampler import GaussianSampler, ScaleMixtureSampler, mixture_components
@@ -56,6 +58,8 @@ class DistillConfig:
     stream_per_class: int | None = None
     ipc: int = 10
     factor: int = 2
+    init_images: str = "random"
+    init_resize: str = "area"
 
     net: str = "convnet"
     depth: int | None = None
@@ -66,6 +70,8 @@ class DistillConfig:
     pool_size: int = 20
     pool_epochs: int = 60
     pool_folder: str | None = None
+    pool_dsa: str = POOL_TRAINING.dsa
+    pool_dsa_mode: str = POOL_TRAINING.dsa_mode
     batched_pool: bool = False  # measured slower on CPU; unmeasured on CUDA (benchmarks/paper_gpu.py turns it on)
 
     real_batch: int = 1024
@@ -78,6 +84,9 @@ class DistillConfig:
     sampler_lr: float = 1e-3
     sigma_min: float = 0.1
     sigma_max: float = 10.0
+    sigma_penalty: float = 0.0
+    psi_objective: str = "ncfd"
+    phase: str = "coupled"
     calibration_weight: float = 1.0
 
     optimizer: str = "adamw"
@@ -109,8 +118,22 @@ class DistillConfig:
                 raise UserError(f"{flag(name)} must be a finite number {'above' if name in POSITIVE else 'of at least'} 0, got {value}")
         if not 0 <= self.alpha <= 1:
             raise UserError(f"--alpha must be between 0 and 1, got {self.alpha}")
+        if self.init_images not in INIT_IMAGES or self.init_resize not in RESIZE_MODES:
+            raise UserError(f"--init-images takes {' or '.join(INIT_IMAGES)} and --init-resize {', '.join(RESIZE_MODES)}; "
+                            f"got {self.init_images!r} and {self.init_resize!r}")
         if self.sampler not in ("learned", "gaussian"):
             raise UserError(f"unknown sampler {self.sampler!r}; use learned or gaussian")
+        DSA(self.dsa, mode=self.dsa_mode)  # unknown operations or modes: refused here, before any data is loaded
+        if self.pool_dsa:
+            DSA(self.pool_dsa, mode=self.pool_dsa_mode)
+        if self.phase not in PHASES:
+            raise UserError(f"--phase must be {' or '.join(PHASES)}, got {self.phase!r}")
+        if self.psi_objective not in PSI_OBJECTIVES:
+            raise UserError(f"--psi-objective must be {' or '.join(PSI_OBJECTIVES)}, got {self.psi_objective!r}")
+        if self.sampler == "gaussian" and (self.sigma_penalty or self.psi_objective != "ncfd"):
+            raise UserError("--sigma-penalty and --psi-objective shape what psi ascends; use them with --sampler learned")
+        if self.psi_objective == "normalised" and self.real_batch < 2:
+            raise UserError("--psi-objective normalised splits the real batch into two halves; use --real-batch 2 or more")
         if self.sampler == "learned":
             mixture_components(self.frequencies)
             if not self.sigma_min < 1 < self.sigma_max:
@@ -128,7 +151,11 @@ class DistillConfig:
 AT_LEAST = {"ipc": 1, "factor": 1, "depth": 1, "width": 1, "image_size": 1, "stream_per_class": 1, "pool_size": 1, "pool_epochs": 1,
             "real_batch": 1, "frequencies": 1, "iterations": 0, "plateau_patience": 0, "checkpoint_every": 1, "log_every": 1, "eval_runs": 0}
 POSITIVE = ("lr", "sampler_lr", "sigma_min", "sigma_max", "loss_scale")
-NOT_NEGATIVE = ("weight_decay", "momentum", "calibration_weight")
+NOT_NEGATIVE = ("weight_decay", "momentum", "calibration_weight", "sigma_penalty")
+PSI_OBJECTIVES = {
+    "ncfd": "the matching loss itself (the paper's min-max)",
+    "normalised": "per class, NCFD(real, synthetic) / NCFD(two disjoint halves of the real batch): psi cannot win by chasing sampling noise",
+}
 
 
 def flag(name: str) -> str:
@@ -150,6 +177,8 @@ SETTING_HELP = {
     "stream_per_class": "stream the splits (nothing downloaded or cached in full) and keep N random train images per class",
     "ipc": "stored images (canvases) per class",
     "factor": "multi-formation: each canvas decodes into factor x factor images",
+    "init_images": "real images that initialise the canvases: random or first (each class's first, as the published code)",
+    "init_resize": "how a real image is downsized into its canvas tile: " + ", ".join(RESIZE_MODES) + " (published code: nearest)",
     "net": "matcher network: convnet, alexnet, vgg11 or resnet18",
     "depth": "ConvNet depth (default: 3 at 32 px, 4 at 64, 5 at 128)",
     "width": "ConvNet width",
@@ -159,17 +188,22 @@ SETTING_HELP = {
     "pool_size": "pretrained matchers in the pool",
     "pool_epochs": "epochs of each matcher's pretraining",
     "pool_folder": "where the pool is kept and reused (default pools/<data>-<net>-<size>x<epochs>ep-<hash>)",
+    "pool_dsa": "per-sample DSA operations joined by _ in the pool's pretraining",
+    "pool_dsa_mode": "DSA mode of the pool's pretraining: one (one random operation per image) or all (every operation)",
     "batched_pool": "train the pool's missing members at once (stacked weights, one vectorised forward); the same members to floating-point tolerance",
     "real_batch": "real images per class drawn every iteration (at most the smallest class; CIFAR-100 presets: 500, the whole class)",
     "frequencies": "frequencies of the characteristic functions per iteration",
     "alpha": "NCFD weights: alpha on the amplitude term, 1 - alpha on the phase term",
     "loss_scale": "factor on the matching loss",
     "dsa": "DSA operations joined by _ applied to real and synthetic images alike",
-    "dsa_mode": "one (one random operation per class and iteration, DSA's convention) or all",
+    "dsa_mode": "one (one random operation per class and iteration, DSA's convention) or all (every operation, as the published code's matching)",
     "sampler": "frequency sampler: learned (psi, trained by ascent) or gaussian",
     "sampler_lr": "learning rate of psi",
     "sigma_min": "smallest scale of psi's mixture",
     "sigma_max": "largest scale of psi's mixture",
+    "sigma_penalty": "weight of a penalty on psi's scales, mean (log sigma)^2: psi ascends its objective minus it",
+    "psi_objective": "what psi ascends: " + "; ".join(f"{k}: {v}" for k, v in PSI_OBJECTIVES.items()),
+    "phase": "NCFD phase term: coupled (the paper's, weighted by the two moduli) or decoupled (unit phasors: phase errors count where the CFs are small)",
     "calibration_weight": "weight of the trained matcher's cross-entropy on the synthetic images",
     "optimizer": "optimiser of the images: adamw or sgd",
     "lr": "learning rate of the images (1e-2 is better than the preset's 1e-3 on CIFAR-10 CPU; see README)",
@@ -180,8 +214,8 @@ SETTING_HELP = {
     "seed": "seed of every random draw",
     "checkpoint_every": "iterations between checkpoints (what --resume continues from)",
     "log_every": "iterations between lines of log.jsonl",
-    "soft_labels": "none, pool (the first trained pool member) or a network file of any pool: the teacher",
-    "eval_preset": "evaluation protocol after distillation: cpu or paper",
+    "soft_labels": "none, pool (the first trained pool member), ensemble (all the pool's trained members) or a network file of any pool: the teacher",
+    "eval_preset": "evaluation protocol after distillation: " + ", ".join(EVAL_PRESETS) + " (BENCHMARKS.md)",
     "eval_runs": "evaluation runs (0: no evaluation; default: the preset's)",
     "amp": "bf16 autocast for the real-image forward passes (GPU)",
     "channels_last": "channels-last memory format (GPU)",
@@ -240,12 +274,12 @@ class Distiller:
             raise UserError(f"{self.world.size} processes for {len(self.classes)} classes: start at most one process per class")
         check_class_sizes(config, real, self.classes)
         self.generator = torch.Generator().manual_seed(config.seed)
-        canvases, self.canvas_labels = init_canvases(real, config.ipc, config.factor, self.generator, self.classes)
+        canvases, self.canvas_labels = init_canvases(real, config.ipc, config.factor, self.generator, self.classes,
+                                                     config.init_resize, config.init_images)
         self.canvases = canvases.to(device).requires_grad_(True)
         self.own = self.world.shard(len(self.classes))  # positions (in self.classes) this process matches and updates
         self.own_rows = torch.cat([torch.arange(p * config.ipc, (p + 1) * config.ipc) for p in self.own])
         self.label_groups = decoded_labels(torch.tensor(self.own).repeat_interleave(config.ipc), config.factor)  # CPU: DSA draw index per own image
-        self.image_labels = decoded_labels(self.canvas_labels, config.factor)  # CPU: class of every decoded image
         self.labels = decoded_labels(self.canvas_labels[self.own_rows], config.factor).to(device)
         self.augment = DSA(config.dsa, mode=config.dsa_mode)
         dim = pool.matcher.feature_dim
@@ -278,6 +312,19 @@ class Distiller:
         """ψ's cosine-annealed lr at this iteration, from the run's total (so a resume with more iterations continues it)."""
         return self.config.sampler_lr * (1 + math.cos(math.pi * self.iteration / max(1, self.config.iterations))) / 2
 
+    def _psi_gradients(self, matching: torch.Tensor, real_sets: torch.Tensor, frequencies: torch.Tensor) -> tuple | None:
+        """The gradients of ψ's own objective (`PSI_OBJECTIVES`, minus the σ penalty), or None where ψ ascends the matching loss."""
+        config = self.config
+        if self.sampler_optimizer is None or (config.psi_objective == "ncfd" and config.sigma_penalty == 0):
+            return None
+        objective = matching.sum()
+        if config.psi_objective == "normalised":
+            half = config.real_batch // 2
+            noise = ncfd(real_sets[:, :half], real_sets[:, half : 2 * half], frequencies, config.alpha, config.phase)
+            objective = (matching / (config.loss_scale * noise)).sum()
+        objective = objective - config.sigma_penalty * self.sampler.log_scale_penalty() / self.world.size  # ranks sum ψ's gradients
+        return torch.autograd.grad(objective, list(self.sampler.parameters()), retain_graph=True)
+
     def step(self) -> dict:
         """One min-max iteration; returns the logged figures."""
         config, real, generator = self.config, self.real, self.generator
@@ -306,10 +353,10 @@ class Distiller:
         # DSA and decoding into the canvases (peak memory: one network's graph, not two).
         augmented = synthetic.detach().requires_grad_(True)
         synthetic_features = self._forward_features(augmented)
-        matching = config.loss_scale * ncfd(
-            real_features.view(own, config.real_batch, -1), synthetic_features.view(own, per_class, -1), frequencies, config.alpha
-        )
+        real_sets = real_features.view(own, config.real_batch, -1)
+        matching = config.loss_scale * ncfd(real_sets, synthetic_features.view(own, per_class, -1), frequencies, config.alpha, config.phase)
         matching_total = matching.sum()
+        psi_gradients = self._psi_gradients(matching, real_sets, frequencies)
         matching_total.backward()
         calibration = torch.zeros((), device=self.device)
         if config.calibration_weight > 0:
@@ -325,6 +372,8 @@ class Distiller:
             torch.stack([matching_total.detach(), calibration.detach(), broken_pixels]))
         loss = matching_total + config.calibration_weight * calibration
         if self.sampler_optimizer is not None:
+            for parameter, gradient in zip(self.sampler.parameters(), psi_gradients or ()):
+                parameter.grad = gradient  # psi ascends its own objective instead of the images' loss
             for parameter in self.sampler.parameters():
                 if parameter.grad is not None:
                     self.world.all_reduce_sum(parameter.grad)
@@ -371,17 +420,28 @@ class Distiller:
 
     def synthetic_set(self) -> SyntheticSet:
         """The set as it stands (collective under torchrun: every rank gathers the canvases)."""
-        real, canvases = self.real, self.all_canvases().cpu()
-        return SyntheticSet(
-            images=decode(canvases, self.config.factor), labels=self.image_labels.clone(),
-            canvases=canvases, class_names=list(real.class_names), mean=real.mean, std=real.std,
-            method="ncfm", source_dataset=real.source, source_revision=real.revision, ipc=self.config.ipc,
-            factor=self.config.factor, config={**self.config.to_dict(), "iterations_done": self.iteration},
-        )
+        return canvas_set(self.config, self.real, self.all_canvases().cpu(), self.canvas_labels, self.iteration)
+
+
+def canvas_set(config: DistillConfig, real: RealData, canvases: torch.Tensor, canvas_labels: torch.Tensor, iterations_done: int) -> SyntheticSet:
+    """The SyntheticSet of canvases distilled from `real` under `config`."""
+    return SyntheticSet(
+        images=decode(canvases, config.factor), labels=decoded_labels(canvas_labels, config.factor),
+        canvases=canvases, class_names=list(real.class_names), mean=real.mean, std=real.std,
+        method="ncfm", source_dataset=real.source, source_revision=real.revision, ipc=config.ipc,
+        factor=config.factor, config={**config.to_dict(), "iterations_done": iterations_done},
+    )
+
+
+def initial_set(config: DistillConfig, real: RealData) -> SyntheticSet:
+    """The set a run of `config` starts from (its 0-iteration set), without building a pool."""
+    canvases, labels = init_canvases(real, config.ipc, config.factor, torch.Generator().manual_seed(config.seed),
+                                     resize=config.init_resize, images=config.init_images)
+    return canvas_set(config, real, canvases, labels, 0)
 
 
 def pool_spec(config: DistillConfig, real: RealData) -> PoolSpec:
-    training = dataclasses.replace(POOL_TRAINING, epochs=config.pool_epochs).to_dict()
+    training = dataclasses.replace(POOL_TRAINING, epochs=config.pool_epochs, dsa=config.pool_dsa, dsa_mode=config.pool_dsa_mode).to_dict()
     dataset = real.source if real.revision is None else f"{real.source}@{real.revision}"  # another revision, other data
     return PoolSpec(dataset, real.split, real.num_classes, real.channels, real.image_size, config.net, config.net_options(), training, config.seed)
 
@@ -610,12 +670,12 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     train the pool's missing members and the evaluation runs together, and rank 0 alone writes.
     """
     from .distributed import init_world, local_device
-    from .evaluate import eval_preset, evaluate_set, evaluation_summary
-    from .pool import load_member, member_spec
+    from .evaluate import eval_preset, evaluate_set, evaluation_summary, load_teacher
+    from .pool import member_spec
     from .runtime import write_json
 
     out = Path(out)
-    teacher_file = config.soft_labels not in ("none", "pool")
+    teacher_file = config.soft_labels not in ("none", "pool", "ensemble")
     if teacher_file:
         member_spec(config.soft_labels)  # readable, and a pool member: checked before anything is loaded
     eval_config = eval_preset(config.eval_preset)
@@ -640,8 +700,9 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
         seconds = run_distillation(distiller, out, progress)
         synthetic = distiller.synthetic_set()  # collective under torchrun: gathers every rank's classes
         if config.soft_labels != "none":  # stored for users of the file; evaluation asks the teacher on each augmented batch
-            eval_config.teacher = str(pool_folder / "member-000-trained.safetensors") if config.soft_labels == "pool" else config.soft_labels
-            synthetic.soft_labels = teacher_soft_labels(load_member(eval_config.teacher, device), synthetic.images, real.mean, real.std, device)
+            eval_config.teacher = {"pool": str(pool_folder / "member-000-trained.safetensors"), "ensemble": str(pool_folder)}.get(
+                config.soft_labels, config.soft_labels)
+            synthetic.soft_labels = teacher_soft_labels(load_teacher(eval_config.teacher, device), synthetic.images, real.mean, real.std, device)
         evaluation = {}
         if config.eval_runs != 0:
             if config.eval_runs is not None:

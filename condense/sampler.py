@@ -5,6 +5,8 @@ z_m ~ N(0, I), M = K/16 components, σ bounded in [σ_min, σ_max] (log-sigmoid 
 σ ≈ 1, i.e. at the Gaussian sampler). ψ **ascends** the loss the images descend: after the shared
 backward pass, `ascend()` negates ψ's gradients before its optimiser steps (the published code
 adds a second backward of the negated loss, which cancels the gradient exactly; ψ never learns).
+ψ may instead ascend an objective of its own (a normalised discrepancy, a penalty on its scales: see
+`condense.distill`), whose gradients then replace the shared ones before `ascend()`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class ScaleMixtureSampler(nn.Module):
         nn.init.normal_(self.net[-1].weight, std=1e-3)
         nn.init.constant_(self.net[-1].bias, self._logit_of_unit_sigma())
         self._last_sigma: torch.Tensor | None = None
+        self._last_log_sigma: torch.Tensor | None = None  # with its graph, for `log_scale_penalty`
 
     def _logit_of_unit_sigma(self) -> float:
         share = -self.log_min / (self.log_max - self.log_min)  # where log σ = 0
@@ -61,17 +64,25 @@ class ScaleMixtureSampler(nn.Module):
 
     def sigma(self, z: torch.Tensor) -> torch.Tensor:
         """Bounded scales [M, D] for mixture noise z [M, noise_dim]."""
-        return torch.exp(self.log_min + (self.log_max - self.log_min) * torch.sigmoid(self.net(z)))
+        return torch.exp(self.log_sigma(z))
+
+    def log_sigma(self, z: torch.Tensor) -> torch.Tensor:
+        return self.log_min + (self.log_max - self.log_min) * torch.sigmoid(self.net(z))
 
     def forward(self, generator: torch.Generator, device: torch.device | None = None) -> torch.Tensor:
         z = torch.randn(self.components, self.noise_dim, generator=generator).to(device)
         eps = torch.randn(self.num_frequencies, self.dim, generator=generator).to(device)
-        sigma = self.sigma(z)
+        self._last_log_sigma = self.log_sigma(z)
+        sigma = self._last_log_sigma.exp()
         self._last_sigma = sigma.detach()
         return sigma.repeat_interleave(self.num_frequencies // self.components, dim=0) * eps
 
+    def log_scale_penalty(self) -> torch.Tensor:
+        """mean (log σ)² of the last draw (0 at the Gaussian sampler's σ = 1), differentiable in ψ."""
+        return self._last_log_sigma.square().mean()
+
     def ascend(self) -> None:
-        """Turn the gradients of the shared (descended) loss into ascent directions for ψ."""
+        """Turn the gradients of the shared (descended) loss, or of ψ's own objective, into ascent directions for ψ."""
         for parameter in self.parameters():
             if parameter.grad is not None:
                 parameter.grad.neg_()

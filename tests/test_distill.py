@@ -519,3 +519,60 @@ def test_the_cpu_benchmark_reads_overrides_by_the_settings_type():
     assert parsed == {"amp": False, "compile": True, "depth": 2, "lr": 3e-3, "sampler": "gaussian"}
     with pytest.raises(ValueError, match="amp takes true or false"):
         benchmark.parse_override("amp=0")
+
+
+def test_psi_variants_change_what_psi_ascends_and_leave_the_images_step_alone(tiny_pool):
+    """The images descend the same loss; only ψ's update differs (a normalised objective, a σ penalty)."""
+    pool, real, _ = tiny_pool
+    after = {}
+    for name, overrides in {"ncfd": {}, "normalised": {"psi_objective": "normalised"}, "penalty": {"sigma_penalty": 10.0}}.items():
+        distiller = Distiller(_config(sampler="learned", sampler_lr=0.1, **overrides), real, pool, CPU)
+        distiller.step()
+        after[name] = (distiller.canvases.detach().clone(), [p.detach().clone() for p in distiller.sampler.parameters()])
+    for name in ("normalised", "penalty"):
+        assert torch.equal(after[name][0], after["ncfd"][0])
+        assert any(not torch.equal(a, b) for a, b in zip(after[name][1], after["ncfd"][1]))
+
+
+def test_psi_gradients_are_those_of_its_own_objective(tiny_pool):
+    """normalised: NCFD(real, synthetic) / NCFD(first half, second half of the real batch), summed over classes,
+    minus the penalty times mean (log σ)²; the plain objective leaves ψ the shared gradients (None)."""
+    from condense.ncfd import ncfd
+
+    pool, real, _ = tiny_pool
+    distiller = Distiller(_config(sampler="learned", psi_objective="normalised", sigma_penalty=3.0), real, pool, CPU)
+    dim = distiller.sampler.dim
+    features = torch.nn.functional.normalize(torch.randn(3, 6, dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    synthetic = torch.nn.functional.normalize(torch.randn(3, 4, dim, generator=torch.Generator().manual_seed(1)), dim=-1)
+    frequencies = distiller.sampler(torch.Generator().manual_seed(2))
+    matching = 300 * ncfd(features, synthetic, frequencies)
+    got = distiller._psi_gradients(matching, features, frequencies)
+    ratio = (ncfd(features, synthetic, frequencies) / ncfd(features[:, :3], features[:, 3:], frequencies)).sum()
+    objective = ratio - 3.0 * distiller.sampler.log_scale_penalty()
+    expected = torch.autograd.grad(objective, list(distiller.sampler.parameters()))
+    assert all(torch.allclose(g, e, rtol=1e-4, atol=1e-7) for g, e in zip(got, expected))
+    assert any(e.abs().sum() > 0 for e in expected)
+    plain = Distiller(_config(sampler="learned"), real, pool, CPU)
+    assert plain._psi_gradients(matching, features, frequencies) is None
+
+
+def test_initialisation_and_pool_augmentation_settings_reach_the_run(tiny_pool):
+    from condense.distill import initial_set, pool_spec
+    from condense.formation import init_canvases
+    from condense.pool import POOL_TRAINING
+
+    pool, real, _ = tiny_pool
+    config = _config(init_images="first", init_resize="nearest")
+    distiller = Distiller(config, real, pool, CPU)
+    expected, _ = init_canvases(real, 1, 2, torch.Generator(), resize="nearest", images="first")
+    assert torch.equal(distiller.canvases.detach(), expected)
+    assert torch.equal(initial_set(config, real).images, distiller.synthetic_set().images)
+    random_start = _config()
+    assert torch.equal(initial_set(random_start, real).canvases, Distiller(random_start, real, pool, CPU).canvases.detach())
+    assert pool_spec(_config(), real).training == {**POOL_TRAINING.to_dict(), "epochs": 1}  # defaults: the same pools as before
+    assert pool_spec(_config(pool_dsa_mode="all"), real).training["dsa_mode"] == "all"
+    for bad, message in [({"init_resize": "cubic"}, "--init-resize"), ({"pool_dsa_mode": "some"}, "DSA mode must be one of"),
+                         ({"sigma_penalty": 1.0, "sampler": "gaussian"}, "use them with --sampler learned"),
+                         ({"phase": "split"}, "--phase must be")]:
+        with pytest.raises(UserError, match=message):
+            _config(**bad)

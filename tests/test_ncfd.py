@@ -73,3 +73,30 @@ def test_grouped_features_give_one_value_per_group():
     assert torch.allclose(grouped[1], ncfd(real[1], synthetic[1], t))
     cf = discrepancy_from_cf(characteristic_function(real, t), characteristic_function(synthetic, t))
     assert torch.equal(cf, grouped)
+
+
+def test_decoupled_phase_is_the_paper_form_with_unit_moduli_in_the_phase_term():
+    real, synthetic, t = _features(seed=0), _features(n=40, seed=2) * 0.5 + 0.3, _frequencies()
+    real_cf, synthetic_cf = characteristic_function(real, t), characteristic_function(synthetic, t)
+    amplitude, coupled_phase = amplitude_phase(real_cf, synthetic_cf)
+    modulus = lambda cf: torch.hypot(*cf)  # noqa: E731
+    angle_cos = coupled_phase / (2 * modulus(real_cf) * modulus(synthetic_cf))  # = 1 - cos(angle difference)
+    expected = (0.5 * amplitude + 0.5 * 2 * angle_cos).sqrt().mean(-1)
+    decoupled = ncfd(real, synthetic, t, 0.5, "decoupled")
+    assert torch.allclose(decoupled, expected, rtol=1e-4)
+    assert decoupled.item() > ncfd(real, synthetic, t, 0.5).item()  # the moduli (< 1) no longer shrink the phase term
+    assert ncfd(real, real, t, 0.5, "decoupled").item() < 1e-5
+
+
+def test_decoupled_phase_keeps_the_gradient_of_a_phase_error_where_the_moduli_are_small():
+    """A pure rotation of a low-modulus CF: the coupled phase gradient scales with the moduli, the decoupled one does not."""
+    real = (torch.tensor([[0.02]]), torch.tensor([[0.0]]))
+    gradients = {}
+    for phase in ("coupled", "decoupled"):
+        angle = torch.tensor(0.5, requires_grad=True)
+        synthetic = (0.02 * torch.cos(angle).view(1, 1), 0.02 * torch.sin(angle).view(1, 1))
+        discrepancy_from_cf(real, synthetic, 0.5, phase).sum().backward()
+        gradients[phase] = angle.grad.abs().item()
+    assert gradients["decoupled"] > 10 * gradients["coupled"]
+    with pytest.raises(Exception, match="unknown phase term"):
+        discrepancy_from_cf(real, real, 0.5, "split")

@@ -90,3 +90,23 @@ def test_a_frequency_count_psi_cannot_split_is_a_user_error():
     with pytest.raises(UserError, match=r"--frequencies 100 does not split into psi's 6 mixture components .* multiple of 16, or --sampler gaussian"):
         ScaleMixtureSampler(dim=8, num_frequencies=100)
     assert ScaleMixtureSampler(dim=8, num_frequencies=96).components == 6
+
+
+def test_log_scale_penalty_is_zero_at_unit_scale_and_its_descent_pulls_sigma_back_to_one():
+    torch.manual_seed(0)
+    sampler = ScaleMixtureSampler(dim=8, num_frequencies=64)
+    sampler(torch.Generator().manual_seed(0))
+    assert sampler.log_scale_penalty().item() < 1e-4
+    with torch.no_grad():
+        sampler.net[-1].bias.add_(1.0)  # every σ above 1
+    optimizer = torch.optim.SGD(sampler.parameters(), lr=0.1)
+    penalties = []
+    for _ in range(3):
+        sampler(torch.Generator().manual_seed(0))
+        penalty = sampler.log_scale_penalty()
+        assert torch.allclose(penalty, torch.log(sampler._last_sigma).square().mean())
+        penalties.append(penalty.item())
+        optimizer.zero_grad()
+        penalty.backward()
+        optimizer.step()
+    assert penalties[0] > 0.1 and penalties[2] < penalties[1] < penalties[0]
