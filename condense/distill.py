@@ -598,7 +598,8 @@ def _check_run_folder(out: Path, config: DistillConfig, resume: bool) -> None:
             raise UserError(f"--resume: {saved} is not the settings of a run; restore it, or start the run again in another --out")
         now = {**config.to_dict(), "data": source_identity(config.data)}  # ../data and /abs/data are one folder
         previous = {**previous, "data": previous.get("resolved_data", previous.get("data"))}
-        changed = sorted(k for k, v in now.items() if previous.get(k) != v and k not in RESUMABLE_CHANGES)
+        defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)}  # a setting added since the run: its default then
+        changed = sorted(k for k, v in now.items() if previous.get(k, defaults[k]) != v and k not in RESUMABLE_CHANGES)
         if changed:
             raise UserError(f"--resume: settings differ from the run in {out} ({', '.join(changed)}); resume with the same settings")
     elif (out / "checkpoint.pt").exists() or (out / "synthetic.safetensors").exists():

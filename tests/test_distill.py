@@ -576,3 +576,14 @@ def test_initialisation_and_pool_augmentation_settings_reach_the_run(tiny_pool):
                          ({"phase": "split"}, "--phase must be")]:
         with pytest.raises(UserError, match=message):
             _config(**bad)
+
+
+def test_a_run_written_before_a_setting_existed_resumes_when_the_setting_keeps_its_default(tmp_path):
+    from condense.distill import _check_run_folder
+
+    config = _config()
+    saved = {k: v for k, v in config.to_dict().items() if k not in ("init_images", "init_resize", "phase")}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    _check_run_folder(tmp_path, config, resume=True)  # the settings it lacks are at their defaults: the same run
+    with pytest.raises(UserError, match=r"settings differ from the run in .* \(init_resize\)"):
+        _check_run_folder(tmp_path, dataclasses.replace(config, init_resize="nearest"), resume=True)
