@@ -580,8 +580,9 @@ def pool_folder_for(config: DistillConfig, spec: PoolSpec) -> Path:
     return Path("pools") / f"{name}-{spec.net}-{config.pool_size}x{config.pool_epochs}ep-{digest}"
 
 
-# A resume may change these: run longer, hold the data another way, fix the teacher of the soft labels.
-RESUMABLE_CHANGES = ("iterations", "memory_mapped", "soft_labels")
+# A resume may change these: run longer, hold the data another way, fix the teacher of the soft labels, train the
+# pool's missing members at once or one by one (the same weights to float tolerance).
+RESUMABLE_CHANGES = ("iterations", "memory_mapped", "soft_labels", "batched_pool")
 RUN_LOCK = ".lock"
 
 
