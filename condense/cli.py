@@ -147,7 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             print(f"evaluating {synthetic.summary()}\non {test.source} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
         result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress and world.is_main, world=world,
-                              objective=objective)
+                              batched=args.batched_runs, objective=objective)
     if world.is_main:
         out = Path(args.out or default_out)
         write_json(out, {"set_file": str(args.set), **result})
@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="train on a set, report final-epoch accuracy on the real test split")
     evaluate.add_argument("set", help="a .safetensors set, a run folder of `condense distill` or a Hub folder of `condense export`")
     evaluate.add_argument("--config", help="the config of a Hub folder (default: its only one)")
+    evaluate.add_argument("--batched-runs", action="store_true",
+                          help="train the runs at once (stacked weights, one vmapped forward): the same figures to float tolerance; slower on CPU")
     evaluate.add_argument("--split", default="test", help="real split to test on (default test)")
     evaluate.add_argument("--out", help="JSON result (default: <set>.eval.json; for a Hub folder <folder>[-<config>].eval.json beside it)")
     add_eval_arguments(evaluate)

@@ -178,6 +178,7 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
         "set": synthetic.summary(),
         "test": f"{test.source} [{test.split}], {len(test)} images",
         "device": str(device),
+        "batched_runs": batched,  # how the runs were trained (the figures are the same to float tolerance)
         "protocol": config.to_dict(),
         "objective": objective.to_dict() if objective is not None else {"objective": "ce"},
         "train_images_per_second": statistics.fmean(r["images_per_second"] for r in runs),

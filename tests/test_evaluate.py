@@ -186,6 +186,20 @@ def test_cli_eval_takes_a_run_folder_and_names_the_label_protocol(run_folder, tm
     assert default["runs"][0]["loss"] != result["runs"][0]["loss"]
 
 
+def test_cli_eval_batched_runs_give_the_runs_one_by_one(run_folder, tmp_path):
+    two_runs = [*TINY_EVAL, "--runs", "2"]  # the last --runs wins
+    assert main(["eval", str(run_folder), *two_runs, "--out", str(tmp_path / "alone.json")]) == 0
+    assert main(["eval", str(run_folder), *two_runs, "--batched-runs", "--out", str(tmp_path / "batched.json")]) == 0
+    results = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("alone", "batched")}
+    assert not results["alone"]["batched_runs"] and results["batched"]["batched_runs"]
+    alone, batched = results["alone"]["runs"], results["batched"]["runs"]
+    assert batched[0]["seconds"] == batched[1]["seconds"] != alone[0]["seconds"]  # trained together: one wall time
+    assert [r["seed"] for r in batched] == [r["seed"] for r in alone] == [0, 1]
+    for one, other in zip(alone, batched, strict=True):
+        assert other["loss"] == pytest.approx(one["loss"], rel=1e-4)
+        assert abs(other["accuracy"] - one["accuracy"]) <= 100 / 24 + 1e-9  # at most one of the 24 test images
+
+
 def test_cli_eval_takes_a_hub_folder_and_writes_beside_it(run_folder, tmp_path, capsys):
     from condense.hub import export
 
