@@ -131,7 +131,7 @@ def save_plot(figures: dict, path: str) -> None:
             curves = torch.tensor([r["curve"] for r in runs])
             mean, spread = curves.mean(0), curves.std(0, unbiased=False)
             epochs = range(1, curves.shape[1] + 1)
-            axis.plot(epochs, mean, label=f"{method} ({len(runs)} seeds)", color=colours[method])
+            axis.plot(epochs, mean, label=f"{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})", color=colours[method])
             axis.fill_between(epochs, mean - spread, mean + spread, color=colours[method], alpha=0.2)
         axis.set_title(f"{float(noise):.0%} symmetric label noise")
         axis.set_xlabel("epoch")
