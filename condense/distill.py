@@ -33,7 +33,7 @@ from .data import RealData, normalise, source_identity
 from .distributed import World
 from .errors import UserError
 from .evaluate import EVAL_PRESETS
-from .formation import INIT_IMAGES, RESIZE_MODES, decode, decoded_labels, init_canvases
+from .formation import DEFAULT_RESIZE, INIT_IMAGES, RESIZE_MODES, decode, decoded_labels, init_canvases
 from .ncfd import PHASES, ncfd
 from .pool import POOL_TRAINING, Pool, PoolSpec
 from .runtime import preset_copy
@@ -59,7 +59,7 @@ class DistillConfig:
     ipc: int = 10
     factor: int = 2
     init_images: str = "random"
-    init_resize: str = "area"
+    init_resize: str = DEFAULT_RESIZE
 
     net: str = "convnet"
     depth: int | None = None
@@ -178,7 +178,7 @@ SETTING_HELP = {
     "ipc": "stored images (canvases) per class",
     "factor": "multi-formation: each canvas decodes into factor x factor images",
     "init_images": "real images that initialise the canvases: random or first (each class's first, as the published code)",
-    "init_resize": "how a real image is downsized into its canvas tile: " + ", ".join(RESIZE_MODES) + " (published code: nearest)",
+    "init_resize": "how a real image is downsized into its canvas tile: " + ", ".join(RESIZE_MODES) + " (as the published code: nearest)",
     "net": "matcher network: convnet, alexnet, vgg11 or resnet18",
     "depth": "ConvNet depth (default: 3 at 32 px, 4 at 64, 5 at 128)",
     "width": "ConvNet width",
