@@ -324,7 +324,8 @@ def _memory_classes() -> dict[str, type]:
 
             config = replace(self.config, seed=self.config.seed * 1000 + k)
             seen_real, current = real(self.seen), real(self.seen[-1:])
-            pool = pretrain_pool(pool_spec(config, seen_real), config.pool_size, seen_real, self.device, self.progress)
+            pool = pretrain_pool(pool_spec(config, seen_real), config.pool_size, seen_real, self.device, self.progress,
+                                    batched=config.batched_pool)
             distiller = Distiller(config, current, pool, self.device, classes=classes)
             drawn = []
             for _ in tqdm(range(config.iterations), desc=f"condensing experience {k}", disable=not self.progress, leave=False, unit="it"):
