@@ -33,7 +33,7 @@ def quiet_training(candidate: dict, training, test, config) -> dict:
 
 def time_against_reference(candidates: list[dict], sets: dict, proxies: list[str], test, config) -> None:
     """Train the reference and the proxies of each candidate in turn (the same load for all) and print the time ratios."""
-    seconds = {name: 0.0 for name in ["reference", *proxies]}
+    seconds = dict.fromkeys(["reference", *proxies], 0.0)
     for candidate in candidates:
         for name in seconds:
             seconds[name] += quiet_training(candidate, sets[name], test, config)["seconds"]

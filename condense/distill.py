@@ -556,7 +556,7 @@ def read_checkpoint(path: Path) -> dict:
     except Exception as exc:  # a truncated or damaged file: torch raises RuntimeError, EOFError and others
         first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise UserError(refusal.format(f"it is damaged ({type(exc).__name__}: {first_line})")) from exc
-    if not (isinstance(state, dict) and CHECKPOINT_KEYS <= set(state)):
+    if not (isinstance(state, dict) and set(state) >= CHECKPOINT_KEYS):
         raise UserError(refusal.format("it is not a checkpoint of `condense distill`"))
     return state
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from condense.augment import DSA, DSAStrengths, OPERATIONS, cutmix
+from condense.augment import DSA, OPERATIONS, DSAStrengths, cutmix
 from condense.errors import UserError
 
 ALL = "_".join(OPERATIONS)

@@ -9,9 +9,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_real
 from safetensors.torch import load_file
-from test_distributed import torchrun
 
 from condense.batched import StackedNets
 from condense.cli import main
@@ -21,6 +19,9 @@ from condense.evaluate import EvalConfig, evaluate_set
 from condense.nets import build_net
 from condense.pool import build_or_load_pool
 from condense.train import TrainConfig, train
+
+from conftest import make_real
+from test_distributed import torchrun
 
 CPU = torch.device("cpu")
 STATS = {"mean": (0.5,) * 3, "std": (0.25,) * 3}

@@ -10,13 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import assert_one_error
 
 from condense.data import RealData
 from condense.errors import UserError
 from condense.synthetic import SyntheticSet
 from condense.train import TrainConfig, accuracy
 from downstream import continual, dlb
+
+from conftest import assert_one_error
 
 CPU = torch.device("cpu")
 STATS = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -94,10 +95,10 @@ def test_budget_per_class_shrinks_as_classes_arrive(data):
     order = bench.class_order
     # 12 images in all: 6 per class for 2 classes, 3 for 4, 2 for 6.
     sizes = feed(continual.RandomMemory(12), bench)
-    assert sizes == [{c: 6 for c in order[:2]}, {c: 3 for c in order[:4]}, {c: 2 for c in order}]
+    assert sizes == [dict.fromkeys(order[:2], 6), dict.fromkeys(order[:4], 3), dict.fromkeys(order, 2)]
     memory = continual.RandomMemory(12, max_per_class=4)
     assert [len(memory.buffer) for _ in feed(memory, bench)[-1:]] == [12]
-    assert feed(continual.RandomMemory(12, max_per_class=4), bench)[0] == {c: 4 for c in order[:2]}
+    assert feed(continual.RandomMemory(12, max_per_class=4), bench)[0] == dict.fromkeys(order[:2], 4)
     # shrinking keeps a prefix of each class's ranking, and the buffer holds exactly the stored images
     random = continual.RandomMemory(12, seed=1)
     random.post_adapt(fake_agent(), bench.train_stream[0])
@@ -110,10 +111,10 @@ def test_budget_per_class_shrinks_as_classes_arrive(data):
     # a condensed class counts its canvases (factor 2: 4 decoded images each), or its decoded images
     condensed = continual.CondensedMemory(8, tiny_condensed(ipc=2))
     sizes = feed(condensed, bench)
-    assert sizes[0] == {c: 2 for c in order[:2]}  # budget 4 per class, but the set has 2 canvases
-    assert sizes[2] == {c: 1 for c in order} and len(condensed.buffer) == 6 * 4
+    assert sizes[0] == dict.fromkeys(order[:2], 2)  # budget 4 per class, but the set has 2 canvases
+    assert sizes[2] == dict.fromkeys(order, 1) and len(condensed.buffer) == 6 * 4
     decoded = continual.CondensedMemory(8, tiny_condensed(ipc=2), count="decoded")
-    assert feed(decoded, bench)[0] == {c: 4 for c in order[:2]} and len(decoded.buffer) == 6 * 1
+    assert feed(decoded, bench)[0] == dict.fromkeys(order[:2], 4) and len(decoded.buffer) == 6 * 1
     # the same experience absorbed twice (ReplayPlugin and FreshModelPlugin) changes nothing
     condensed.post_adapt(fake_agent(), bench.train_stream[2])
     assert len(condensed.buffer) == 24 and condensed.absorbed == [0, 1, 2]
@@ -175,7 +176,7 @@ def test_condense_as_you_go_never_reads_unseen_classes(data):
         assert set(train.labels[read["distill_rows"]].tolist()) == current  # distillation: this experience only
         assert set(train.labels[read["step_rows"]].tolist()) <= current and len(read["step_rows"]) > 0
         assert len(read["pool_rows"]) == 16 * (k + 1)
-        assert memory.stored_per_class() == {c: 1 for c in seen}
+        assert memory.stored_per_class() == dict.fromkeys(seen, 1)
     assert set(memory.buffer.targets) == set(range(6)) and len(memory.buffer) == 6 * 4
 
 
@@ -252,7 +253,7 @@ def test_plugins_inside_naive_and_replay(data):
             strategy.train(exp, eval_streams=[])
         assert not torch.equal(before, model.classifier.weight)
         assert [h["memory_images"] for h in fresh.history] == [2 * 2 * 4, 4 * 2 * 4, 6 * 2 * 4]
-        assert fresh.history[-1]["stored_per_class"] == {c: 2 for c in range(6)}
+        assert fresh.history[-1]["stored_per_class"] == dict.fromkeys(range(6), 2)
 
 
 def test_dlb_composes_with_memories_and_the_fresh_model(data):

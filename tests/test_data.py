@@ -6,6 +6,7 @@ import torch
 
 from condense.data import RealData, compute_stats, known_stats_key, load_real
 from condense.errors import UserError
+
 from conftest import write_image_folder
 
 

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from conftest import make_real, write_image_folder
 
 from condense.cli import main
 from condense.distill import (
@@ -18,6 +17,8 @@ from condense.distill import (
 )
 from condense.errors import UserError
 from condense.synthetic import SyntheticSet
+
+from conftest import make_real, write_image_folder
 
 CPU = torch.device("cpu")
 
@@ -448,9 +449,9 @@ def test_a_killed_run_leaves_its_folder_free_to_resume(image_folder, tmp_path, m
     import subprocess
     import sys
 
-    from conftest import assert_one_error
-
     from condense.distill import RUN_LOCK
+
+    from conftest import assert_one_error
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()

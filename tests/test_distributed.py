@@ -8,12 +8,13 @@ import sys
 
 import pytest
 import torch
-from conftest import write_image_folder
 from safetensors.torch import load_file
 
 from condense.cli import main
 from condense.distributed import World
 from condense.synthetic import SyntheticSet
+
+from conftest import write_image_folder
 
 ARGS = ["distill", "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch", "4", "--frequencies", "32",
         "--pool-size", "1", "--eval-runs", "0", "--checkpoint-every", "2", "--log-every", "1", "--no-progress"]

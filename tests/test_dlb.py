@@ -12,7 +12,6 @@ from itertools import pairwise
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_one_error, make_real, write_image_folder
 from torch import nn
 
 from condense.nets import build_net
@@ -24,6 +23,8 @@ from downstream.train import (
     symmetric_label_noise,
     train_model,
 )
+
+from conftest import assert_one_error, make_real, write_image_folder
 
 CPU = torch.device("cpu")
 

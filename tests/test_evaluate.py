@@ -2,7 +2,6 @@ import json
 
 import pytest
 import torch
-from conftest import assert_one_error, write_image_folder
 
 from condense.baseline import random_subset
 from condense.cli import main
@@ -17,6 +16,8 @@ from condense.evaluate import (
 from condense.nets import build_net
 from condense.synthetic import SyntheticSet
 from condense.train import TrainConfig, accuracy, soft_targets, train
+
+from conftest import assert_one_error, write_image_folder
 
 CPU = torch.device("cpu")
 

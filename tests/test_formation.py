@@ -3,6 +3,7 @@ import torch
 
 from condense.errors import UserError
 from condense.formation import decode, decoded_labels, init_canvases, tile
+
 from conftest import make_real
 
 
@@ -33,7 +34,7 @@ def test_init_canvases_from_distinct_real_images_of_each_class():
     real = make_real()
     canvases, labels = init_canvases(real, ipc=2, factor=2, generator=torch.Generator().manual_seed(0))
     assert canvases.shape == (6, 3, 16, 16) and labels.tolist() == [0, 0, 1, 1, 2, 2]
-    assert 0 <= canvases.min() and canvases.max() <= 1
+    assert canvases.min() >= 0 and canvases.max() <= 1
     # the dominant colour channel of every decoded image is its class
     decoded = decode(canvases, 2)
     assert decoded.mean((2, 3)).argmax(1).tolist() == decoded_labels(labels, 2).tolist()

@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import assert_one_error, make_real, write_image_folder
 from scipy.stats import spearmanr
 
 from condense.baseline import random_subset
@@ -16,6 +15,8 @@ from condense.errors import UserError
 from condense.nets import build_net
 from condense.train import TrainConfig
 from downstream import nas
+
+from conftest import assert_one_error, make_real, write_image_folder
 
 
 def test_spearman_with_ties_matches_hand_computation_and_scipy():

@@ -4,9 +4,10 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from conftest import write_image_folder
 
 from condense.data import load_real
+
+from conftest import write_image_folder
 
 
 def benchmark_module():

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import write_image_folder
 
 from condense.hub import load_hub_folder
 from condense.synthetic import SyntheticSet
+
+from conftest import write_image_folder
 
 
 def benchmark_module():

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from conftest import assert_one_error
 
 import condense.train as train_module
 from condense.augment import DSA
@@ -12,6 +11,8 @@ from condense.cli import main
 from condense.evaluate import EVAL_PRESETS, Ensemble, eval_preset, evaluate_set, load_teacher
 from condense.nets import build_net
 from condense.synthetic import SyntheticSet
+
+from conftest import assert_one_error
 
 CPU = torch.device("cpu")
 FIFTHS = (0.2, 0.4, 0.6, 0.8)
@@ -171,6 +172,7 @@ def test_an_ensemble_teacher_averages_its_members_probabilities(tmp_path):
 
 def test_cli_eval_protocol_by_name_is_written_into_the_result(tmp_path, capsys):
     from condense.data import load_real
+
     from conftest import write_image_folder
 
     data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=24)
