@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,21 @@ def assert_one_error(main, argv: list[str], capsys, contains: str | None = None)
     if contains is not None:
         assert contains in errors[0], errors[0]
     return errors[0]
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ imported as a module (the folder is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread (as the torchrun ranks run), so sums run in one order and results compare bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

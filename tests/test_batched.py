@@ -29,12 +29,7 @@ STATS = {"mean": (0.5,) * 3, "std": (0.25,) * 3}
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread, as the ranks run
 
 
 def nets(count: int, **options) -> list[torch.nn.Module]:

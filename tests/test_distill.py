@@ -197,6 +197,19 @@ def test_distill_without_multi_formation_stores_images_equal_to_canvases(image_f
     assert torch.equal(synthetic.images, synthetic.canvases)
 
 
+def kill_before_iteration(monkeypatch, iteration: int):
+    """Make `Distiller.step` raise KeyboardInterrupt (a Ctrl-C) when it would run `iteration`; returns the real step."""
+    original = Distiller.step
+
+    def killed(self):
+        if self.iteration == iteration - 1:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Distiller, "step", killed)
+    return original
+
+
 def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["distill", "--data", str(image_folder), "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch", "4", "--frequencies", "32",
@@ -204,14 +217,7 @@ def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch, ca
     assert main([*args, "--iterations", "4", "--out", "whole"]) == 0
     # a distilled set records its source's loading options flat in its config; `condense eval` reads them back
     assert main(["eval", "whole/synthetic.safetensors", "--epochs", "1", "--runs", "1", "--width", "4", "--depth", "2", "--no-progress"]) == 0
-    original = Distiller.step
-
-    def killed(self):
-        if self.iteration == 3:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Distiller, "step", killed)
+    original = kill_before_iteration(monkeypatch, 4)
     assert main([*args, "--iterations", "4", "--out", "killed"]) == 130
     assert not (tmp_path / "killed" / "synthetic.safetensors").exists()
     monkeypatch.setattr(Distiller, "step", original)
@@ -472,14 +478,7 @@ def test_resume_drops_a_torn_last_log_line_and_may_change_the_teacher_and_how_th
     """A kill during a log write leaves a torn line; the teacher (soft labels) can be fixed on resume; ./data is /abs/data."""
     monkeypatch.chdir(tmp_path)
     args = ["distill", "--pool-folder", "pool", *TINY_RUN, "--iterations", "4", "--log-every", "1", "--out", "run"]
-    original = Distiller.step
-
-    def killed(self):
-        if self.iteration == 3:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Distiller, "step", killed)
+    original = kill_before_iteration(monkeypatch, 4)
     assert main([*args, "--data", "data", "--soft-labels", "pool"]) == 130
     monkeypatch.setattr(Distiller, "step", original)
     with (tmp_path / "run" / "log.jsonl").open("a") as log:

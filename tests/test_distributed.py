@@ -20,13 +20,7 @@ ARGS = ["distill", "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch",
         "--pool-size", "1", "--eval-runs", "0", "--checkpoint-every", "2", "--log-every", "1", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The ranks run with one thread each; so does the single-process reference (other thread counts sum in other orders)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread, as the ranks run
 
 
 def torchrun(args: list[str], cwd, module: str = "condense") -> subprocess.CompletedProcess:

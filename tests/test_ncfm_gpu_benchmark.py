@@ -1,21 +1,15 @@
 """benchmarks/ncfm_gpu.py's own parquet reader (used where `datasets` is not installed) agrees with `load_real`."""
 
-import importlib.util
-from pathlib import Path
 
 import torch
 
 from condense.data import load_real
 
-from conftest import write_image_folder
+from conftest import load_benchmark, write_image_folder
 
 
 def benchmark_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ncfm_gpu.py"
-    spec = importlib.util.spec_from_file_location("ncfm_gpu", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ncfm_gpu")
 
 
 def test_parquet_reader_takes_class_names_and_statistics_from_the_data(tmp_path):

@@ -1,24 +1,18 @@
 """benchmarks/paper_gpu.py --tiny: the whole paper path (pool, distillation, evaluation, Hub export) at tiny sizes on a CPU,
 stopped by its budget at each safe point and resumed to the very result of an uninterrupted run."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
 from condense.hub import load_hub_folder
 from condense.synthetic import SyntheticSet
 
-from conftest import write_image_folder
+from conftest import load_benchmark, write_image_folder
 
 
 def benchmark_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_gpu.py"
-    spec = importlib.util.spec_from_file_location("paper_gpu", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("paper_gpu")
 
 
 def test_tiny_run_stops_by_budget_and_resumes_to_the_uninterrupted_result(tmp_path, capsys):
