@@ -586,4 +586,4 @@ def test_a_run_written_before_a_setting_existed_resumes_when_the_setting_keeps_i
     (tmp_path / "config.json").write_text(json.dumps(saved))
     _check_run_folder(tmp_path, config, resume=True)  # the settings it lacks are at their defaults: the same run
     with pytest.raises(UserError, match=r"settings differ from the run in .* \(init_resize\)"):
-        _check_run_folder(tmp_path, dataclasses.replace(config, init_resize="area"), resume=True)
+        _check_run_folder(tmp_path, dataclasses.replace(config, init_resize="nearest"), resume=True)
