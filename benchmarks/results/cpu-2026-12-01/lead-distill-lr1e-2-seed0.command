@@ -1,0 +1,1 @@
+condense distill --preset cifar10-ipc10-cpu --data ../shared/data/cifar10 --lr 1e-2 --eval-runs 0 --seed 0 --no-progress --out benchmarks/runs/lead/lr1e-2-seed0   # box-average init (the default then and now); the set evaluated in x-protocols.*
