@@ -380,14 +380,14 @@ class Distiller:
             self.sampler.ascend()
             self.sampler_optimizer.param_groups[0]["lr"] = sampler_lr = self.sampler_lr()
             self.sampler_optimizer.step()
-        value = loss.item()
-        if not math.isfinite(value) or broken_pixels.item():
+        value, matching_value, calibration_value, broken = torch.stack([loss, matching_total, calibration, broken_pixels]).tolist()  # one host sync
+        if not math.isfinite(value) or broken:
             raise UserError(f"the run diverged at iteration {self.iteration + 1} (the loss or the images are no longer finite); "
                             f"lower --lr (now {config.lr:g}) and start again")
         self.plateau.step(value)
         self.iteration += 1
         return {
-            "iteration": self.iteration, "loss": value, "matching": matching_total.item(), "calibration": calibration.item(),
+            "iteration": self.iteration, "loss": value, "matching": matching_value, "calibration": calibration_value,
             "lr": self.optimizer.param_groups[0]["lr"], "member": member, "blend": blend,
             "real_indices": real_indices, **self.sampler.stats(),
             **({"sampler_lr": sampler_lr} if self.sampler_optimizer is not None else {}),
