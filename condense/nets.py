@@ -171,3 +171,13 @@ def build_net(name: str, channels: int, num_classes: int, image_size=(32, 32), *
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     return cls(channels, num_classes, tuple(image_size), **options)
+
+
+def seeded_net(name: str, channels: int, num_classes: int, image_size, seed: int, **options) -> Classifier:
+    """`build_net` with initial weights drawn from `seed` alone; the global random state is left as it was.
+
+    So a run's network is the same whichever runs come before it, in one process or across ranks.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_net(name, channels, num_classes, image_size, **options)

@@ -22,7 +22,7 @@ from .data import RealData
 from .distributed import World
 from .errors import UserError
 from .nets import Classifier, build_net
-from .runtime import write_json
+from .runtime import atomic_path, write_json
 from .train import TrainConfig, accuracy, train
 
 MANIFEST = "manifest.json"
@@ -56,10 +56,9 @@ class PoolSpec:
 def _save_weights(net: torch.nn.Module, path: Path, spec: PoolSpec) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp), metadata={"pool_spec": json.dumps(spec.to_dict())})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"pool_spec": json.dumps(spec.to_dict())})
 
 
 def _load_weights(path: Path, net: torch.nn.Module, what_to_do: str) -> dict[str, torch.Tensor]:

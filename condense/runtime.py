@@ -1,4 +1,4 @@
-"""Small run-time helpers: device choice, presets, atomic JSON output."""
+"""Small run-time helpers: device choice, presets, atomic writes (JSON, figures), JSON reading."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -39,17 +40,47 @@ def preset_copy(table: dict, name: str, what: str):
     return copy.deepcopy(table[name])
 
 
-def write_json(path: str | os.PathLike, payload: dict) -> Path:
-    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """A temporary name in `path`'s folder to write to; renamed to `path` only if the block succeeds.
+
+    So a reader never sees a half-written file, and a failed write leaves nothing behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> Path:
+    """Write JSON atomically (`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file"):
+    """The JSON value in `path`, or one UserError that names the file and what is wrong with it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not a readable {what} ({exc}); restore it or delete it") from exc
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure atomically and close it (so long runs do not accumulate open figures)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=dpi)
+    plt.close(figure)
+    return Path(path)

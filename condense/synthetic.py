@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
+from .runtime import atomic_path
 
 FORMAT = "condensed-set/1"
 JSON_KEYS = ("mean", "std", "class_names", "config", "evaluation")
@@ -82,12 +82,9 @@ class SyntheticSet:
         rows = [self.images[self.labels == c][:per_class] for c in range(self.num_classes)]
         width = max(len(r) for r in rows)
         padded = [torch.cat([r, torch.ones(width - len(r), *self.images.shape[1:])]) for r in rows]
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.png")
-        save_image(torch.cat(padded), str(tmp), nrow=width, padding=1, pad_value=1.0)
-        tmp.replace(path)
-        return path
+        with atomic_path(path) as tmp:
+            save_image(torch.cat(padded), str(tmp), nrow=width, padding=1, pad_value=1.0)
+        return Path(path)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensors of the file contract, by name (optional ones only when present)."""
@@ -118,18 +115,10 @@ class SyntheticSet:
         """Write the safetensors file atomically (temporary name in the same folder, then rename), byte for byte
         the same for the same set, so that its sha256 identifies the content."""
         self.check()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            Path(tmp).write_bytes(_canonical_safetensors(_unshared(self.tensors()), self.metadata()))
-            os.chmod(tmp, 0o644)  # safetensors writes 0600; a published set is meant to be read
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(_canonical_safetensors(_unshared(self.tensors()), self.metadata()))
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published set is meant to be read
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SyntheticSet:

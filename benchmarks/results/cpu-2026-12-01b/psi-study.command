@@ -1,0 +1,3 @@
+# issue 15 item 6 (the min-max variants) and item 4/8 candidates; two single-threaded processes side by side, same pool
+OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/ncfm_cpu.py --data ../shared/data/cifar10 --pool-folder pools/cifar10-convnet-2x1ep-11d062a7ac --skip-baselines --seeds 0,1 --variants gaussian-lr1e-2,psi-lr1e-2,psi-tight-lr1e-2,psi-penalty-lr1e-2 --out benchmarks/runs/s/psi-a
+OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/ncfm_cpu.py --data ../shared/data/cifar10 --pool-folder pools/cifar10-convnet-2x1ep-11d062a7ac --skip-baselines --seeds 0,1 --variants psi-normalised-lr1e-2,psi-decoupled-lr1e-2,gaussian-decoupled-lr1e-2,gaussian-lr1e-2-first-nearest --out benchmarks/runs/s/psi-b
