@@ -58,15 +58,16 @@ def cmd_nas(args: argparse.Namespace) -> None:
     from condense.cli import data_options, load_data
     from condense.distributed import torchrun_world
     from condense.runtime import resolve_device
-    from downstream import nas
+    from downstream.nas import RESULT_FILE, check_config, nas_preset, run_search
+    from downstream.nas.report import PLOT_FILE, format_summary, plot_search
 
-    config = nas.nas_preset(args.preset)
+    config = nas_preset(args.preset)
     for key in NAS_SETTINGS:
         if key in vars(args):
             setattr(config, key, getattr(args, key))
     if isinstance(config.proxies, str):
         config.proxies = tuple(p.strip() for p in config.proxies.split(",") if p.strip())
-    nas.check_config(config, args.condensed is not None)
+    check_config(config, args.condensed is not None)
     options = data_options(args)
     out = Path(args.out or Path("runs") / f"nas-{args.preset}")
 
@@ -80,11 +81,12 @@ def cmd_nas(args: argparse.Namespace) -> None:
 
     with torchrun_world(resolve_device(args.device)) as (world, device):  # under torchrun the candidates are shared by the ranks
         condensed, train_data, test = world.main_first(load_inputs)
-        result = nas.run_search(config, train_data, test, out, condensed=condensed, device=device,
-                                progress=not args.no_progress and world.is_main, world=world)
+        result = run_search(config, train_data, test, out, condensed=condensed, device=device,
+                            progress=not args.no_progress and world.is_main, world=world)
     if world.is_main:
-        print(nas.format_summary(result))
-        print(f"wrote {out / nas.RESULT_FILE} and {out / nas.PLOT_FILE}")
+        plot_search(result, out / PLOT_FILE)
+        print(format_summary(result))
+        print(f"wrote {out / RESULT_FILE} and {out / PLOT_FILE}")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

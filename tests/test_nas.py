@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -15,6 +17,8 @@ from condense.errors import UserError
 from condense.nets import build_net
 from condense.train import TrainConfig
 from downstream import nas
+from downstream.nas import search
+from downstream.nas.report import PLOT_FILE, format_summary, plot_search
 
 from conftest import assert_one_error, make_real, write_image_folder
 
@@ -62,17 +66,20 @@ def test_sampling_is_seeded_valid_and_respects_the_cost_limit():
         net = build_net("convnet", 3, 10, (32, 32), **options)
         assert candidate["params"] == sum(p.numel() for p in net.parameters())
     # ConvNet-3 of width 64 with pooling: 13.6 million multiply-accumulates per 32x32 image
-    cost = nas.candidate_cost({"depth": 3, "width": 64, "act": "relu", "norm": "instance", "pool": "avg"})
+    cost = nas.candidate_cost({"depth": 3, "width": 64, "act": "relu", "norm": "instance", "pooling": "avg"})
     assert cost["mmacs"] == pytest.approx(13.58, abs=0.01)
     everything = nas.sample_candidates(space[:6], None, seed=0)
     assert sorted(c["name"] for c in everything) == sorted(nas.candidate_name(c) for c in space[:6])
 
 
-def test_space_from_a_json_list(tmp_path):
+def test_space_from_a_json_list_reads_the_old_pooling_name(tmp_path):
     path = tmp_path / "space.json"
-    path.write_text(json.dumps([{"depth": 1, "width": 8}, {"net": "convnet", "depth": 2, "width": 8, "pool": "max"}]))
+    path.write_text(json.dumps([{"depth": 1, "width": 8}, {"net": "convnet", "depth": 2, "width": 8, "pool": "max"},
+                                {"depth": 2, "width": 8, "pooling": "avg"}]))
     space = nas.load_space(str(path))
-    assert [nas.candidate_name(c) for c in space] == ["convnet(depth=1, width=8)", "convnet(depth=2, width=8, pool=max)"]
+    assert [nas.candidate_name(c) for c in space] == ["convnet(depth=1, width=8)", "convnet(depth=2, width=8, pooling=max)",
+                                                      "convnet(depth=2, width=8, pooling=avg)"]
+    assert space[1] == {"net": "convnet", "depth": 2, "width": 8, "pooling": "max"}
 
 
 @pytest.mark.parametrize("space, message", [
@@ -93,7 +100,7 @@ def test_bad_options_are_refused_at_sampling():
 
 
 def tiny_config(**changes) -> nas.NasConfig:
-    space = [{"depth": 1, "width": 4, "pool": pool} for pool in ("none", "max", "avg")]
+    space = [{"depth": 1, "width": 4, "pooling": pooling} for pooling in ("none", "max", "avg")]
     config = nas.NasConfig(space=space, candidates=None, condensed_epochs=1, random_ipc=2, real_epochs=1, reference_epochs=2,
                            real_per_class=6, test_per_class=4, train=TrainConfig(batch_size=8, dsa="", cutmix_p=0.0))
     return replace(config, **changes)
@@ -121,7 +128,7 @@ class Killed(Exception):
 def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_data, monkeypatch):
     train_data, test, condensed = tiny_data
     calls, kill_at = [], [6]  # killed during the second candidate's second training
-    real_train = nas.train
+    real_train = search.train
 
     def counting_train(net, images, targets, config, **kwargs):
         calls.append(kwargs["desc"])
@@ -129,7 +136,7 @@ def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_
             raise Killed
         return real_train(net, images, targets, config, **kwargs)
 
-    monkeypatch.setattr(nas, "train", counting_train)
+    monkeypatch.setattr(search, "train", counting_train)
     with pytest.raises(Killed):
         nas.run_search(tiny_config(), train_data, test, tmp_path, condensed=condensed, progress=False)
     partial = json.loads((tmp_path / nas.RESULT_FILE).read_text())
@@ -166,8 +173,8 @@ def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_
             assert run["seconds"] >= run["train_seconds"] > 0
     condensed_report = result["summary"]["proxies"]["condensed"]
     assert (condensed_report["images_seen"], condensed_report["reference_images_ratio"]) == (27, 4.0)  # 3 x 9 x 1 vs 3 x 18 x 2
-    assert (tmp_path / nas.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "reference" in nas.format_summary(result)
+    assert plot_search(result, tmp_path / PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "reference" in format_summary(result)
 
     calls.clear()
     nas.run_search(tiny_config(), train_data, test, tmp_path, condensed=condensed, progress=False)
@@ -177,13 +184,13 @@ def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_
 def test_a_search_rerun_with_one_set_changed_retrains_only_that_set(tmp_path, tiny_data, monkeypatch):
     train_data, test, condensed = tiny_data
     calls = []
-    real_train = nas.train
+    real_train = search.train
 
     def counting_train(net, images, targets, config, **kwargs):
         calls.append(kwargs["desc"])
         return real_train(net, images, targets, config, **kwargs)
 
-    monkeypatch.setattr(nas, "train", counting_train)
+    monkeypatch.setattr(search, "train", counting_train)
     first = nas.run_search(tiny_config(), train_data, test, tmp_path, condensed=condensed, progress=False)
     calls.clear()
     longer = nas.run_search(tiny_config(reference_epochs=3), train_data, test, tmp_path, condensed=condensed, progress=False)
@@ -203,13 +210,34 @@ def test_a_search_rerun_with_one_set_changed_retrains_only_that_set(tmp_path, ti
     assert calls == []
 
 
+def test_a_search_written_with_the_old_pooling_name_resumes_without_retraining(tmp_path, tiny_data, monkeypatch):
+    train_data, test, condensed = tiny_data
+    first = nas.run_search(tiny_config(), train_data, test, tmp_path, condensed=condensed, progress=False)
+    path = tmp_path / nas.RESULT_FILE
+    old = path.read_text().replace('"pooling"', '"pool"').replace("pooling=", "pool=")  # as written before the rename
+    assert "pooling" not in old and "pool=max" in old
+    path.write_text(old)
+    calls = []
+    monkeypatch.setattr(search, "train", lambda *args, **kwargs: calls.append(kwargs["desc"]))
+    resumed = nas.run_search(tiny_config(), train_data, test, tmp_path, condensed=condensed, progress=False)
+    assert calls == [] and [c["runs"] for c in resumed["candidates"]] == [c["runs"] for c in first["candidates"]]
+    assert [c["name"] for c in resumed["candidates"]] == [c["name"] for c in first["candidates"]]
+    assert all("pooling=" in c["name"] for c in resumed["candidates"])
+
+
+def test_importing_the_package_leaves_matplotlib_and_scipy_unimported():
+    code = "import sys, downstream.nas; print(sorted(m for m in ('matplotlib', 'scipy') if m in sys.modules))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "[]"
+
+
 def test_pending_trainings_go_candidate_by_candidate_or_in_blocks_of_one_set_per_rank():
     candidates = [{"runs": {}}, {"runs": {"a": {}}}, {"runs": {"a": {}, "b": {}}}, {"runs": {}}]
-    assert nas.pending_trainings(candidates, ["a", "b"], 1) == [[0, "a"], [0, "b"], [1, "b"], [3, "a"], [3, "b"]]
+    assert search.pending_trainings(candidates, ["a", "b"], 1) == [[0, "a"], [0, "b"], [1, "b"], [3, "a"], [3, "b"]]
     # 2 ranks: candidates 0 and 1 (2 is finished), then 3; each round trains one set
-    assert nas.pending_trainings(candidates, ["a", "b"], 2) == [[0, "a"], [0, "b"], [1, "b"], [3, "a"], [3, "b"]]
+    assert search.pending_trainings(candidates, ["a", "b"], 2) == [[0, "a"], [0, "b"], [1, "b"], [3, "a"], [3, "b"]]
     fresh = [{"runs": {}} for _ in range(3)]
-    assert nas.pending_trainings(fresh, ["a", "b"], 2) == [[0, "a"], [1, "a"], [0, "b"], [1, "b"], [2, "a"], [2, "b"]]
+    assert search.pending_trainings(fresh, ["a", "b"], 2) == [[0, "a"], [1, "a"], [0, "b"], [1, "b"], [2, "a"], [2, "b"]]
 
 
 def test_random_proxy_gets_as_many_steps_as_the_condensed_one(tiny_data):
@@ -221,8 +249,8 @@ def test_random_proxy_gets_as_many_steps_as_the_condensed_one(tiny_data):
 
 
 @pytest.mark.parametrize("file, content, message", [
-    ("space", b"\xff\xfe[{}]", "is not UTF-8 JSON"),
-    ("resume", b"\xff\xfe[{}]", "is not UTF-8 JSON"),
+    ("space", b"\xff\xfe[{}]", "is not a readable JSON list of build_net option dicts"),
+    ("resume", b"\xff\xfe[{}]", "is not a readable NAS result"),
     ("resume", b"[1, 2]", "holds JSON but not a NAS result"),
 ], ids=["space not UTF-8", "resume not UTF-8", "resume foreign JSON"])
 def test_cli_refuses_an_unreadable_space_or_resume_file(tmp_path, capsys, file, content, message):
