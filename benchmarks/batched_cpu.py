@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 from condense.baseline import random_subset
+from condense.config import preset
 from condense.data import RealData, load_real
-from condense.distill import pool_spec, preset
 from condense.evaluate import eval_preset, evaluate_set
 from condense.pool import pretrain_pool
+from condense.run import pool_spec
 from condense.runtime import write_json
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-TIMING_WORDS = ("seconds", "time", "elapsed", "rss", "date", "version", "path", "folder", "file", "out")
+TIMING_WORDS = ("second", "time", "elapsed", "rss", "date", "version", "path", "folder", "file", "out", "device")
 
 
 def digest_tensors(path: Path, keys: tuple[str, ...]) -> str:
@@ -37,16 +37,20 @@ def digest_tensors(path: Path, keys: tuple[str, ...]) -> str:
 
 
 def without_timings(value):
-    """The JSON value without timings and paths (which differ between runs that compute the same thing)."""
+    """The JSON value without timings and paths (which differ between runs that compute the same thing), with the
+    ConvNet's `pool` option under its new name `pooling` (a rename, not a result)."""
     if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items() if not any(word in k.lower() for word in TIMING_WORDS)}
+        return {("pooling" if k == "pool" else k): without_timings(v) for k, v in value.items()
+                if not any(word in k.lower() for word in TIMING_WORDS)}
     if isinstance(value, list):
         return [without_timings(v) for v in value]
-    return value
+    return value.replace("pool=", "pooling=") if isinstance(value, str) else value
 
 
-def digest_json(path: Path) -> str:
-    return hashlib.sha256(json.dumps(without_timings(json.loads(path.read_text())), sort_keys=True).encode()).hexdigest()
+def digest_json(path: Path, work: Path) -> str:
+    """The sha256 of a JSON result without timings, with the work folder's name (in paths it holds) taken out."""
+    value = json.loads(path.read_text().replace(str(work), "WORK"))
+    return hashlib.sha256(json.dumps(without_timings(value), sort_keys=True).encode()).hexdigest()
 
 
 def run(main, argv: list[str]) -> None:
@@ -74,18 +78,18 @@ def fingerprints(work: Path) -> dict[str, str]:
     figures["distill cifar10 (psi)"] = digest_tensors(work / "cifar-psi" / "synthetic.safetensors", ("canvases",))
     run(condense, ["eval", work / "cifar", "--data", cifar, "--epochs", "2", "--runs", "2", "--width", "16", "--device", "cpu",
                    "--no-progress", "--out", work / "eval.json"])
-    figures["condense eval (cpu protocol, 2 runs)"] = digest_json(work / "eval.json")
+    figures["condense eval (cpu protocol, 2 runs)"] = digest_json(work / "eval.json", work)
     space = [{"depth": 1, "width": 8, "pool": pool} for pool in ("none", "max", "avg")]
     (work / "space.json").write_text(json.dumps(space))
     run(downstream, ["nas", "--data", cifar, "--space", work / "space.json", "--candidates", "all", "--proxies", "condensed,random,real",
                      "--condensed", work / "cifar", "--condensed-epochs", "2", "--random-ipc", "2", "--random-epochs", "2",
                      "--real-epochs", "1", "--reference-epochs", "2", "--real-per-class", "20", "--test-per-class", "20",
                      "--device", "cpu", "--no-progress", "--out", work / "nas"])
-    figures["downstream nas (3 candidates)"] = digest_json(work / "nas" / "nas.json")
+    figures["downstream nas (3 candidates)"] = digest_json(work / "nas" / "nas.json", work)
     run(downstream, ["cl", "--data", mnist, "--steps", "2", "--memory", f"random,herding,condensed:{work / 'mnist'}", "--ipc", "2",
                      "--seeds", "0", "--epochs", "2", "--width", "8", "--stream-epochs", "1", "--device", "cpu", "--no-progress",
                      "--out", work / "cl"])
-    figures["downstream cl (mnist, 2 steps)"] = digest_json(work / "cl" / "cl.json")
+    figures["downstream cl (mnist, 2 steps)"] = digest_json(work / "cl" / "cl.json", work)
     return figures
 
 
@@ -94,12 +98,17 @@ def main() -> None:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--save", type=Path, help="write the fingerprints to this JSON file")
     action.add_argument("--check", type=Path, help="compare with the fingerprints in this JSON file; exit 1 if any differs")
+    parser.add_argument("--keep", type=Path, help="run in this folder and keep it (to compare the JSON results of two runs)")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"fingerprints: needs the real data in {SHARED}")
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as work:
-        figures = fingerprints(Path(work))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=False)
+        figures = fingerprints(args.keep)
+    else:
+        with tempfile.TemporaryDirectory() as work:
+            figures = fingerprints(Path(work))
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(json.dumps({"torch": torch.__version__, "fingerprints": figures}, indent=1) + "\n")

@@ -23,8 +23,11 @@ from pathlib import Path
 import torch
 
 from condense.baseline import random_subset
-from condense.distill import DistillConfig, Distiller, prepare, preset, run_distillation
+from condense.config import DistillConfig, preset
+from condense.distill import Distiller
 from condense.evaluate import eval_preset, evaluate_set
+from condense.loop import run_distillation
+from condense.run import prepare
 from condense.runtime import resolve_device, write_json
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import torch
 
+from condense.config import preset
 from condense.data import RealData, _stats_for
-from condense.distill import Distiller, pool_spec, preset, run_distillation
+from condense.distill import Distiller
 from condense.evaluate import eval_preset, evaluate_set
+from condense.loop import run_distillation
 from condense.pool import build_or_load_pool
+from condense.run import pool_spec
 from condense.runtime import resolve_device, write_json
 
 

@@ -26,20 +26,16 @@ from pathlib import Path
 
 import torch
 
+from condense.config import preset
 from condense.data import RealData
-from condense.distill import (
-    Distiller,
-    _check_run_folder,
-    claim_run_folder,
-    load_checkpoint,
-    pool_spec,
-    preset,
-    run_distillation,
-)
+from condense.distill import Distiller
 from condense.distributed import World
 from condense.errors import UserError
 from condense.evaluate import eval_preset, evaluate_set, evaluation_summary
+from condense.loop import run_distillation
 from condense.pool import MANIFEST, build_or_load_pool
+from condense.run import pool_spec
+from condense.runfolder import check_run_folder, claim_run_folder, load_checkpoint
 from condense.runtime import resolve_device, write_json
 from condense.synthetic import SyntheticSet
 
@@ -183,7 +179,7 @@ def run(args: argparse.Namespace) -> dict:
         budget.check("after the pool")
 
         resume = (run_folder / "config.json").is_file()
-        _check_run_folder(run_folder, config, resume)
+        check_run_folder(run_folder, config, resume)
         distiller = BudgetedDistiller(config, real, pool, device, budget=budget)
         if (run_folder / "checkpoint.pt").is_file():
             load_checkpoint(distiller, run_folder / "checkpoint.pt")

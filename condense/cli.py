@@ -9,42 +9,32 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import UserError
-from .synthetic import SOURCE_OPTIONS
+from .flags import add_dataclass_arguments, add_runtime_arguments, add_source_arguments, run_main, source_from_args
+from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS
+from .objectives import objective_names
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
-    group = parser.add_argument_group("real data")
-    group.add_argument("--data", required=required, help="Hub id (uoft-cs/cifar10) or local folder in Hub layout (../shared/data/cifar10)")
-    group.add_argument("--data-config", help="the dataset's config name, if it has several")
-    group.add_argument("--revision", help="Hub revision (branch, tag or commit) of the dataset")
-    group.add_argument("--image-column", help="image column (default: the only Image column)")
-    group.add_argument("--label-column", help="label column (default: the only ClassLabel column)")
-    group.add_argument("--image-size", type=int, help="resize images to N x N (needed when sizes differ)")
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:  # TEMPORARY until downstream/cli.py moves to flags
+    add_source_arguments(parser, required)
 
 
-def load_data(source: str, split: str, options: dict):
+def data_options(args: argparse.Namespace) -> dict:  # TEMPORARY
+    return {k: v for k, v in vars(args).items() if k in ("dataset_config", "revision", "image_column", "label_column", "image_size") and v is not None}
+
+
+def load_data(source: str, split: str, options: dict):  # TEMPORARY
     from .data import load_real
 
-    return load_real(
-        source, split, config=options.get("data_config"), revision=options.get("revision"),
-        image_column=options.get("image_column"), label_column=options.get("label_column"),
-        image_size=options.get("image_size"), memory_mapped=options.get("memory_mapped", False),
-        streaming=options.get("streaming", False), per_class=options.get("per_class"), seed=options.get("seed", 0),
-    )
-
-
-def data_options(args: argparse.Namespace) -> dict:
-    return {key: getattr(args, key) for key in SOURCE_OPTIONS if getattr(args, key) is not None}
+    options = {("config" if k in ("dataset_config", "data_config") else k): v for k, v in options.items()}
+    return load_real(source, split, **options)
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
     from .baseline import random_subset
 
-    options = data_options(args)
-    data = load_data(args.data, args.split, options)
-    synthetic = random_subset(data, args.ipc, args.seed)
-    synthetic.config.update(data=args.data, **options)
+    source = source_from_args(args)
+    synthetic = random_subset(source.load(args.split), args.ipc, args.seed)
+    synthetic.config.update(data=args.data, **source.options())
     out = Path(args.out or f"{Path(args.data.rstrip('/')).name}-random-ipc{args.ipc}.safetensors")
     synthetic.save(out)
     print(f"wrote {out}: {synthetic.summary()}")
@@ -53,7 +43,7 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
     """`--objective ce|dlb` and DLB's settings (`eval_objective` builds the objective)."""
     objective = parser.add_argument_group("objective")
-    objective.add_argument("--objective", "--loss", dest="objective", choices=("ce", "dlb"), default="ce",
+    objective.add_argument("--objective", "--loss", dest="objective", choices=objective_names(), default="ce",
                            help="ce: cross-entropy (default); dlb: DLB, self-distillation from the last mini-batch (downstream.dlb), "
                                 "which trains without CutMix (it mixes the predictions DLB compares)")
     objective.add_argument("--scheme", default="official",
@@ -68,12 +58,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", "--preset", dest="protocol", default="cpu", metavar="NAME",
                         help=f"evaluation protocol: {', '.join(EVAL_PRESETS)} (BENCHMARKS.md; --preset is the old name)")
     net = parser.add_argument_group("network (defaults from the preset)")
-    net.add_argument("--net", help="convnet, alexnet, vgg11 or resnet18")
+    net.add_argument("--net", choices=list(NETS))
     net.add_argument("--depth", type=int, help="ConvNet depth (default: 3 at 32 px, 4 at 64, 5 at 128)")
     net.add_argument("--width", type=int, help="ConvNet width")
-    net.add_argument("--norm", help="none, batch, layer, instance or group")
-    net.add_argument("--act", help="ConvNet activation: sigmoid, relu or leakyrelu")
-    net.add_argument("--pool", help="ConvNet pooling: none, max or avg")
+    net.add_argument("--norm", choices=list(NORMS))
+    net.add_argument("--act", choices=list(ACTIVATIONS), help="ConvNet activation")
+    net.add_argument("--pooling", "--pool", dest="pooling", choices=list(POOLINGS), help="ConvNet pooling (--pool: its old name)")
     training = parser.add_argument_group("training (defaults from the preset)")
     training.add_argument("--epochs", type=int)
     training.add_argument("--batch-size", type=int)
@@ -92,8 +82,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--runs", type=int)
     training.add_argument("--seed", type=int)
     add_objective_arguments(parser)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_runtime_arguments(parser)
 
 
 def eval_config(args: argparse.Namespace):
@@ -103,7 +92,7 @@ def eval_config(args: argparse.Namespace):
     config = eval_preset(args.protocol)
     if args.net is not None and args.net != config.net:
         config.net, config.net_options = args.net, {}
-    network = {k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pool") if getattr(args, k) is not None}
+    network = {k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pooling") if getattr(args, k) is not None}
     config.net_options.update(network)
     training = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "dsa", "dsa_mode", "cutmix_p", "temperature") if getattr(args, k) is not None}
     if args.objective == "dlb" and "cutmix_p" not in training:
@@ -119,12 +108,10 @@ def eval_config(args: argparse.Namespace):
 
 
 def eval_objective(args: argparse.Namespace):
-    """The training objective `--objective` names: None (cross-entropy) or `downstream.dlb.DLB` (the consumer package's)."""
-    if args.objective == "ce":
-        return None
-    from downstream.dlb import DLB
+    """The training objective `--objective` names: None (cross-entropy) or a registered one (`condense.objectives`)."""
+    from .objectives import make_objective
 
-    return DLB(args.tau, args.alpha, args.scheme)
+    return make_objective(args.objective, tau=args.tau, alpha=args.alpha, scheme=args.scheme)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -140,9 +127,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     else:
         default_out = (source / SET_FILE if source.is_dir() else source).with_suffix(".eval.json")
     config, objective = eval_config(args), eval_objective(args)
-    options = {**synthetic.source_options(), **data_options(args)}
+    source = source_from_args(args, synthetic.data_source())
     with torchrun_world(resolve_device(args.device)) as (world, device):
-        test = world.main_first(lambda: load_data(args.data or synthetic.source_dataset, args.split, options))
+        test = world.main_first(lambda: source.load(args.split))
         if world.is_main:
             print(f"evaluating {synthetic.summary()}\non {test.source} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
@@ -157,24 +144,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
     """`--preset` plus one flag per DistillConfig field (the preset's value when not given)."""
-    from .distill import PRESETS, SETTING_HELP, DistillConfig
+    from .config import PRESETS, DistillConfig
 
     parser.add_argument("--preset", default="cifar10-ipc10-cpu", help=f"one of {', '.join(PRESETS)} (default cifar10-ipc10-cpu)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    group = parser.add_argument_group("settings (override the preset)")
-    for item in dataclasses.fields(DistillConfig):
-        flag = "--" + item.name.replace("_", "-")
-        kind = str(item.type).replace(" | None", "")
-        if kind == "bool":
-            group.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction, default=None, help=SETTING_HELP[item.name])
-        else:
-            group.add_argument(flag, dest=item.name, type={"int": int, "float": float}.get(kind, str), default=None,
-                               metavar=kind.upper(), help=SETTING_HELP[item.name])
+    add_runtime_arguments(parser)
+    add_dataclass_arguments(parser.add_argument_group("settings (override the preset)"), DistillConfig)
 
 
 def distill_config(args: argparse.Namespace):
-    from .distill import DistillConfig, preset
+    from .config import DistillConfig, preset
 
     config = preset(args.preset)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig) if getattr(args, f.name) is not None}
@@ -183,8 +161,8 @@ def distill_config(args: argparse.Namespace):
 
 def cmd_distill(args: argparse.Namespace) -> None:
     """`condense distill`, in one process or as one rank of `torchrun ... -m condense distill`."""
-    from .distill import distill
     from .distributed import torchrun_world
+    from .run import distill
     from .runtime import resolve_device
 
     config = distill_config(args)
@@ -205,8 +183,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     """`condense pretrain`, in one process or with the members trained in parallel by `torchrun` ranks."""
-    from .distill import prepare
     from .distributed import torchrun_world
+    from .run import prepare
     from .runtime import resolve_device
 
     with torchrun_world(resolve_device(args.device)) as (world, device):
@@ -245,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--seed", type=int, default=0)
     baseline.add_argument("--split", default="train")
     baseline.add_argument("--out", help="output .safetensors (default: <dataset>-random-ipc<K>.safetensors)")
-    add_data_arguments(baseline, required=True)
+    add_source_arguments(baseline, required=True)
     baseline.set_defaults(func=cmd_baseline)
 
     distill = commands.add_parser("distill", help="condense a real dataset with NCFM")
@@ -266,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="real split to test on (default test)")
     evaluate.add_argument("--out", help="JSON result (default: <set>.eval.json; for a Hub folder <folder>[-<config>].eval.json beside it)")
     add_eval_arguments(evaluate)
-    add_data_arguments(evaluate, required=False)
+    add_source_arguments(evaluate, required=False)
     evaluate.set_defaults(func=cmd_eval)
 
     export = commands.add_parser("export", help="write or update a Hub folder: parquet rows, safetensors, preview, card")
@@ -289,16 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(build_parser(), argv)
 
 
 if __name__ == "__main__":

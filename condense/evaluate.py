@@ -16,7 +16,7 @@ import torch
 from .data import RealData
 from .distributed import World
 from .errors import UserError
-from .nets import build_net
+from .nets import seeded_net
 from .runtime import preset_copy
 from .synthetic import SyntheticSet
 from .train import Objective, TrainConfig, accuracy, train
@@ -27,7 +27,7 @@ class EvalConfig:
     """Which network, how to train it, how many runs."""
 
     net: str = "convnet"
-    net_options: dict = field(default_factory=lambda: {"width": 64, "norm": "instance", "act": "relu", "pool": "avg"})
+    net_options: dict = field(default_factory=lambda: {"width": 64, "norm": "instance", "act": "relu", "pooling": "avg"})
     train: TrainConfig = field(default_factory=TrainConfig)
     runs: int = 2
     seed: int = 0
@@ -47,7 +47,7 @@ class EvalConfig:
 EVAL_PRESETS = {
     "cpu": EvalConfig(name="cpu"),
     "paper": EvalConfig(
-        net_options={"width": 128, "norm": "instance", "act": "relu", "pool": "avg"},
+        net_options={"width": 128, "norm": "instance", "act": "relu", "pooling": "avg"},
         train=TrainConfig(epochs=2000),
         runs=10,
         name="paper",
@@ -127,14 +127,39 @@ def check_compatible(synthetic: SyntheticSet, test: RealData) -> None:
         raise UserError(f"the set has classes {synthetic.class_names[:5]}... but {test.source} has {test.class_names[:5]}...; use the matching dataset")
 
 
-def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, device: torch.device, progress: bool = True,
-                 world: World | None = None, batched: bool = False, objective: Objective | None = None) -> dict:
-    """Train a fresh network per run on `synthetic`, report final-epoch accuracy on `test`.
+def train_runs(images: torch.Tensor, targets: torch.Tensor, config: EvalConfig, seeds: list[int], device: torch.device, *, mean, std,
+               num_classes: int, test: RealData | None = None, teacher=None, objective: Objective | None = None, run_targets=None,
+               desc: str | None = None, progress: bool = True) -> list[dict]:
+    """The per-run trainer: a fresh network per seed (`seeded_net`), trained (at once when several), tested at the final epoch.
+
+    Each run draws its order and augmentation from a generator seeded by its seed, so a run's figures do not depend
+    on which runs share its call or process. `run_targets(targets, generator)` gives a run its own targets (label
+    noise, drawn from the run's generator before training); such runs train one at a time. Returns one dict per seed:
+    seed, accuracy (None without `test`), loss, seconds, images per second; and the trained networks.
+    """
+    if run_targets is not None and len(seeds) > 1:
+        return [run for seed in seeds for run in train_runs(images, targets, config, [seed], device, mean=mean, std=std, num_classes=num_classes,
+                                                            test=test, teacher=teacher, objective=objective, run_targets=run_targets,
+                                                            desc=desc, progress=progress)]
+    nets = [seeded_net(config.net, images.shape[1], num_classes, images.shape[2:], seed, **config.net_options) for seed in seeds]
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    if run_targets is not None:
+        targets = run_targets(targets, generators[0])
+    stats = train(nets, images, targets, config.train, mean=mean, std=std, generator=generators, device=device, desc=desc,
+                  progress=progress, teacher=teacher, objective=objective)
+    return [{"seed": seed, "accuracy": accuracy(net, test, mean, std, device) if test is not None else None, **figures, "net": net}
+            for seed, net, figures in zip(seeds, nets, stats)]
+
+
+def evaluate_set(synthetic: SyntheticSet | RealData, test: RealData, config: EvalConfig, device: torch.device, progress: bool = True,
+                 world: World | None = None, batched: bool = False, objective: Objective | None = None, run_targets=None) -> dict:
+    """Train a fresh network per run on `synthetic` (or on real data), report final-epoch accuracy on `test`.
 
     The targets are the class labels unless `config.teacher` is given (KD on every augmented batch)
     or `config.labels` is "stored" (the set's soft labels, which do not follow the augmentation);
     the result names the protocol ("labels", "label_protocol").
-    `objective` (e.g. `downstream.dlb.DLB`) replaces plain cross-entropy (`train(objective=...)`; one network at a time).
+    `objective` (e.g. `downstream.dlb.DLB`) replaces plain cross-entropy (`train(objective=...)`; one network at a time);
+    `run_targets` gives each run its own targets (see `train_runs`).
     Under torchrun (`world`) the runs are shared across ranks; each run is seeded by its index, so
     the figures are those of one process, and every rank gets all of them. `batched` trains each
     rank's runs at once (`train` on a list of networks): the same runs to floating-point tolerance.
@@ -151,20 +176,11 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
     world = world or World()
 
     def some_runs(runs: list[int]) -> list[dict]:
-        seeds = [config.seed + run for run in runs]
-        nets = []
-        for seed in seeds:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                nets.append(build_net(config.net, synthetic.images.shape[1], synthetic.num_classes, synthetic.images.shape[2:], **config.net_options))
-        stats = train(
-            nets, synthetic.images, targets, config.train,
-            mean=synthetic.mean, std=synthetic.std, generator=[torch.Generator().manual_seed(seed) for seed in seeds], device=device,
-            desc=f"run{'s' if len(runs) > 1 else ''} {', '.join(str(run + 1) for run in runs)}/{config.runs}", progress=progress, teacher=teacher,
-            objective=objective,
-        )
-        return [{"seed": seed, "accuracy": accuracy(net, test, synthetic.mean, synthetic.std, device), **figures}
-                for seed, net, figures in zip(seeds, nets, stats)]
+        desc = f"run{'s' if len(runs) > 1 else ''} {', '.join(str(run + 1) for run in runs)}/{config.runs}"
+        done = train_runs(synthetic.images, targets, config, [config.seed + run for run in runs], device, mean=synthetic.mean, std=synthetic.std,
+                          num_classes=len(synthetic.class_names), test=test, teacher=teacher, objective=objective, run_targets=run_targets,
+                          desc=desc, progress=progress)
+        return [{k: v for k, v in run.items() if k != "net"} for run in done]
 
     groups = world.groups(list(range(config.runs)), batched)
     runs = [run for group in world.map_in_rounds(groups, some_runs, desc="eval runs", unit="group" if batched else "run", progress=progress) for run in group]
@@ -175,7 +191,7 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
         "runs": runs,
         "labels": kind,
         "label_protocol": LABEL_PROTOCOLS[kind],
-        "set": synthetic.summary(),
+        "set": describe(synthetic),
         "test": f"{test.source} [{test.split}], {len(test)} images",
         "device": str(device),
         "batched_runs": batched,  # how the runs were trained (the figures are the same to float tolerance)
@@ -183,6 +199,13 @@ def evaluate_set(synthetic: SyntheticSet, test: RealData, config: EvalConfig, de
         "objective": objective.to_dict() if objective is not None else {"objective": "ce"},
         "train_images_per_second": statistics.fmean(r["images_per_second"] for r in runs),
     }
+
+
+def describe(train_set: SyntheticSet | RealData) -> str:
+    """A set's summary, or a real split's name and size."""
+    if isinstance(train_set, SyntheticSet):
+        return train_set.summary()
+    return f"{train_set.source} [{train_set.split}], {len(train_set)} images"
 
 
 def evaluation_summary(result: dict) -> dict:

@@ -8,57 +8,76 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from .errors import UserError
 
-NORMS = ("none", "batch", "layer", "instance", "group")
-ACTIVATIONS = ("sigmoid", "relu", "leakyrelu")
-POOLINGS = ("none", "max", "avg")
 GROUPNORM_GROUPS = 4  # "group" normalisation as in the DC/DSA/DM ConvNet
 
 
-def make_norm(kind: str, channels: int) -> nn.Module:
-    """A normalisation layer for `channels` feature maps.
+def _group_norm(channels: int) -> nn.Module:
+    if channels % GROUPNORM_GROUPS:
+        raise UserError(f"group norm needs a width divisible by {GROUPNORM_GROUPS}, got {channels}")
+    return nn.GroupNorm(GROUPNORM_GROUPS, channels, affine=True)
 
-    instance = GroupNorm with one group per channel (affine), layer = GroupNorm with one group
-    (normalises over C,H,W; size-independent), group = GroupNorm with 4 groups.
-    """
-    if kind == "none":
-        return nn.Identity()
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "instance":
-        return nn.GroupNorm(channels, channels, affine=True)
-    if kind == "layer":
-        return nn.GroupNorm(1, channels, affine=True)
-    if kind == "group":
-        if channels % GROUPNORM_GROUPS:
-            raise UserError(f"group norm needs a width divisible by {GROUPNORM_GROUPS}, got {channels}")
-        return nn.GroupNorm(GROUPNORM_GROUPS, channels, affine=True)
-    raise UserError(f"unknown normalisation {kind!r}; choose one of {', '.join(NORMS)}")
+
+# The registries of the ConvNet's knobs: every list of choices (flags, help, the NAS space) is read from them.
+# instance = GroupNorm with one group per channel (affine); layer = GroupNorm with one group (over C,H,W; size-independent).
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "none": lambda channels: nn.Identity(),
+    "batch": nn.BatchNorm2d,
+    "layer": lambda channels: nn.GroupNorm(1, channels, affine=True),
+    "instance": lambda channels: nn.GroupNorm(channels, channels, affine=True),
+    "group": _group_norm,
+}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leakyrelu": lambda: nn.LeakyReLU(0.01, inplace=True),
+}
+POOLINGS: dict[str, Callable[[], nn.Module] | None] = {"none": None, "max": lambda: nn.MaxPool2d(2, 2), "avg": lambda: nn.AvgPool2d(2, 2)}
+
+
+def _choose(registry: dict, kind: str, what: str):
+    if kind not in registry:
+        raise UserError(f"unknown {what} {kind!r}; choose one of {', '.join(registry)}")
+    return registry[kind]
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """A normalisation layer for `channels` feature maps (`NORMS`)."""
+    return _choose(NORMS, kind, "normalisation")(channels)
 
 
 def make_activation(kind: str) -> nn.Module:
-    if kind == "relu":
-        return nn.ReLU(inplace=True)
-    if kind == "leakyrelu":
-        return nn.LeakyReLU(0.01, inplace=True)
-    if kind == "sigmoid":
-        return nn.Sigmoid()
-    raise UserError(f"unknown activation {kind!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return _choose(ACTIVATIONS, kind, "activation")()
 
 
 def make_pool(kind: str) -> nn.Module | None:
-    if kind == "none":
-        return None
-    if kind == "max":
-        return nn.MaxPool2d(2, 2)
-    if kind == "avg":
-        return nn.AvgPool2d(2, 2)
-    raise UserError(f"unknown pooling {kind!r}; choose one of {', '.join(POOLINGS)}")
+    factory = _choose(POOLINGS, kind, "pooling")
+    return None if factory is None else factory()
+
+
+NETS: dict[str, type[Classifier]] = {}  # filled by @register_net; choices and help texts are read from it
+RENAMED_OPTIONS = {"pool": "pooling"}  # old option names, still read (set files, NAS results and pools written before the rename)
+
+
+def register_net(name: str):
+    """Class decorator: make a `Classifier` buildable by `build_net(name, ...)`."""
+
+    def register(cls: type[Classifier]) -> type[Classifier]:
+        NETS[name] = cls
+        return cls
+
+    return register
+
+
+def current_options(options: dict) -> dict:
+    """`options` with old option names (`RENAMED_OPTIONS`) under their current names."""
+    return {RENAMED_OPTIONS.get(key, key): value for key, value in options.items()}
 
 
 class Classifier(nn.Module):
@@ -83,27 +102,29 @@ def default_depth(image_size: tuple[int, int]) -> int:
     return max(1, round(math.log2(min(image_size) / 4)))
 
 
+@register_net("convnet")
 class ConvNet(Classifier):
     """`depth` blocks of conv3x3(width) -> norm -> activation -> 2x2 pooling; then a linear layer.
 
     Without a depth, the depth follows the image size (`default_depth`).
     """
 
-    def __init__(self, channels, num_classes, image_size, depth=None, width=128, norm="instance", act="relu", pool="avg"):
+    def __init__(self, channels, num_classes, image_size, depth=None, width=128, norm="instance", act="relu", pooling="avg"):
         depth = default_depth(image_size) if depth is None else depth
         if depth < 1 or width < 1:
             raise UserError(f"ConvNet needs depth >= 1 and width >= 1, got depth {depth}, width {width}")
-        if pool != "none" and min(image_size) >> depth == 0:
+        if pooling != "none" and min(image_size) >> depth == 0:
             raise UserError(f"{image_size[0]}x{image_size[1]} images are too small for {depth} pooling blocks")
         layers: list[nn.Module] = []
         for block in range(depth):
             layers += [nn.Conv2d(channels if block == 0 else width, width, 3, padding=1), make_norm(norm, width), make_activation(act)]
-            pooling = make_pool(pool)
-            if pooling is not None:
-                layers.append(pooling)
+            pool = make_pool(pooling)
+            if pool is not None:
+                layers.append(pool)
         super().__init__(nn.Sequential(*layers, nn.Flatten()), channels, image_size, num_classes)
 
 
+@register_net("alexnet")
 class AlexNet(Classifier):
     """The 5-conv AlexNet of the dataset-distillation literature (no norm by default)."""
 
@@ -119,6 +140,7 @@ class AlexNet(Classifier):
         super().__init__(nn.Sequential(*layers, nn.Flatten()), channels, image_size, num_classes)
 
 
+@register_net("vgg11")
 class VGG11(Classifier):
     """VGG-11 with one linear classifier, as in dataset distillation (instance norm by default)."""
 
@@ -136,6 +158,7 @@ class VGG11(Classifier):
         super().__init__(nn.Sequential(*layers, nn.Flatten()), channels, image_size, num_classes)
 
 
+@register_net("resnet18")
 class ResNet18(Classifier):
     """CIFAR-style ResNet-18 (3x3 stem, no max-pool) built on torchvision's ResNet; instance norm by default."""
 
@@ -150,20 +173,18 @@ class ResNet18(Classifier):
         super().__init__(body, channels, image_size, num_classes)
 
 
-NETS: dict[str, type[Classifier]] = {"convnet": ConvNet, "alexnet": AlexNet, "vgg11": VGG11, "resnet18": ResNet18}
-
-
 def build_net(name: str, channels: int, num_classes: int, image_size=(32, 32), **options) -> Classifier:
     """Build a network by name (`convnet`, `alexnet`, `vgg11`, `resnet18`) with its knobs as options.
 
     ConvNet knobs: depth, width, norm (none/batch/layer/instance/group), act (sigmoid/relu/leakyrelu),
-    pool (none/max/avg); the others take `norm`. Options set to None keep the network's default.
+    pooling (none/max/avg; `pool`, its old name, still works); the others take `norm`. Options set to None keep the
+    network's default.
     """
     key = name.lower().replace("-", "").replace("_", "")
     if key not in NETS:
         raise UserError(f"unknown network {name!r}; choose one of {', '.join(NETS)}")
     cls = NETS[key]
-    options = {k: v for k, v in options.items() if v is not None}
+    options = {k: v for k, v in current_options(options).items() if v is not None}
     allowed = list(inspect.signature(cls.__init__).parameters)[4:]
     unknown = sorted(set(options) - set(allowed))
     if unknown:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .data import RealData
 from .distributed import World
 from .errors import UserError
-from .nets import Classifier, build_net
+from .nets import RENAMED_OPTIONS, Classifier, build_net, current_options
 from .runtime import atomic_path, write_json
 from .train import TrainConfig, accuracy, train
 
@@ -45,9 +45,21 @@ class PoolSpec:
     training: dict
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.net_options = current_options(self.net_options)  # a spec written before an option's rename reads the same
+
     def to_dict(self) -> dict:
         """JSON-shaped (tuples as lists), so it compares equal to a manifest read back from disk."""
         return json.loads(json.dumps(self.__dict__))
+
+    def digest(self) -> str:
+        """A short hash of the spec, for default folder names; computed under the options' old names (`RENAMED_OPTIONS`),
+        so a pool built before a rename keeps its folder."""
+        import hashlib
+
+        old_names = {new: old for old, new in RENAMED_OPTIONS.items()}
+        spec = {**self.to_dict(), "net_options": {old_names.get(k, k): v for k, v in self.net_options.items()}}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
     def build(self) -> Classifier:
         return build_net(self.net, self.channels, self.num_classes, self.image_size, **self.net_options)
@@ -143,6 +155,8 @@ def _read_manifest(folder: Path) -> dict | None:
         raise UserError(f"{path} is not valid UTF-8 JSON ({exc}); delete the pool folder to rebuild it") from exc
     if not (isinstance(manifest, dict) and isinstance(manifest.get("spec"), dict) and isinstance(manifest.get("members"), list)):
         raise UserError(f"{path} is not a pool manifest (no spec and members); delete the pool folder to rebuild it")
+    if isinstance(manifest["spec"].get("net_options"), dict):  # old option names read as the current ones
+        manifest["spec"]["net_options"] = current_options(manifest["spec"]["net_options"])
     return manifest
 
 

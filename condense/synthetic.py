@@ -17,12 +17,12 @@ import torch
 
 from .errors import UserError
 from .runtime import atomic_path
+from .source import DataSource
 
 FORMAT = "condensed-set/1"
 JSON_KEYS = ("mean", "std", "class_names", "config", "evaluation")
 JSON_TYPES = {"mean": "list of numbers", "std": "list of numbers", "class_names": "list of strings", "config": "object", "evaluation": "object"}
 SOFT_LABEL_TOLERANCE = 1e-3  # how far a row of soft labels may sum from 1 (float32 softmax is within 1e-6)
-SOURCE_OPTIONS = ("data_config", "revision", "image_column", "label_column", "image_size")
 
 
 @dataclass
@@ -63,9 +63,9 @@ class SyntheticSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def source_options(self) -> dict:
-        """The `load_real` options (config, revision, columns, size) its config recorded for the source dataset."""
-        return {key: self.config[key] for key in SOURCE_OPTIONS if self.config.get(key) is not None}
+    def data_source(self) -> DataSource:
+        """The dataset the set was made from, read as its config recorded it (config, revision, columns, size)."""
+        return DataSource.from_record(self.source_dataset, {**self.config, "revision": self.source_revision or self.config.get("revision")})
 
     def summary(self) -> str:
         n, c, h, w = self.images.shape
@@ -117,7 +117,6 @@ class SyntheticSet:
         self.check()
         with atomic_path(path) as tmp:
             tmp.write_bytes(_canonical_safetensors(_unshared(self.tensors()), self.metadata()))
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published set is meant to be read
         return Path(path)
 
     @classmethod

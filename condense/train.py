@@ -1,8 +1,10 @@
 """The one training loop: train a network on a set of images (hard or soft targets), and test it.
 
 Evaluation, pool pretraining and the downstream trainers all call `train`; what differs is the
-`TrainConfig` (optimiser, schedule, augmentation, CutMix, temperature), the targets, and an optional
-`Objective` that chooses each step's samples and adds a loss term (DLB in `downstream.dlb` is one).
+`TrainConfig` (optimiser, schedule, augmentation, CutMix, temperature), where each batch's targets come
+from (`FixedTargets`: the stored labels or soft labels; `TeacherTargets`: KD from a teacher on the
+augmented batch), and an optional `Objective` that chooses each step's samples and adds a loss term
+(DLB in `downstream.dlb` is one). Targets and objective compose: KD and DLB together is one call.
 """
 
 from __future__ import annotations
@@ -83,6 +85,39 @@ def soft_targets(probabilities: torch.Tensor, temperature: float) -> torch.Tenso
     return torch.softmax(probabilities.clamp_min(1e-12).log() / temperature, dim=1)
 
 
+class FixedTargets:
+    """The targets stored with the images: class indices (cross-entropy) or probabilities (KD at the temperature)."""
+
+    mixes = True  # CutMix mixes the two images' targets
+
+    def __init__(self, targets: torch.Tensor, temperature: float):
+        self.values = soft_targets(targets, temperature) if targets.is_floating_point() else targets
+
+    def to(self, device: torch.device) -> FixedTargets:
+        self.values = self.values.to(device)
+        return self
+
+    def __call__(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        return self.values[batch]
+
+
+class TeacherTargets:
+    """KD from a frozen teacher: its temperature-scaled probabilities of the very batch the student sees (after DSA and CutMix)."""
+
+    mixes = False  # the teacher saw the mixed image: its probabilities are the mixed image's targets
+
+    def __init__(self, teacher: nn.Module, temperature: float):
+        self.teacher, self.temperature = teacher, temperature
+
+    def to(self, device: torch.device) -> TeacherTargets:
+        self.teacher.to(device).eval().requires_grad_(False)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.teacher(x).float() / self.temperature, dim=1)
+
+
 def train(
     net: nn.Module | list[nn.Module],
     images: torch.Tensor,
@@ -102,7 +137,7 @@ def train(
 
     `targets` are class indices [N] (cross-entropy) or probabilities [N,K] (knowledge distillation
     at `config.temperature`). With a `teacher`, the targets of every batch are instead the teacher's
-    temperature-scaled probabilities on the very batch the student sees (after DSA and CutMix).
+    temperature-scaled probabilities on the very batch the student sees (`TeacherTargets`).
     An `objective` (see `Objective`) chooses the samples of each step and adds a loss term; without
     one, every epoch is a random permutation cut into batches of `config.batch_size`.
     All randomness (order, DSA, CutMix) comes from `generator`.
@@ -115,6 +150,26 @@ def train(
     """
     nets = list(net) if isinstance(net, (list, tuple)) else [net]
     generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
+    _check(nets, generators, images, targets, config, objective)
+    temperature = config.temperature if teacher is not None or targets.is_floating_point() else 1.0
+    source = (TeacherTargets(teacher, temperature) if teacher is not None else FixedTargets(targets, temperature)).to(device)
+    training = _Training(nets, generators, images, source, temperature, config, mean, std, device, objective)
+    epochs = tqdm(range(config.epochs), desc=desc or "train", disable=not progress, leave=False, unit="ep")
+    start, forwarded = time.perf_counter(), 0
+    for epoch in epochs:
+        epoch_losses, samples = training.epoch()
+        forwarded += samples
+        if not all(math.isfinite(value) for value in epoch_losses):
+            raise UserError(f"training diverged (loss {max(epoch_losses)}) at epoch {epoch + 1}; lower the learning rate")
+        epochs.set_postfix(loss=f"{sum(epoch_losses) / len(nets):.3f}")
+    seconds = time.perf_counter() - start
+    if training.stacked:
+        training.stacked.write_back()
+    results = [{"loss": value, "seconds": seconds, "images_per_second": forwarded / seconds} for value in epoch_losses]
+    return results if isinstance(net, (list, tuple)) else results[0]
+
+
+def _check(nets, generators, images, targets, config: TrainConfig, objective: Objective | None) -> None:
     if len(generators) != len(nets):
         raise UserError(f"{len(nets)} networks need one generator each, got {len(generators)}")
     if objective is not None and len(nets) > 1:
@@ -125,84 +180,81 @@ def train(
         raise UserError(f"epochs and batch size must be at least 1, got {config.epochs} and {config.batch_size}")
     if objective is not None and config.cutmix_p > 0:
         raise UserError(f"{type(objective).__name__} compares per-sample predictions, which CutMix mixes; set cutmix_p to 0")
-    distilling = teacher is not None or targets.is_floating_point()
-    temperature = config.temperature if distilling else 1.0
-    if teacher is not None:
-        teacher.to(device).eval().requires_grad_(False)
-    elif targets.is_floating_point():
-        targets = soft_targets(targets, temperature)
-    resident = isinstance(images, torch.Tensor)  # memory-mapped images (`ArrowImages`) are read batch by batch
-    images, targets = (images.to(device) if resident else images), targets.to(device)
-    augment = DSA(config.dsa, mode=config.dsa_mode) if config.dsa else None
-    for each in nets:
-        each.to(device).train()
-    stacked = StackedNets(nets) if len(nets) > 1 else None
-    forward = stacked or (lambda batches: [nets[0](batches[0])])
-    parameters = stacked.parameters() if stacked else nets[0].parameters()
-    optimizer = make_optimizer(parameters, config.optimizer, config.lr, config.weight_decay, config.momentum)
-    count = len(images)
-    per_epoch = math.ceil(count / config.batch_size) if objective is None else objective.steps_per_epoch(count, config.batch_size)
-    # by step, so that short runs get every decay; repeated milestones decay once each (MultiStepLR counts them)
-    milestones = [max(1, round(f * config.epochs * per_epoch)) for f in config.lr_decay_at]
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.lr_gamma)
-    if objective is not None:
-        objective.start()
-    epochs = tqdm(range(config.epochs), desc=desc or "train", disable=not progress, leave=False, unit="ep")
-    start, forwarded = time.perf_counter(), 0
-    for epoch in epochs:
-        orders = [torch.randperm(count, generator=g).to(device) for g in generators]
-        if objective is None:  # every step: each network's parts (one batch each)
-            steps = ([[order[first : first + config.batch_size]] for order in orders] for first in range(0, count, config.batch_size))
+
+
+class _Training:
+    """The state of one call of `train`: networks (stacked when several), optimiser, schedule, and how a step is made."""
+
+    def __init__(self, nets, generators, images, source, temperature: float, config: TrainConfig, mean, std, device, objective):
+        self.nets, self.generators, self.source, self.temperature, self.config = nets, generators, source, temperature, config
+        self.mean, self.std, self.device, self.objective = mean, std, device, objective
+        self.images = images.to(device) if isinstance(images, torch.Tensor) else images  # memory-mapped images are read batch by batch
+        self.augment = DSA(config.dsa, mode=config.dsa_mode) if config.dsa else None
+        for each in nets:
+            each.to(device).train()
+        self.stacked = StackedNets(nets) if len(nets) > 1 else None
+        self.forward = self.stacked or (lambda batches: [nets[0](batches[0])])
+        parameters = self.stacked.parameters() if self.stacked else nets[0].parameters()
+        self.optimizer = make_optimizer(parameters, config.optimizer, config.lr, config.weight_decay, config.momentum)
+        self.count = len(images)
+        per_epoch = math.ceil(self.count / config.batch_size) if objective is None else objective.steps_per_epoch(self.count, config.batch_size)
+        # by step, so that short runs get every decay; repeated milestones decay once each (MultiStepLR counts them)
+        milestones = [max(1, round(f * config.epochs * per_epoch)) for f in config.lr_decay_at]
+        self.schedule = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=config.lr_gamma)
+        if objective is not None:
+            objective.start()
+
+    def epoch(self) -> tuple[list[float], int]:
+        """One epoch: each network's mean step loss, and how many samples each step forwarded in all."""
+        batch_size, count = self.config.batch_size, self.count
+        orders = [torch.randperm(count, generator=g).to(self.device) for g in self.generators]
+        if self.objective is None:  # every step: each network's parts (one batch each)
+            steps = ([[order[first : first + batch_size]] for order in orders] for first in range(0, count, batch_size))
         else:
-            steps = ([parts] for parts in objective.steps(orders[0], config.batch_size))
-        loss_sum, step_samples = torch.zeros(len(nets), device=device), 0
+            steps = ([parts] for parts in self.objective.steps(orders[0], batch_size))
+        loss_sum, step_samples = torch.zeros(len(self.nets), device=self.device), 0
         for member_parts in steps:
             samples = sum(len(batch) for batch in member_parts[0])
-            part_losses, part_logits = [[] for _ in nets], [[] for _ in nets]
-            for position in range(len(member_parts[0])):
-                inputs, labels, mixes = [], [], []
-                for parts, g in zip(member_parts, generators):
-                    batch = parts[position]
-                    x = images[batch].to(device)  # no copy for resident images: already there
-                    x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, mean, std)
-                    if augment is not None:
-                        x = augment(x, g)
-                    mix = torch.rand(1, generator=g).item() < config.cutmix_p
-                    if mix:
-                        x, perm, lam = cutmix(x, g)
-                    inputs.append(x)
-                    labels.append(targets[batch])
-                    mixes.append((perm.to(device), lam) if mix else None)
-                for member, (raw, x, y, mix) in enumerate(zip(forward(inputs), inputs, labels, mixes)):
-                    logits = raw / temperature
-                    if teacher is not None:
-                        with torch.no_grad():
-                            y, mix = torch.softmax(teacher(x).float() / temperature, dim=1), None
-                    loss = F.cross_entropy(logits, y)
-                    if mix is not None:
-                        perm, lam = mix
-                        loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm])
-                    part_losses[member].append(loss * (temperature**2 * (len(x) / samples)))
-                    part_logits[member].append(raw)
-            losses = [sum(member_losses) for member_losses in part_losses]
-            if objective is not None:
-                losses[0] = losses[0] + objective.extra_loss(part_logits[0])
-            optimizer.zero_grad(set_to_none=True)
-            sum(losses).backward()
-            optimizer.step()
-            schedule.step()
+            losses = self.step(member_parts, samples)
             loss_sum += torch.stack(losses).detach() * samples
             step_samples += samples
-        forwarded += step_samples
-        epoch_losses = [total / step_samples for total in loss_sum.tolist()]
-        if not all(math.isfinite(value) for value in epoch_losses):
-            raise UserError(f"training diverged (loss {max(epoch_losses)}) at epoch {epoch + 1}; lower the learning rate")
-        epochs.set_postfix(loss=f"{sum(epoch_losses) / len(nets):.3f}")
-    seconds = time.perf_counter() - start
-    if stacked:
-        stacked.write_back()
-    results = [{"loss": value, "seconds": seconds, "images_per_second": forwarded / seconds} for value in epoch_losses]
-    return results if isinstance(net, (list, tuple)) else results[0]
+        return [total / step_samples for total in loss_sum.tolist()], step_samples
+
+    def step(self, member_parts: list[list[torch.Tensor]], samples: int) -> list[torch.Tensor]:
+        """One optimiser step over each network's parts; the step's loss of each network."""
+        part_losses, part_logits = [[] for _ in self.nets], [[] for _ in self.nets]
+        for position in range(len(member_parts[0])):
+            inputs, mixes = zip(*(self._input(parts[position], g) for parts, g in zip(member_parts, self.generators)))
+            for member, (raw, x, parts, mix) in enumerate(zip(self.forward(list(inputs)), inputs, member_parts, mixes)):
+                part_losses[member].append(self._loss(raw, x, parts[position], mix) * (self.temperature**2 * (len(x) / samples)))
+                part_logits[member].append(raw)
+        losses = [sum(member_losses) for member_losses in part_losses]
+        if self.objective is not None:
+            losses[0] = losses[0] + self.objective.extra_loss(part_logits[0])
+        self.optimizer.zero_grad(set_to_none=True)
+        sum(losses).backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return losses
+
+    def _input(self, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, tuple | None]:
+        """A batch normalised, augmented and (with probability cutmix_p) CutMix-ed; the mix's permutation and share."""
+        x = self.images[batch].to(self.device)  # no copy for resident images: already there
+        x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, self.mean, self.std)
+        if self.augment is not None:
+            x = self.augment(x, generator)
+        if torch.rand(1, generator=generator).item() < self.config.cutmix_p:
+            x, perm, lam = cutmix(x, generator)
+            return x, (perm.to(self.device), lam)
+        return x, None
+
+    def _loss(self, raw: torch.Tensor, x: torch.Tensor, batch: torch.Tensor, mix: tuple | None) -> torch.Tensor:
+        logits, y = raw / self.temperature, self.source(x, batch)
+        loss = F.cross_entropy(logits, y)
+        if mix is not None and self.source.mixes:
+            perm, lam = mix
+            loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm])
+        return loss
 
 
 @torch.no_grad()

@@ -15,16 +15,9 @@ import torch
 
 from condense.data import RealData
 from condense.errors import UserError
-from condense.evaluate import (
-    LABEL_PROTOCOLS,
-    EvalConfig,
-    check_compatible,
-    eval_preset,
-    training_targets,
-)
-from condense.nets import build_net
+from condense.evaluate import EvalConfig, eval_preset, evaluate_set, training_targets
+from condense.source import DataSource
 from condense.synthetic import SyntheticSet
-from condense.train import accuracy, train
 
 from .dlb import DLB
 
@@ -41,23 +34,21 @@ def real_subset(data: RealData, per_class: int, seed: int = 0) -> RealData:
     return data.balanced_subset(per_class, seed)
 
 
-def symmetric_label_noise(labels: torch.Tensor, rate: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    """A copy of `labels` where round(rate * N) of them, chosen at random, get another class drawn uniformly."""
+def check_noise_rate(rate: float, num_classes: int) -> None:
     if not 0 <= rate <= 1:
         raise UserError(f"label noise rate must be in [0, 1], got {rate}")
     if rate > 0 and num_classes < 2:
         raise UserError("label noise needs at least 2 classes")
+
+
+def symmetric_label_noise(labels: torch.Tensor, rate: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """A copy of `labels` where round(rate * N) of them, chosen at random, get another class drawn uniformly."""
+    check_noise_rate(rate, num_classes)
     noisy = labels.clone()
     flipped = torch.randperm(len(labels), generator=generator)[: round(rate * len(labels))]
     shift = torch.randint(1, max(num_classes, 2), (len(flipped),), generator=generator)
     noisy[flipped] = (labels[flipped] + shift) % num_classes
     return noisy
-
-
-def describe(train_set: RealData | SyntheticSet) -> str:
-    if isinstance(train_set, SyntheticSet):
-        return train_set.summary()
-    return f"{train_set.source} [{train_set.split}], {len(train_set)} images"
 
 
 def train_model(
@@ -70,6 +61,7 @@ def train_model(
     device: torch.device | str = "auto",
     progress: bool = True,
     out=None,
+    world=None,
 ) -> dict:
     """Train `config.runs` fresh networks (seeds `config.seed`, +1, ...) and test each at the final epoch.
 
@@ -78,6 +70,7 @@ def train_model(
     the set's source dataset. `config`: network, training protocol, runs, seed, labels (hard or
     stored soft; default `default_config()`). `objective`: `DLB(...)` or None for plain cross-entropy.
     `label_noise`: rate of symmetric noise on the hard training labels, drawn per run from its seed.
+    The runs are `condense.evaluate.evaluate_set`'s (shared across torchrun ranks with `world`).
     Returns the result (and writes it atomically as JSON to `out` when given).
     """
     from condense.runtime import resolve_device, write_json
@@ -89,54 +82,26 @@ def train_model(
     config = config or default_config()
     if config.teacher:
         raise UserError("a teacher is not supported here; use `condense eval --teacher` for knowledge distillation")
-    images, (targets, kind) = train_set.images, training_targets(train_set, config.labels)
+    _, kind = training_targets(train_set, config.labels)
     if label_noise and kind != "hard":
         raise UserError("label noise applies to hard labels; drop it or use hard labels")
-    if test is None:
-        test = _default_test(train_set)
-    check_compatible(train_set, test)  # reads only the image shape and class names, which RealData has too
-    if config.runs < 1:
-        raise UserError(f"runs must be at least 1, got {config.runs}")
+    check_noise_rate(label_noise, len(train_set.class_names))
+    test = _default_test(train_set) if test is None else test
     device = resolve_device(device) if isinstance(device, str) else device
-    channels, size = images.shape[1], tuple(images.shape[2:])
-    runs = []
-    for run in range(config.runs):
-        seed = config.seed + run
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = build_net(config.net, channels, len(train_set.class_names), size, **config.net_options)
-        generator = torch.Generator().manual_seed(seed)
-        run_targets = symmetric_label_noise(targets, label_noise, len(train_set.class_names), generator) if label_noise else targets
-        stats = train(
-            net, images, run_targets, config.train, mean=train_set.mean, std=train_set.std, generator=generator,
-            device=device, desc=f"run {run + 1}/{config.runs}", progress=progress, objective=objective,
-        )
-        runs.append({"seed": seed, "accuracy": accuracy(net, test, train_set.mean, train_set.std, device),
-                     "seconds_per_epoch": stats["seconds"] / config.train.epochs, **stats})
-    accuracies = [r["accuracy"] for r in runs]
-    result = {
-        "accuracy_mean": statistics.fmean(accuracies),
-        "accuracy_std": statistics.pstdev(accuracies),
-        "seconds_per_epoch": statistics.fmean(r["seconds_per_epoch"] for r in runs),
-        "runs": runs,
-        "objective": objective.to_dict() if objective is not None else {"objective": "ce"},
-        "label_noise": label_noise,
-        "labels": kind,
-        "label_protocol": LABEL_PROTOCOLS[kind],
-        "train_set": describe(train_set),
-        "test": f"{test.source} [{test.split}], {len(test)} images",
-        "device": str(device),
-        "protocol": config.to_dict(),
-    }
+    classes = len(train_set.class_names)
+    noisy = (lambda targets, generator: symmetric_label_noise(targets, label_noise, classes, generator)) if label_noise else None
+    result = evaluate_set(train_set, test, config, device, progress, world, objective=objective, run_targets=noisy)
+    for run in result["runs"]:
+        run["seconds_per_epoch"] = run["seconds"] / config.train.epochs
+    result.update(seconds_per_epoch=statistics.fmean(r["seconds_per_epoch"] for r in result["runs"]), label_noise=label_noise,
+                  train_set=result.pop("set"))
     if out is not None:
         write_json(out, result)
     return result
 
 
 def _default_test(train_set: RealData | SyntheticSet) -> RealData:
-    from condense.cli import load_data
-
     if isinstance(train_set, SyntheticSet):
-        return load_data(train_set.source_dataset, "test", train_set.source_options())
-    return load_data(train_set.source, "test", {"revision": train_set.revision} if train_set.revision else {})
+        return train_set.data_source().load("test")
+    return DataSource(train_set.source, revision=train_set.revision).load("test")
 

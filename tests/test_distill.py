@@ -6,16 +6,12 @@ import pytest
 import torch
 
 from condense.cli import main
-from condense.distill import (
-    PRESETS,
-    DistillConfig,
-    Distiller,
-    distill,
-    load_checkpoint,
-    preset,
-    run_distillation,
-)
+from condense.config import PRESETS, DistillConfig, preset
+from condense.distill import Distiller
 from condense.errors import UserError
+from condense.loop import run_distillation
+from condense.run import distill
+from condense.runfolder import load_checkpoint
 from condense.synthetic import SyntheticSet
 
 from conftest import make_real, write_image_folder
@@ -137,8 +133,8 @@ def _every_preset_run() -> dict:
 def test_every_preset_takes_a_step_on_its_datasets_class_sizes(config):
     """A synthetic stand-in with the preset's classes and images per class (8x8 images, a tiny matcher)."""
     from condense.data import RealData
-    from condense.distill import pool_spec
     from condense.pool import Pool
+    from condense.run import pool_spec
 
     classes, channels, per_class = DATASET_SHAPES[config.data]
     labels = torch.arange(classes).repeat_interleave(per_class)
@@ -233,7 +229,7 @@ def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch, ca
 
 
 def test_pool_identity_of_a_local_folder_does_not_depend_on_how_it_is_written(tmp_path, monkeypatch):
-    from condense.distill import pool_spec
+    from condense.run import pool_spec
 
     (tmp_path / "data").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -261,10 +257,13 @@ def test_cli_distill_over_streamed_splits_never_decodes_a_whole_split(image_fold
     assert main([*args, "--out", "both", "--memory-mapped"]) == 2  # one clear refusal
 
 
-def test_every_setting_has_a_line_of_help():
-    from condense.distill import SETTING_HELP
+def test_every_setting_has_a_line_of_help_and_a_flag_that_sets_it():
+    from condense.cli import build_parser
 
-    assert set(SETTING_HELP) == {field.name for field in dataclasses.fields(DistillConfig)}
+    assert all(field.metadata.get("help") for field in dataclasses.fields(DistillConfig))
+    assert build_parser().parse_args(["distill", "--pooling", "max", "--dataset-config", "plain"]).pooling == "max"
+    old_names = build_parser().parse_args(["distill", "--pool", "none", "--data-config", "plain"])  # the flags' old names still work
+    assert (old_names.pooling, old_names.dataset_config) == ("none", "plain")
 
 
 def test_a_diverged_run_says_so_and_blames_the_learning_rate(tiny_pool):
@@ -431,7 +430,7 @@ def test_config_is_checked_in_python_too():
 
 
 def test_a_second_run_into_the_same_folder_is_refused_at_once(image_folder, tmp_path, monkeypatch):
-    import condense.distill
+    import condense.run
 
     monkeypatch.chdir(tmp_path)
     config = _config(data=str(image_folder), width=4, real_batch=4, iterations=2, pool_size=1)
@@ -439,7 +438,7 @@ def test_a_second_run_into_the_same_folder_is_refused_at_once(image_folder, tmp_
 
     def step_while_another_run_starts(self):
         with monkeypatch.context() as inner:
-            inner.setattr(condense.distill, "load_splits", lambda config: pytest.fail("the second run loaded data"))
+            inner.setattr(condense.run, "load_splits", lambda config: pytest.fail("the second run loaded data"))
             with pytest.raises(UserError, match="another run is writing into .*run .*wait for it to end or choose another --out") as refusal:
                 distill(config, tmp_path / "run", CPU, progress=False)
         refusals.append(refusal)
@@ -455,7 +454,7 @@ def test_a_killed_run_leaves_its_folder_free_to_resume(image_folder, tmp_path, m
     import subprocess
     import sys
 
-    from condense.distill import RUN_LOCK
+    from condense.runfolder import RUN_LOCK
 
     from conftest import assert_one_error
 
@@ -492,19 +491,19 @@ def test_resume_drops_a_torn_last_log_line_and_may_change_the_teacher_and_how_th
 
 
 def test_distill_records_the_data_revision_in_the_set(image_folder, tmp_path, monkeypatch):
-    import condense.cli
+    import condense.data
 
     monkeypatch.chdir(tmp_path)
-    asked, load_data = [], condense.cli.load_data
+    asked, load_real = [], condense.data.load_real
 
-    def recording(source, split, options):
-        asked.append(options.get("revision"))
-        return load_data(source, split, options)
+    def recording(source, split, **options):
+        asked.append(options["revision"])
+        return load_real(source, split, **options)
 
-    monkeypatch.setattr(condense.cli, "load_data", recording)
+    monkeypatch.setattr(condense.data, "load_real", recording)
     assert main(["distill", "--data", str(image_folder), "--revision", "v1.0", "--out", "run", *TINY_RUN]) == 0
     synthetic = SyntheticSet.load(tmp_path / "run" / "synthetic.safetensors")
-    assert asked == ["v1.0", "v1.0"] and synthetic.source_revision == "v1.0" and synthetic.source_options()["revision"] == "v1.0"
+    assert asked == ["v1.0", "v1.0"] and synthetic.source_revision == "v1.0" and synthetic.data_source().revision == "v1.0"
 
 
 def test_the_cpu_benchmark_reads_overrides_by_the_settings_type():
@@ -557,9 +556,10 @@ def test_psi_gradients_are_those_of_its_own_objective(tiny_pool):
 
 
 def test_initialisation_and_pool_augmentation_settings_reach_the_run(tiny_pool):
-    from condense.distill import initial_set, pool_spec
+    from condense.distill import initial_set
     from condense.formation import init_canvases
     from condense.pool import POOL_TRAINING
+    from condense.run import pool_spec
 
     pool, real, _ = tiny_pool
     config = _config(init_images="first", init_resize="nearest")
@@ -579,11 +579,11 @@ def test_initialisation_and_pool_augmentation_settings_reach_the_run(tiny_pool):
 
 
 def test_a_run_written_before_a_setting_existed_resumes_when_the_setting_keeps_its_default(tmp_path):
-    from condense.distill import _check_run_folder
+    from condense.runfolder import check_run_folder
 
     config = _config()
     saved = {k: v for k, v in config.to_dict().items() if k not in ("init_images", "init_resize", "phase")}
     (tmp_path / "config.json").write_text(json.dumps(saved))
-    _check_run_folder(tmp_path, config, resume=True)  # the settings it lacks are at their defaults: the same run
+    check_run_folder(tmp_path, config, resume=True)  # the settings it lacks are at their defaults: the same run
     with pytest.raises(UserError, match=r"settings differ from the run in .* \(init_resize\)"):
-        _check_run_folder(tmp_path, dataclasses.replace(config, init_resize="nearest"), resume=True)
+        check_run_folder(tmp_path, dataclasses.replace(config, init_resize="nearest"), resume=True)

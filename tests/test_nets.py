@@ -13,10 +13,10 @@ def _shapes(net, channels, size, batch=2):
 
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("act", ACTIVATIONS)
-@pytest.mark.parametrize("pool", POOLINGS)
-def test_convnet_every_norm_activation_pooling(norm, act, pool):
-    net = build_net("convnet", 3, 7, 16, depth=2, width=8, norm=norm, act=act, pool=pool)
-    side = 16 // 4 if pool != "none" else 16
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_convnet_every_norm_activation_pooling(norm, act, pooling):
+    net = build_net("convnet", 3, 7, 16, depth=2, width=8, norm=norm, act=act, pooling=pooling)
+    side = 16 // 4 if pooling != "none" else 16
     assert _shapes(net, 3, 16) == ((2, 7), (2, 8 * side * side))
     assert net.feature_dim == 8 * side * side
 
@@ -80,3 +80,11 @@ def test_bad_names_and_options():
         build_net("convnet", 3, 10, norm="weird")
     with pytest.raises(UserError, match="too small for 4 pooling blocks"):
         build_net("convnet", 3, 10, 8, depth=4)
+
+
+def test_the_old_name_of_the_pooling_option_builds_the_same_network():
+    from condense.nets import seeded_net
+
+    old, new = (seeded_net("convnet", 3, 4, 16, 0, depth=2, width=8, **{name: "max"}) for name in ("pool", "pooling"))
+    assert [type(m) for m in old.body] == [type(m) for m in new.body] and any(isinstance(m, nn.MaxPool2d) for m in new.body)
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))

@@ -9,7 +9,7 @@ import condense.train as train_module
 from condense.augment import DSA
 from condense.cli import main
 from condense.evaluate import EVAL_PRESETS, Ensemble, eval_preset, evaluate_set, load_teacher
-from condense.nets import build_net
+from condense.nets import build_net, seeded_net
 from condense.synthetic import SyntheticSet
 
 from conftest import assert_one_error
@@ -132,14 +132,14 @@ def test_soft_label_evaluation_asks_the_teacher_on_the_augmented_batch(name, tmp
     teacher = build_net("convnet", 3, 2, (8, 8), depth=1, width=4)
     teacher.register_forward_pre_hook(lambda module, args: seen["teacher"].append(args[0].detach().clone()))
     monkeypatch.setattr("condense.evaluate.load_teacher", lambda path, device: teacher)
-    original_build = build_net
+    original_build = seeded_net
 
     def student(*args, **kwargs):
         net = original_build(*args, **kwargs)
         net.register_forward_pre_hook(lambda module, args: seen["student"].append(args[0].detach().clone()) if module.training else None)
         return net
 
-    monkeypatch.setattr("condense.evaluate.build_net", student)
+    monkeypatch.setattr("condense.evaluate.seeded_net", student)
     config = eval_preset(name)
     config.train.epochs, config.runs, config.net_options, config.teacher = 2, 1, {"depth": 1, "width": 4}, "a teacher"
     result = evaluate_set(_set(40), _test_data(), config, CPU, progress=False)

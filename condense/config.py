@@ -1,0 +1,199 @@
+"""The settings of a distillation run (`DistillConfig`, one help line per field) and its presets (BENCHMARKS.md).
+
+The command line is built from these fields (`condense.flags`): a field's flag is its name with dashes,
+its help the field's `metadata["help"]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from .augment import DSA, MATCHING_STRATEGY, MODES
+from .errors import UserError
+from .evaluate import EVAL_PRESETS
+from .formation import DEFAULT_RESIZE, INIT_IMAGES, RESIZE_MODES
+from .ncfd import PHASES
+from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS, current_options
+from .pool import POOL_TRAINING
+from .runtime import preset_copy
+from .sampler import mixture_components
+from .source import RENAMED_SOURCE_SETTINGS, DataSource
+
+PSI_OBJECTIVES = {
+    "ncfd": "the matching loss itself (the paper's min-max)",
+    "normalised": "per class, NCFD(real, synthetic) / NCFD(two disjoint halves of the real batch): psi cannot win by chasing sampling noise",
+}
+# Old names of settings, still read from run folders (resume) and set files written before the rename.
+RENAMED_SETTINGS = {**RENAMED_SOURCE_SETTINGS, "pool": "pooling"}
+
+
+def setting(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+def source_setting(name: str, default=None):
+    """A data-source setting, with the help text of `DataSource`'s field."""
+    return setting(default, {f.name: f for f in dataclasses.fields(DataSource)}[name].metadata["help"])
+
+
+def choices(registry) -> str:
+    return ", ".join(registry)
+
+
+@dataclass
+class DistillConfig:
+    """Every setting of a distillation run (presets fill it; any field can be overridden)."""
+
+    data: str = source_setting("path", "uoft-cs/cifar10")
+    dataset_config: str | None = source_setting("dataset_config")
+    revision: str | None = source_setting("revision")
+    label_column: str | None = source_setting("label_column")
+    image_column: str | None = source_setting("image_column")
+    image_size: int | None = source_setting("image_size")
+    split: str = setting("train", "split to condense")
+    test_split: str = setting("test", "split to evaluate on")
+    memory_mapped: bool = setting(False, "leave the decoded train split in the Arrow cache on disk; batches read only their rows")
+    stream_per_class: int | None = setting(None, "stream the splits (nothing downloaded or cached in full) and keep N random train images per class")
+    ipc: int = setting(10, "stored images (canvases) per class")
+    factor: int = setting(2, "multi-formation: each canvas decodes into factor x factor images")
+    init_images: str = setting("random", "real images that initialise the canvases: random or first (each class's first, as the published code)")
+    init_resize: str = setting(DEFAULT_RESIZE, f"how a real image is downsized into its canvas tile: {choices(RESIZE_MODES)} (the published code: nearest)")
+
+    net: str = setting("convnet", f"matcher network: {choices(NETS)}")
+    depth: int | None = setting(None, "ConvNet depth (default: 3 at 32 px, 4 at 64, 5 at 128)")
+    width: int = setting(128, "ConvNet width")
+    norm: str = setting("instance", f"normalisation: {choices(NORMS)}")
+    act: str = setting("relu", f"ConvNet activation: {choices(ACTIVATIONS)}")
+    pooling: str = setting("avg", f"ConvNet pooling: {choices(POOLINGS)}")
+    pool_size: int = setting(20, "pretrained matchers in the pool")
+    pool_epochs: int = setting(60, "epochs of each matcher's pretraining")
+    pool_folder: str | None = setting(None, "where the pool is kept and reused (default pools/<data>-<net>-<size>x<epochs>ep-<hash>)")
+    pool_dsa: str = setting(POOL_TRAINING.dsa, "per-sample DSA operations joined by _ in the pool's pretraining")
+    pool_dsa_mode: str = setting(POOL_TRAINING.dsa_mode, f"DSA mode of the pool's pretraining: {choices(MODES)}")
+    # measured slower on CPU; unmeasured on CUDA (benchmarks/paper_gpu.py turns it on)
+    batched_pool: bool = setting(False, "train the pool's missing members at once (stacked weights, one vectorised forward); "
+                                        "the same members to floating-point tolerance")
+
+    real_batch: int = setting(1024, "real images per class drawn every iteration (at most the smallest class; CIFAR-100 presets: 500, the whole class)")
+    frequencies: int = setting(4096, "frequencies of the characteristic functions per iteration")
+    alpha: float = setting(0.5, "NCFD weights: alpha on the amplitude term, 1 - alpha on the phase term")
+    loss_scale: float = setting(300.0, "factor on the matching loss")
+    dsa: str = setting(MATCHING_STRATEGY, "DSA operations joined by _ applied to real and synthetic images alike")
+    dsa_mode: str = setting("one", "one (one random operation per class and iteration, DSA's convention) or all (every operation, as the published code's matching)")
+    sampler: str = setting("learned", "frequency sampler: learned (psi, trained by ascent) or gaussian")
+    sampler_lr: float = setting(1e-3, "learning rate of psi")
+    sigma_min: float = setting(0.1, "smallest scale of psi's mixture")
+    sigma_max: float = setting(10.0, "largest scale of psi's mixture")
+    sigma_penalty: float = setting(0.0, "weight of a penalty on psi's scales, mean (log sigma)^2: psi ascends its objective minus it")
+    psi_objective: str = setting("ncfd", "what psi ascends: " + "; ".join(f"{k}: {v}" for k, v in PSI_OBJECTIVES.items()))
+    phase: str = setting("coupled", "NCFD phase term: coupled (the paper's, weighted by the two moduli) or decoupled "
+                                    "(unit phasors: phase errors count where the CFs are small)")
+    calibration_weight: float = setting(1.0, "weight of the trained matcher's cross-entropy on the synthetic images")
+
+    optimizer: str = setting("adamw", "optimiser of the images: adamw or sgd")
+    lr: float = setting(1e-3, "learning rate of the images (1e-2 is better than the preset's 1e-3 on CIFAR-10 CPU; see README)")
+    weight_decay: float = setting(5e-4, "weight decay of the images' optimiser")
+    momentum: float = setting(0.5, "momentum (sgd)")
+    iterations: int = setting(20000, "iterations in all (a resumed run continues up to this)")
+    plateau_patience: int = setting(500, "iterations without a lower loss before the image learning rate is halved")
+
+    seed: int = setting(0, "seed of every random draw")
+    checkpoint_every: int = setting(100, "iterations between checkpoints (what --resume continues from)")
+    log_every: int = setting(10, "iterations between lines of log.jsonl")
+    soft_labels: str = setting("none", "none, pool (the first trained pool member), ensemble (all the pool's trained members) "
+                                       "or a network file of any pool: the teacher")
+    eval_preset: str = setting("paper", f"evaluation protocol after distillation: {choices(EVAL_PRESETS)} (BENCHMARKS.md)")
+    eval_runs: int | None = setting(None, "evaluation runs (0: no evaluation; default: the preset's)")
+    amp: bool = setting(False, "bf16 autocast for the real-image forward passes (GPU)")
+    channels_last: bool = setting(False, "channels-last memory format (GPU)")
+    compile: bool = setting(False, "torch.compile the matcher's feature extractor (GPU)")
+
+    def __post_init__(self) -> None:
+        """Refuse an impossible setting at once, before any data is loaded (from the command line or Python)."""
+        self._check_numbers()
+        if self.init_images not in INIT_IMAGES or self.init_resize not in RESIZE_MODES:
+            raise UserError(f"--init-images takes {' or '.join(INIT_IMAGES)} and --init-resize {', '.join(RESIZE_MODES)}; "
+                            f"got {self.init_images!r} and {self.init_resize!r}")
+        if self.sampler not in ("learned", "gaussian"):
+            raise UserError(f"unknown sampler {self.sampler!r}; use learned or gaussian")
+        DSA(self.dsa, mode=self.dsa_mode)  # unknown operations or modes: refused here, before any data is loaded
+        if self.pool_dsa:
+            DSA(self.pool_dsa, mode=self.pool_dsa_mode)
+        if self.phase not in PHASES:
+            raise UserError(f"--phase must be {' or '.join(PHASES)}, got {self.phase!r}")
+        if self.psi_objective not in PSI_OBJECTIVES:
+            raise UserError(f"--psi-objective must be {' or '.join(PSI_OBJECTIVES)}, got {self.psi_objective!r}")
+        if self.sampler == "gaussian" and (self.sigma_penalty or self.psi_objective != "ncfd"):
+            raise UserError("--sigma-penalty and --psi-objective shape what psi ascends; use them with --sampler learned")
+        if self.psi_objective == "normalised" and self.real_batch < 2:
+            raise UserError("--psi-objective normalised splits the real batch into two halves; use --real-batch 2 or more")
+        if self.sampler == "learned":
+            mixture_components(self.frequencies)
+            if not self.sigma_min < 1 < self.sigma_max:
+                raise UserError(f"psi starts at scale 1: --sigma-min ({self.sigma_min}) must be below 1 and --sigma-max ({self.sigma_max}) above 1")
+
+    def _check_numbers(self) -> None:
+        for name, least in AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise UserError(f"{flag(name)} must be at least {least}, got {value}")
+        for name in POSITIVE + NOT_NEGATIVE:
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (value == 0 and name in POSITIVE):
+                raise UserError(f"{flag(name)} must be a finite number {'above' if name in POSITIVE else 'of at least'} 0, got {value}")
+        if not 0 <= self.alpha <= 1:
+            raise UserError(f"--alpha must be between 0 and 1, got {self.alpha}")
+
+    @property
+    def source(self) -> DataSource:
+        """Where the real images come from, as the one typed object every loader takes."""
+        return DataSource(self.data, self.dataset_config, self.revision, self.image_column, self.label_column, self.image_size)
+
+    def net_options(self) -> dict:
+        options = {"depth": self.depth, "width": self.width, "norm": self.norm, "act": self.act, "pooling": self.pooling}
+        return {k: v for k, v in options.items() if v is not None} if self.net == "convnet" else {"norm": self.norm}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> DistillConfig:
+        """The settings a run folder or a set file recorded (old setting names included; unknown keys dropped)."""
+        record = current_options({RENAMED_SETTINGS.get(k, k): v for k, v in record.items()})
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record})
+
+
+# The smallest value of every counted setting (None, where a setting allows it, means its default).
+AT_LEAST = {"ipc": 1, "factor": 1, "depth": 1, "width": 1, "image_size": 1, "stream_per_class": 1, "pool_size": 1, "pool_epochs": 1,
+            "real_batch": 1, "frequencies": 1, "iterations": 0, "plateau_patience": 0, "checkpoint_every": 1, "log_every": 1, "eval_runs": 0}
+POSITIVE = ("lr", "sampler_lr", "sigma_min", "sigma_max", "loss_scale")
+NOT_NEGATIVE = ("weight_decay", "momentum", "calibration_weight", "sigma_penalty")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a DistillConfig field."""
+    return "--" + name.replace("_", "-")
+
+
+# BENCHMARKS.md: the CPU presets match with 1024 Gaussian frequencies (the paper presets with ψ).
+_CPU = {"width": 64, "pool_size": 2, "pool_epochs": 1, "real_batch": 128, "frequencies": 1024, "sampler": "gaussian", "iterations": 200,
+        "eval_preset": "cpu", "checkpoint_every": 50}
+PRESETS: dict[str, DistillConfig] = {
+    "cifar10-ipc10-cpu": DistillConfig(data="uoft-cs/cifar10", ipc=10, **_CPU),
+    "mnist-ipc10-cpu": DistillConfig(data="ylecun/mnist", ipc=10, **_CPU),
+    **{f"cifar10-ipc{ipc}": DistillConfig(data="uoft-cs/cifar10", ipc=ipc) for ipc in (1, 10, 50)},
+    **{
+        # a CIFAR-100 class has 500 training images: the real side is all of them, as in the published code
+        f"cifar100-ipc{ipc}": DistillConfig(
+            data="uoft-cs/cifar100", label_column="fine_label", ipc=ipc, real_batch=500,
+            **({"optimizer": "sgd", "lr": 0.01, "momentum": 0.5} if ipc == 10 else {}),
+        )
+        for ipc in (1, 10, 50)
+    },
+}
+
+
+def preset(name: str) -> DistillConfig:
+    return preset_copy(PRESETS, name, "distillation")

@@ -1,0 +1,72 @@
+"""The bridge from the settings' dataclasses to the command lines, the runtime flags, and the `main()` both CLIs share.
+
+A field becomes `--its-name` with the field's `metadata["help"]`; booleans get `--x/--no-x`; a field
+left off the command line is None in the parsed arguments, so the preset's (or the record's) value stays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from .errors import UserError
+from .source import DataSource
+
+# Old flags that still work (listed after the new one in --help): the setting they set now.
+OLD_FLAGS = {"dataset_config": ["--data-config"], "pooling": ["--pool"]}
+TYPES = {"int": int, "float": float, "str": str}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_dataclass_arguments(group, cls, skip: tuple[str, ...] = (), flags: dict[str, str] | None = None) -> None:
+    """One flag per field of `cls` (but `skip`), named as in `flags` or after the field, help from its metadata."""
+    for item in dataclasses.fields(cls):
+        if item.name in skip:
+            continue
+        names = [(flags or {}).get(item.name, flag(item.name)), *OLD_FLAGS.get(item.name, [])]
+        kind = str(item.type).replace(" | None", "")
+        if kind == "bool":
+            group.add_argument(*names, dest=item.name, action=argparse.BooleanOptionalAction, default=None, help=item.metadata["help"])
+        else:
+            group.add_argument(*names, dest=item.name, type=TYPES[kind], default=None, metavar=kind.upper(), help=item.metadata["help"])
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    """`--data` and the other `DataSource` settings."""
+    group = parser.add_argument_group("real data")
+    path = dataclasses.fields(DataSource)[0]
+    group.add_argument("--data", required=required, help=path.metadata["help"])
+    add_dataclass_arguments(group, DataSource, skip=("path",))
+
+
+def source_from_args(args: argparse.Namespace, recorded: DataSource | None = None) -> DataSource:
+    """The data source the flags name; flags left out keep what `recorded` (e.g. a set's own source) says."""
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(DataSource)[1:]}
+    if recorded is not None:
+        return recorded.replace(path=args.data, **settings)
+    if not args.data:
+        raise UserError("--data is needed: a Hub id or a local folder in Hub layout")
+    return DataSource(args.data, **settings)
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run_main(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse, run the chosen command's `func`; a UserError is one line on stderr (exit 2), Ctrl-C exits 130."""
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
