@@ -35,6 +35,8 @@ def test_classes_are_shared_round_robin():
     assert World().shard(4) == [0, 1, 2, 3] and World(1, 3).owner(7) == 1
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["gaussian", "learned"])
 def test_two_gloo_processes_give_the_single_process_set(tmp_path, monkeypatch, sampler):
     data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=36)
@@ -63,6 +65,8 @@ def test_two_gloo_processes_give_the_single_process_set(tmp_path, monkeypatch, s
     assert (tmp_path / "ranks" / "log.jsonl").read_text().count("\n") == 4  # rank 0 alone writes the log
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_processes_pretrain_the_single_process_pool(tmp_path, monkeypatch):
     data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=36)
     monkeypatch.chdir(tmp_path)
@@ -82,13 +86,20 @@ def test_two_processes_pretrain_the_single_process_pool(tmp_path, monkeypatch):
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"member {mine['index']} {kind} differs"
 
 
-def test_two_processes_share_the_evaluation_runs(tmp_path, monkeypatch):
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["condense eval", "downstream train"])
+def test_two_processes_share_the_evaluation_runs(tmp_path, monkeypatch, command):
+    from downstream.cli import main as downstream_main
+
     data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=36)
     monkeypatch.chdir(tmp_path)
     assert main(["baseline", "random", "--data", str(data), "--ipc", "2", "--out", "set.safetensors"]) == 0
-    args = ["eval", "set.safetensors", "--runs", "3", "--epochs", "3", "--width", "4", "--depth", "2", "--no-progress"]
-    assert main([*args, "--out", "single.json"]) == 0
-    ranks = torchrun([*args, "--out", "ranks.json"], tmp_path)  # runs 0 and 2 on rank 0, run 1 on rank 1
+    program, name = command.split()
+    args = [name, "set.safetensors", "--runs", "3", "--epochs", "3", "--width", "4", "--depth", "2",
+            "--no-progress", *(["--label-noise", "0.25"] if program == "downstream" else [])]  # DLB, and labels noisy per run
+    assert (main if program == "condense" else downstream_main)([*args, "--out", "single.json"]) == 0
+    ranks = torchrun([*args, "--out", "ranks.json"], tmp_path, module=program)  # runs 0 and 2 on rank 0, run 1 on rank 1
     assert ranks.returncode == 0, ranks.stderr[-3000:]
     single, ranked = (json.loads((tmp_path / name).read_text()) for name in ("single.json", "ranks.json"))
     assert [r["seed"] for r in ranked["runs"]] == [0, 1, 2]
@@ -103,6 +114,8 @@ def test_jobs_in_rounds_keep_their_order_in_one_process():
     assert results == [30, 10, 20] and seen == [([3], [30]), ([1], [10]), ([2], [20])]
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_processes_share_the_nas_candidates(tmp_path, monkeypatch):
     from downstream.cli import main as downstream_main
 
