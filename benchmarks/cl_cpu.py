@@ -24,14 +24,9 @@ import torch
 
 from condense.data import load_real
 from condense.runtime import resolve_device, write_json
-from downstream.continual import (
-    MemorySpec,
-    cl_preset,
-    format_table,
-    run_comparison,
-    save_plot,
-    summarise,
-)
+from downstream.continual import MemorySpec, cl_preset
+from downstream.continual.protocol import run_comparison, summarise
+from downstream.continual.report import format_table, save_plot
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10"

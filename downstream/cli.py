@@ -171,9 +171,11 @@ def cmd_cl(args: argparse.Namespace) -> None:
 
     from condense.cli import data_options, eval_objective, load_data
     from condense.runtime import resolve_device, write_json
-    from downstream import continual
+    from downstream.continual import cl_preset, parse_memories
+    from downstream.continual.protocol import run_comparison
+    from downstream.continual.report import format_table, save_plot
 
-    config = continual.cl_preset(args.preset)
+    config = cl_preset(args.preset)
     settings = vars(args)
     for key in ("steps", "ipc", "mem_size", "stream_epochs", "condensed_count"):
         if key in settings:
@@ -194,15 +196,15 @@ def cmd_cl(args: argparse.Namespace) -> None:
     objective = eval_objective(args)
     if objective is not None:
         config.train.cutmix_p = 0.0  # DLB compares per-sample predictions, which CutMix mixes
-    memories = continual.parse_memories(args.memory)
+    memories = parse_memories(args.memory)
     device = resolve_device(args.device)
     options = {"label_column": config.label_column, **data_options(args)}
     train_data, test = load_data(args.data, "train", options), load_data(args.data, "test", options)
     out = Path(args.out or Path("runs") / f"cl-{Path(args.data.rstrip('/')).name}")
-    result = continual.run_comparison(train_data, test, memories, config, device, objective=objective, progress=not args.no_progress)
+    result = run_comparison(train_data, test, memories, config, device, objective=objective, progress=not args.no_progress)
     write_json(out / "cl.json", result)
-    continual.save_plot(result, out / "cl.png")
-    print(continual.format_table(result))
+    save_plot(result, out / "cl.png")
+    print(format_table(result))
     print(f"wrote {out / 'cl.json'} and {out / 'cl.png'}")
 
 

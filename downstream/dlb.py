@@ -13,8 +13,8 @@ Three ways to use it:
 
 - `LastBatchDistillation`: the whole step loss in a hand-written loop (the official mechanics below);
 - `DLB`: the objective `condense.train.train(objective=...)` accepts, with both batch schemes;
-- `DLBPlugin`: an Avalanche 0.6 `SupervisedPlugin` (imported lazily: `from downstream.dlb import
-  DLBPlugin` loads Avalanche, `import downstream.dlb` does not).
+- `DLBPlugin`: an Avalanche 0.6 `SupervisedPlugin`, in `downstream.dlb_plugin` (which imports
+  Avalanche; this module does not).
 
 Batch schemes (`DLB(scheme=...)`):
 
@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -188,49 +187,3 @@ class DLB:
         self.previous_logits = new.detach()
         return term
 
-
-@cache
-def _plugin_class() -> type:
-    """Build `DLBPlugin` on first use (importing Avalanche takes seconds)."""
-    from avalanche.core import SupervisedPlugin
-    from avalanche.models.utils import avalanche_forward
-
-    class DLBPlugin(SupervisedPlugin):
-        """DLB for any Avalanche 0.6 supervised strategy (Naive, Replay, ...).
-
-        In `before_backward`, `strategy.loss` holds the strategy's mean cross-entropy of the new
-        mini-batch (Avalanche's default criterion; the plugin assumes it). The plugin adds
-        `LastBatchDistillation.step_loss` minus that CE, so the total is the official loss (one mean
-        CE over the new and the re-forwarded previous mini-batch + alpha * tau^2 * KL to the previous
-        one's detached logits of a step ago) and terms other plugins added stay as they are. The
-        cache persists across epochs and is cleared at the start of every training experience (the
-        model and its heads may change between experiences). `augment`: the second view of the
-        cached inputs, `second_view` by default, None for none (module docstring).
-        """
-
-        def __init__(self, tau: float = 3.0, alpha: float = 1.0, augment: Callable[[torch.Tensor], torch.Tensor] | None = second_view):
-            super().__init__()
-            self.distillation = LastBatchDistillation(tau, alpha, augment)
-            self.previous_tasks: torch.Tensor | None = None
-
-        def before_training_exp(self, strategy, *args, **kwargs):
-            self.distillation.reset()
-
-        def before_backward(self, strategy, *args, **kwargs):
-            tasks, self.previous_tasks = self.previous_tasks, strategy.mb_task_id
-
-            def forward(x: torch.Tensor) -> torch.Tensor:
-                return avalanche_forward(strategy.model, x, tasks)
-
-            new_cross_entropy = F.cross_entropy(strategy.mb_output, strategy.mb_y)
-            strategy.loss += self.distillation.step_loss(forward, strategy.mb_x, strategy.mb_y, strategy.mb_output) - new_cross_entropy
-
-    DLBPlugin.__module__ = __name__
-    DLBPlugin.__qualname__ = "DLBPlugin"
-    return DLBPlugin
-
-
-def __getattr__(name: str):
-    if name == "DLBPlugin":
-        return _plugin_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,7 @@ import copy
 import json
 import statistics
 from dataclasses import replace
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -13,14 +14,22 @@ import torch
 
 from condense.data import RealData
 from condense.errors import UserError
+from condense.nets import seeded_net
 from condense.synthetic import SyntheticSet
 from condense.train import TrainConfig, accuracy
-from downstream import continual, dlb
+from downstream.continual import CLConfig, MemorySpec, herding_order, parse_memories, plugins, protocol
+from downstream.continual.benchmark import class_order, condensed_benchmark
+from downstream.continual.memories import CondensedMemory, CondensingMemory, HerdingMemory, RandomMemory
+from downstream.continual.plugins import FreshModelPlugin
+from downstream.continual.protocol import make_memory, run_continual
+from downstream.dlb import DLB
+from downstream.dlb_plugin import DLBPlugin
 
 from conftest import assert_one_error
 
 CPU = torch.device("cpu")
 STATS = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+tiny_net = partial(seeded_net, "convnet", 3, 6, (8, 8), depth=1, width=8)  # a fresh net from a seed, as FreshModelPlugin takes it
 
 
 def tiny_real(classes: int = 6, per_class: int = 8, size: int = 8, seed: int = 0, split: str = "train") -> RealData:
@@ -42,9 +51,9 @@ def tiny_condensed(classes: int = 6, ipc: int = 2, factor: int = 2, size: int = 
                         method="ncfm", source_dataset="tiny-cl", ipc=ipc, factor=factor)
 
 
-def tiny_config(**changes) -> continual.CLConfig:
-    config = continual.CLConfig(steps=3, ipc=2, seeds=(0,), net_options={"depth": 1, "width": 8},
-                                train=TrainConfig(epochs=2, batch_size=16), stream_batch=8, eval_batch=64)
+def tiny_config(**changes) -> CLConfig:
+    config = CLConfig(steps=3, ipc=2, seeds=(0,), net_options={"depth": 1, "width": 8},
+                      train=TrainConfig(epochs=2, batch_size=16), stream_batch=8, eval_batch=64)
     return replace(config, **changes)
 
 
@@ -60,8 +69,8 @@ def data():
 
 def test_benchmark_order_names_and_items(data):
     train, test = data
-    bench = continual.condensed_benchmark(train, test, 3, seed=3)
-    assert bench.class_order == continual.class_order(6, 3) and sorted(bench.class_order) == list(range(6))
+    bench = condensed_benchmark(train, test, 3, seed=3)
+    assert bench.class_order == class_order(6, 3) and sorted(bench.class_order) == list(range(6))
     assert bench.class_names == train.class_names
     assert bench.experience_classes == [bench.class_order[0:2], bench.class_order[2:4], bench.class_order[4:6]]
     for k, (exp, test_exp) in enumerate(zip(bench.train_stream, bench.test_stream)):
@@ -73,12 +82,12 @@ def test_benchmark_order_names_and_items(data):
     row = bench.train_stream[0].dataset.source_index[0]
     expected = (train.images[row].float() / 255 - 0.5) / 0.25
     assert torch.allclose(x, expected) and y.dtype == torch.int64 and int(y) == int(train.labels[row]) and t == 0
-    given = continual.condensed_benchmark(train, test, 2, order=[5, 4, 3, 2, 1, 0])
+    given = condensed_benchmark(train, test, 2, order=[5, 4, 3, 2, 1, 0])
     assert given.experience_classes == [[5, 4, 3], [2, 1, 0]]
     with pytest.raises(UserError, match="equal steps"):
-        continual.condensed_benchmark(train, test, 4)
+        condensed_benchmark(train, test, 4)
     with pytest.raises(UserError, match="each of the 6 classes once"):
-        continual.condensed_benchmark(train, test, 2, order=[0, 0, 1, 2, 3, 4])
+        condensed_benchmark(train, test, 2, order=[0, 0, 1, 2, 3, 4])
 
 
 def feed(memory, bench, model=None) -> list[dict[int, int]]:
@@ -91,16 +100,16 @@ def feed(memory, bench, model=None) -> list[dict[int, int]]:
 
 
 def test_budget_per_class_shrinks_as_classes_arrive(data):
-    bench = continual.condensed_benchmark(*data, 3, seed=0)
+    bench = condensed_benchmark(*data, 3, seed=0)
     order = bench.class_order
     # 12 images in all: 6 per class for 2 classes, 3 for 4, 2 for 6.
-    sizes = feed(continual.RandomMemory(12), bench)
+    sizes = feed(RandomMemory(12), bench)
     assert sizes == [dict.fromkeys(order[:2], 6), dict.fromkeys(order[:4], 3), dict.fromkeys(order, 2)]
-    memory = continual.RandomMemory(12, max_per_class=4)
+    memory = RandomMemory(12, max_per_class=4)
     assert [len(memory.buffer) for _ in feed(memory, bench)[-1:]] == [12]
-    assert feed(continual.RandomMemory(12, max_per_class=4), bench)[0] == dict.fromkeys(order[:2], 4)
+    assert feed(RandomMemory(12, max_per_class=4), bench)[0] == dict.fromkeys(order[:2], 4)
     # shrinking keeps a prefix of each class's ranking, and the buffer holds exactly the stored images
-    random = continual.RandomMemory(12, seed=1)
+    random = RandomMemory(12, seed=1)
     random.post_adapt(fake_agent(), bench.train_stream[0])
     before = list(random.buffer.source_index)
     random.post_adapt(fake_agent(), bench.train_stream[1])
@@ -109,11 +118,11 @@ def test_budget_per_class_shrinks_as_classes_arrive(data):
         kept = [r for r in after if int(data[0].labels[r]) == c]
         assert kept == [r for r in before if int(data[0].labels[r]) == c][:3]
     # a condensed class counts its canvases (factor 2: 4 decoded images each), or its decoded images
-    condensed = continual.CondensedMemory(8, tiny_condensed(ipc=2))
+    condensed = CondensedMemory(8, tiny_condensed(ipc=2))
     sizes = feed(condensed, bench)
     assert sizes[0] == dict.fromkeys(order[:2], 2)  # budget 4 per class, but the set has 2 canvases
     assert sizes[2] == dict.fromkeys(order, 1) and len(condensed.buffer) == 6 * 4
-    decoded = continual.CondensedMemory(8, tiny_condensed(ipc=2), count="decoded")
+    decoded = CondensedMemory(8, tiny_condensed(ipc=2), count="decoded")
     assert feed(decoded, bench)[0] == dict.fromkeys(order[:2], 4) and len(decoded.buffer) == 6 * 1
     # the same experience absorbed twice (ReplayPlugin and FreshModelPlugin) changes nothing
     condensed.post_adapt(fake_agent(), bench.train_stream[2])
@@ -123,14 +132,14 @@ def test_budget_per_class_shrinks_as_classes_arrive(data):
 def test_memory_items_have_the_stream_structure(data):
     from condense.nets import build_net
 
-    bench = continual.condensed_benchmark(*data, 3, seed=0)
+    bench = condensed_benchmark(*data, 3, seed=0)
     model = build_net("convnet", 3, 6, (8, 8), depth=1, width=8)
     stream_item = bench.train_stream[0].dataset[0]
-    memories = {
-        "random": continual.RandomMemory(12), "herding": continual.HerdingMemory(12),
-        "condensed": continual.CondensedMemory(12, tiny_condensed()),
+    kinds = {
+        "random": RandomMemory(12), "herding": HerdingMemory(12),
+        "condensed": CondensedMemory(12, tiny_condensed()),
     }
-    for name, memory in memories.items():
+    for name, memory in kinds.items():
         feed(memory, bench, model)
         for item in (memory.buffer[0], memory.buffer[len(memory.buffer) - 1]):
             assert len(item) == len(stream_item), name
@@ -139,7 +148,7 @@ def test_memory_items_have_the_stream_structure(data):
             assert item[1].dtype == stream_item[1].dtype and item[1].shape == stream_item[1].shape, name
         assert len(memory.buffer.targets) == len(memory.buffer)
     # herding's first pick per class is the image whose features are nearest the class mean
-    herding = continual.HerdingMemory(12)
+    herding = HerdingMemory(12)
     herding.post_adapt(fake_agent(model), bench.train_stream[0])
     cls = bench.experience_classes[0][0]
     rows = torch.tensor(bench.train_stream[0].dataset.targets.val_to_idx[cls])
@@ -155,18 +164,18 @@ def test_herding_order_is_avalanche_herding_prefix():
 
     features = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
     full = HerdingSelectionStrategy.make_sorted_indices_from_features(None, features)  # the method uses no state
-    assert continual.herding_order(features, 7) == [int(i) for i in full[:7]]
-    assert continual.herding_order(features, 100) == [int(i) for i in full]
+    assert herding_order(features, 7) == [int(i) for i in full[:7]]
+    assert herding_order(features, 100) == [int(i) for i in full]
 
 
 def test_condense_as_you_go_never_reads_unseen_classes(data):
     from condense.distill import DistillConfig
 
     train, _ = data
-    bench = continual.condensed_benchmark(*data, 3, seed=2)
+    bench = condensed_benchmark(*data, 3, seed=2)
     config = DistillConfig(ipc=1, factor=2, width=8, depth=1, pool_size=1, pool_epochs=1, real_batch=4, frequencies=16,
                            sampler="gaussian", iterations=3, seed=0)
-    memory = continual.CondensingMemory(12, bench, config, CPU, progress=False)
+    memory = CondensingMemory(12, bench, config, CPU, progress=False)
     for k, exp in enumerate(bench.train_stream):
         memory.post_adapt(fake_agent(), exp)
         read = memory.reads[k]
@@ -184,7 +193,7 @@ def test_fresh_model_protocol_resets_weights_each_experience(data, monkeypatch):
     train, test = data
     config = tiny_config()
     starts, ends = [], []
-    real_train = continual.train
+    real_train = plugins.train
 
     def recording_train(net, images, targets, *args, **kwargs):
         starts.append({k: v.clone() for k, v in net.state_dict().items()})
@@ -192,12 +201,12 @@ def test_fresh_model_protocol_resets_weights_each_experience(data, monkeypatch):
         ends.append({k: v.clone() for k, v in net.state_dict().items()})
         return result
 
-    monkeypatch.setattr(continual, "train", recording_train)
-    bench = continual.condensed_benchmark(train, test, 3, seed=0)
-    memory = continual.RandomMemory(12, 2)
+    monkeypatch.setattr(plugins, "train", recording_train)
+    bench = condensed_benchmark(train, test, 3, seed=0)
+    memory = RandomMemory(12, 2)
     fresh_models = []
     watcher = SimpleNamespace(after_eval=lambda strategy, **kw: fresh_models.append(copy.deepcopy(strategy.model)))
-    run = continual.run_continual(bench, memory, config, 7, CPU, plugins=[_plugin(watcher)], progress=False)
+    run = run_continual(bench, memory, config, 7, CPU, plugins=[_plugin(watcher)], progress=False)
     from condense.nets import build_net
 
     for k in range(3):
@@ -230,24 +239,19 @@ def test_plugins_inside_naive_and_replay(data):
     from avalanche.training.plugins import ReplayPlugin
     from avalanche.training.supervised import Naive, Replay
 
-    from condense.nets import build_net
-
     train, test = data
-    bench = continual.condensed_benchmark(train, test, 3, seed=1)
+    bench = condensed_benchmark(train, test, 3, seed=1)
     config = TrainConfig(epochs=1, batch_size=16)
 
-    def make_net():
-        return build_net("convnet", 3, 6, (8, 8), depth=1, width=8)
-
     for strategy_class in (Naive, Replay):
-        model = make_net()
-        memory = continual.CondensedMemory(12, tiny_condensed(), max_per_class=2)
-        fresh = continual.FreshModelPlugin(memory, make_net, config, *STATS, progress=False)
-        plugins = [fresh] if strategy_class is Replay else [ReplayPlugin(12, storage_policy=memory), fresh]
+        model = tiny_net(0)
+        memory = CondensedMemory(12, tiny_condensed(), max_per_class=2)
+        fresh = FreshModelPlugin(memory, tiny_net, config, *STATS, progress=False)
+        used = [fresh] if strategy_class is Replay else [ReplayPlugin(12, storage_policy=memory), fresh]
         extra = {"mem_size": 12} if strategy_class is Replay else {}
         strategy = strategy_class(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
                                   criterion=torch.nn.CrossEntropyLoss(), train_mb_size=8,
-                                  train_epochs=1, eval_mb_size=64, device=CPU, plugins=plugins, evaluator=None, **extra)
+                                  train_epochs=1, eval_mb_size=64, device=CPU, plugins=used, evaluator=None, **extra)
         before = model.classifier.weight.detach().clone()
         for exp in bench.train_stream:
             strategy.train(exp, eval_streams=[])
@@ -260,23 +264,18 @@ def test_dlb_composes_with_memories_and_the_fresh_model(data):
     from avalanche.training.plugins import ReplayPlugin
     from avalanche.training.supervised import Naive
 
-    from condense.nets import build_net
-
     train, test = data
-    bench = continual.condensed_benchmark(train, test, 3, seed=0)
+    bench = condensed_benchmark(train, test, 3, seed=0)
 
-    def make_net():
-        return build_net("convnet", 3, 6, (8, 8), depth=1, width=8)
-
-    model = make_net()
-    memory = continual.HerdingMemory(12)
-    objective, plugin = dlb.DLB(), dlb.DLBPlugin()
+    model = tiny_net(0)
+    memory = HerdingMemory(12)
+    objective, plugin = DLB(), DLBPlugin()
     fresh_terms, stream_terms, stream_steps = [], [], []
     extra_loss, step_loss = objective.extra_loss, plugin.distillation.step_loss
     objective.extra_loss = lambda logits: fresh_terms.append(extra_loss(logits)) or fresh_terms[-1]
     plugin.distillation.step_loss = lambda *args: stream_terms.append(step_loss(*args)) or stream_terms[-1]
-    fresh = continual.FreshModelPlugin(memory, make_net, TrainConfig(epochs=2, batch_size=4, cutmix_p=0.0), *STATS,
-                                       objective=objective, progress=False)
+    fresh = FreshModelPlugin(memory, tiny_net, TrainConfig(epochs=2, batch_size=4, cutmix_p=0.0), *STATS,
+                         objective=objective, progress=False)
     counter = _plugin(SimpleNamespace(after_training_iteration=lambda strategy, **kw: stream_steps.append(1)))
     strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01), train_mb_size=8, train_epochs=1,
                      eval_mb_size=64, device=CPU, evaluator=None,
@@ -290,21 +289,21 @@ def test_dlb_composes_with_memories_and_the_fresh_model(data):
 
 
 def test_memory_specs_and_errors(data):
-    specs = continual.parse_memories("random, herding,condensed:runs/a/synthetic.safetensors,condensed")
+    specs = parse_memories("random, herding,condensed:runs/a/synthetic.safetensors,condensed")
     assert [(s.kind, s.path) for s in specs] == [("random", None), ("herding", None), ("condensed", "runs/a/synthetic.safetensors"), ("condensed", None)]
     assert specs[2].label == "condensed:a"
     for bad in ("rand", "random:x", ""):
         with pytest.raises(UserError, match="memory"):
-            continual.parse_memories(bad)
-    bench = continual.condensed_benchmark(*data, 3)
+            parse_memories(bad)
+    bench = condensed_benchmark(*data, 3)
     wrong = replace(tiny_condensed(), class_names=[f"other{c}" for c in range(6)])
     with pytest.raises(UserError, match="classes"):
-        continual.make_memory(continual.MemorySpec("condensed", "x.safetensors"), bench, tiny_config(), 0, CPU, loaded={"x.safetensors": wrong})
+        make_memory(MemorySpec("condensed", "x.safetensors"), bench, tiny_config(), 0, CPU, loaded={"x.safetensors": wrong})
     with pytest.raises(UserError, match="positive size"):
-        continual.RandomMemory(0)
+        RandomMemory(0)
     with pytest.raises(UserError, match="no setting iterationz"):
-        continual.make_memory(continual.MemorySpec("condensed"), bench, tiny_config(condense={"iterationz": 3}), 0, CPU)
-    as_you_go = continual.make_memory(continual.MemorySpec("condensed"), bench, tiny_config(condense={"iterations": 3, "pool_size": 1}), 4, CPU)
+        make_memory(MemorySpec("condensed"), bench, tiny_config(condense={"iterationz": 3}), 0, CPU)
+    as_you_go = make_memory(MemorySpec("condensed"), bench, tiny_config(condense={"iterations": 3, "pool_size": 1}), 4, CPU)
     assert (as_you_go.config.iterations, as_you_go.config.pool_size, as_you_go.config.ipc, as_you_go.config.seed) == (3, 1, 2, 4)
 
 
@@ -352,8 +351,8 @@ def test_cli_fresh_model_trains_with_dlb(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "data"
     _write_folder(folder, tiny_real(), tiny_real(per_class=4, seed=1, split="test"))
     objectives = []
-    train = continual.train  # FreshModelPlugin's training loop: record the objective every fresh model gets
-    monkeypatch.setattr(continual, "train", lambda *args, **kwargs: objectives.append(kwargs["objective"]) or train(*args, **kwargs))
+    train = plugins.train  # FreshModelPlugin's training loop: record the objective every fresh model gets
+    monkeypatch.setattr(plugins, "train", lambda *args, **kwargs: objectives.append(kwargs["objective"]) or train(*args, **kwargs))
     argv = ["cl", "--data", str(folder), "--steps", "3", "--memory", "random", "--ipc", "2", "--seeds", "0", "--epochs", "2", "--width", "8",
             "--device", "cpu", "--no-progress", "--objective", "dlb", "--scheme", "paper", "--out", str(tmp_path / "dlb")]
     assert main(argv) == 0
@@ -361,7 +360,7 @@ def test_cli_fresh_model_trains_with_dlb(tmp_path, capsys, monkeypatch):
     result = json.loads((tmp_path / "dlb" / "cl.json").read_text())
     assert result["objective"] == {"objective": "dlb", "tau": 3.0, "alpha": 1.0, "scheme": "paper"}
     assert result["config"]["train"]["cutmix_p"] == 0.0  # the preset's CutMix is dropped: DLB refuses it
-    assert len(objectives) == 3 and all(isinstance(o, dlb.DLB) and o.scheme == "paper" for o in objectives)  # one fresh model per step
+    assert len(objectives) == 3 and all(isinstance(o, DLB) and o.scheme == "paper" for o in objectives)  # one fresh model per step
     assert main([*argv[:-1], str(tmp_path / "ce"), "--objective", "ce"]) == 0
     assert objectives[3:] == [None] * 3
 
@@ -403,7 +402,7 @@ def test_cl_checks_every_memory_before_training_any(cl_folder, tmp_path, capsys,
     def no_training(*args, **kwargs):
         raise AssertionError("a memory was trained before every input was checked")
 
-    monkeypatch.setattr(continual, "run_continual", no_training)
+    monkeypatch.setattr(protocol, "run_continual", no_training)
     stream = load_real(str(cl_folder), "train")
     path = change(replace(tiny_condensed(), mean=stream.mean, std=stream.std)).save(tmp_path / "bad.safetensors")
     argv = ["cl", "--data", cl_folder, "--steps", "3", "--memory", f"random,herding,condensed:{path}", "--ipc", "2",

@@ -181,7 +181,7 @@ def test_default_second_view_is_a_crop_and_flip_of_image_batches_only():
 
 
 def test_plugin_second_view_is_the_default_and_can_be_turned_off():
-    from downstream.dlb import DLBPlugin
+    from downstream.dlb_plugin import DLBPlugin
 
     assert DLBPlugin().distillation.augment is second_view and DLBPlugin(augment=None).distillation.augment is None
 
@@ -319,7 +319,7 @@ def test_per_step_cost_counts_forwards_and_backwards(objective, forwards, backwa
 
 
 def test_import_does_not_load_avalanche():
-    code = "import sys, downstream.dlb, downstream.train; print('avalanche' in sys.modules)"
+    code = "import sys, downstream.continual, downstream.dlb, downstream.train; print('avalanche' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
@@ -332,7 +332,7 @@ def test_plugin_adds_exactly_the_dlb_term_inside_a_real_strategy(replay):
     from avalanche.training.supervised import Naive
     from torch.utils.data import TensorDataset
 
-    from downstream.dlb import DLBPlugin
+    from downstream.dlb_plugin import DLBPlugin
 
     tau, alpha = 2.0, 0.5
     generator = torch.Generator().manual_seed(0)

@@ -1,0 +1,50 @@
+"""`FreshModelPlugin`: the DM protocol (GDumb style) as an Avalanche plugin.
+
+After each experience a freshly initialised network is trained from scratch on the memory of all
+seen classes by `condense.train.train` (the one training loop) and handed to the strategy, whose
+evaluation then tests it on the seen classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from avalanche.core import SupervisedPlugin
+from torch import nn
+
+from condense.train import TrainConfig, train
+
+from .benchmark import raw_tensors
+
+
+class FreshModelPlugin(SupervisedPlugin):
+    """The DM protocol (GDumb style) as an Avalanche plugin.
+
+    After each training experience: update `memory` with it, build a fresh network `make_net(seed)`
+    for the seed `seed * 1000 + experience` (its weights from that seed alone, e.g.
+    `functools.partial(condense.nets.seeded_net, "convnet", channels, classes, image_size)`, so no
+    weight survives from an earlier experience), train it from scratch on the whole memory with
+    `condense.train.train` (`config`, optional `objective`, e.g. DLB), and load it into the
+    strategy's model, so that `strategy.eval` tests it. `history` keeps the figures of every experience.
+    """
+
+    def __init__(self, memory, make_net: Callable[[int], nn.Module], config: TrainConfig, mean, std, *, seed: int = 0,
+                 objective=None, progress: bool = True):
+        super().__init__()
+        self.memory, self.make_net, self.config = memory, make_net, config
+        self.mean, self.std, self.seed, self.objective, self.progress = tuple(mean), tuple(std), seed, objective, progress
+        self.history: list[dict] = []
+
+    def after_training_exp(self, strategy, **kwargs):
+        experience = strategy.experience.current_experience
+        self.memory.post_adapt(strategy, strategy.experience)
+        images, labels = raw_tensors(self.memory.buffer)
+        seed = self.seed * 1000 + experience
+        net = self.make_net(seed)
+        stats = train(net, images, labels, self.config, mean=self.mean, std=self.std, generator=torch.Generator().manual_seed(seed),
+                      device=strategy.device, desc=f"fresh model, experience {experience}", progress=self.progress,
+                      objective=self.objective)
+        strategy.model.load_state_dict(net.state_dict())
+        self.history.append({"experience": experience, "seed": seed, "memory_images": len(labels),
+                             "stored_per_class": self.memory.stored_per_class(), **stats})
