@@ -22,7 +22,7 @@ def random_subset(data: RealData, ipc: int, seed: int = 0) -> SyntheticSet:
         std=data.std,
         method="random",
         source_dataset=data.source,
-        source_revision=data.revision,
+        source_revision=data.commit or data.revision,
         ipc=ipc,
         config={"baseline": "random", "ipc": ipc, "seed": seed, "split": data.split, "indices": indices.tolist()},
     )

@@ -12,21 +12,7 @@ from pathlib import Path
 from .flags import add_dataclass_arguments, add_runtime_arguments, add_source_arguments, run_main, source_from_args
 from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS
 from .objectives import objective_names
-
-
-def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:  # TEMPORARY until downstream/cli.py moves to flags
-    add_source_arguments(parser, required)
-
-
-def data_options(args: argparse.Namespace) -> dict:  # TEMPORARY
-    return {k: v for k, v in vars(args).items() if k in ("dataset_config", "revision", "image_column", "label_column", "image_size") and v is not None}
-
-
-def load_data(source: str, split: str, options: dict):  # TEMPORARY
-    from .data import load_real
-
-    options = {("config" if k in ("dataset_config", "data_config") else k): v for k, v in options.items()}
-    return load_real(source, split, **options)
+from .train import TrainConfig
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
@@ -65,18 +51,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--act", choices=list(ACTIVATIONS), help="ConvNet activation")
     net.add_argument("--pooling", "--pool", dest="pooling", choices=list(POOLINGS), help="ConvNet pooling (--pool: its old name)")
     training = parser.add_argument_group("training (defaults from the preset)")
-    training.add_argument("--epochs", type=int)
-    training.add_argument("--batch-size", type=int)
-    training.add_argument("--optimizer", help="adamw or sgd")
-    training.add_argument("--lr", type=float)
-    training.add_argument("--weight-decay", type=float)
-    training.add_argument("--dsa", help="per-sample DSA operations joined by _ ('' for none)")
-    training.add_argument("--dsa-mode", help="one (one random DSA operation per image, the DSA convention) or all")
-    training.add_argument("--cutmix-p", type=float, help="probability that a batch is CutMix-ed")
+    add_dataclass_arguments(training, TrainConfig, skip=("lr_decay_at",))
     training.add_argument("--labels", choices=["hard", "stored"],
                           help="hard: the class labels (default; with --teacher, the teacher's soft labels of every augmented batch); "
                                "stored: the set's stored soft labels, which do not follow the augmentation")
-    training.add_argument("--temperature", type=float, help="KD temperature for soft labels or --teacher")
     training.add_argument("--teacher", help="pool member file (member-XXX-trained.safetensors), several joined by commas or a pool folder "
                                             "(the ensemble of its trained members): KD from it on every augmented batch")
     training.add_argument("--runs", type=int)
@@ -94,7 +72,7 @@ def eval_config(args: argparse.Namespace):
         config.net, config.net_options = args.net, {}
     network = {k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pooling") if getattr(args, k) is not None}
     config.net_options.update(network)
-    training = {k: getattr(args, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "dsa", "dsa_mode", "cutmix_p", "temperature") if getattr(args, k) is not None}
+    training = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
     if args.objective == "dlb" and "cutmix_p" not in training:
         training["cutmix_p"] = 0.0  # DLB compares per-sample predictions, which CutMix mixes
     config.train = replace(config.train, **training)

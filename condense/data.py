@@ -87,7 +87,8 @@ class RealData:
     std: tuple[float, ...]
     source: str
     split: str
-    revision: str | None = None
+    revision: str | None = None  # as asked for (None: the default branch)
+    commit: str | None = None  # the Hub commit the split was read at (None for a local folder, or offline)
     by_class: list[torch.Tensor] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -111,9 +112,7 @@ class RealData:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def class_indices(
-        self, cls: int, count: int, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def class_indices(self, cls: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """`count` distinct random indices of class `cls` (without replacement)."""
         pool = self.by_class[cls]
         if count > len(pool):
@@ -123,9 +122,7 @@ class RealData:
             )
         return pool[torch.randperm(len(pool), generator=generator)[:count]]
 
-    def balanced_indices(
-        self, per_class: int, generator: torch.Generator | None = None, classes=None
-    ) -> torch.Tensor:
+    def balanced_indices(self, per_class: int, generator: torch.Generator | None = None, classes=None) -> torch.Tensor:
         """`per_class` random indices of every class (or of `classes`), grouped by class."""
         classes = range(self.num_classes) if classes is None else classes
         return torch.cat([self.class_indices(c, per_class, generator) for c in classes])
@@ -134,7 +131,7 @@ class RealData:
         """`per_class` random images of every class (seeded), as RealData of its own."""
         indices = self.balanced_indices(per_class, torch.Generator().manual_seed(seed))
         return RealData(self.images[indices], self.labels[indices], list(self.class_names), self.mean, self.std,
-                        self.source, f"{self.split}[{per_class} per class, seed {seed}]", self.revision)
+                        self.source, f"{self.split}[{per_class} per class, seed {seed}]", self.revision, self.commit)
 
     def floats(self, indices: torch.Tensor | None = None) -> torch.Tensor:
         """Images as float32 in [0, 1] (all of them, or those at `indices`)."""
@@ -288,21 +285,9 @@ def _uint8_pixels(column, shape: tuple[int, int, int]) -> np.ndarray:
     return np.concatenate([_chunk_pixels(chunk, shape) for chunk in column.chunks])
 
 
-def load_real(
-    source: str,
-    split: str = "train",
-    *,
-    config: str | None = None,
-    revision: str | None = None,
-    image_column: str | None = None,
-    label_column: str | None = None,
-    image_size: int | None = None,
-    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
-    memory_mapped: bool = False,
-    streaming: bool = False,
-    per_class: int | None = None,
-    seed: int = 0,
-) -> RealData:
+def load_real(source: str, split: str = "train", *, config: str | None = None, revision: str | None = None, image_column: str | None = None,
+              label_column: str | None = None, image_size: int | None = None, stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+              memory_mapped: bool = False, streaming: bool = False, per_class: int | None = None, seed: int = 0) -> RealData:
     """Load one split of an image-classification dataset (Hub id or local folder).
 
     The images are decoded once into `datasets`' Arrow cache; by default they are then copied into
@@ -330,7 +315,24 @@ def load_real(
     class_names = _class_names(ds.features[label_column], label_column, labels)
     if stats is None:
         stats = _stats_for(source, images)
-    return RealData(images, torch.as_tensor(labels, dtype=torch.int64), class_names, tuple(stats[0]), tuple(stats[1]), source, split, revision)
+    commit = None if _is_local(source) else hub_commit(source, revision)
+    return RealData(images, torch.as_tensor(labels, dtype=torch.int64), class_names, tuple(stats[0]), tuple(stats[1]), source, split, revision,
+                    commit)
+
+
+def hub_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit a Hub dataset at `revision` resolves to, so a set records exactly which data it came from.
+
+    None where the Hub cannot be asked (offline, or a mirror without the API): the revision asked for is then all
+    that can be recorded.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return HfApi().dataset_info(repo_id, revision=revision).sha
+    except (HfHubHTTPError, OSError, ValueError):
+        return None
 
 
 def _decoded(ds, image_column: str, label_column: str, image_size: int | None, split: str, memory_mapped: bool):

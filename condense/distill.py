@@ -238,7 +238,7 @@ def canvas_set(config: DistillConfig, real: RealData, canvases: torch.Tensor, ca
     return SyntheticSet(
         images=decode(canvases, config.factor), labels=decoded_labels(canvas_labels, config.factor),
         canvases=canvases, class_names=list(real.class_names), mean=real.mean, std=real.std,
-        method="ncfm", source_dataset=real.source, source_revision=real.revision, ipc=config.ipc,
+        method="ncfm", source_dataset=real.source, source_revision=real.commit or real.revision, ipc=config.ipc,
         factor=config.factor, config={**config.to_dict(), "iterations_done": iterations_done},
     )
 

@@ -9,7 +9,9 @@ Every protocol trains a fresh network per run and reports the test accuracy at t
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -127,26 +129,27 @@ def check_compatible(synthetic: SyntheticSet, test: RealData) -> None:
         raise UserError(f"the set has classes {synthetic.class_names[:5]}... but {test.source} has {test.class_names[:5]}...; use the matching dataset")
 
 
-def train_runs(images: torch.Tensor, targets: torch.Tensor, config: EvalConfig, seeds: list[int], device: torch.device, *, mean, std,
-               num_classes: int, test: RealData | None = None, teacher=None, objective: Objective | None = None, run_targets=None,
-               desc: str | None = None, progress: bool = True) -> list[dict]:
-    """The per-run trainer: a fresh network per seed (`seeded_net`), trained (at once when several), tested at the final epoch.
+def train_runs(make_net: Callable[[int], torch.nn.Module], images: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
+               seeds: list[int], device: torch.device, *, mean, std, test: RealData | None = None, teacher=None,
+               objective: Objective | None = None, run_targets=None, desc: str | None = None, progress: bool = True) -> list[dict]:
+    """The per-run trainer: a fresh network per seed (`make_net(seed)`, e.g. `functools.partial(seeded_net, ...)`),
+    trained (at once when several), tested at the final epoch when `test` is given.
 
     Each run draws its order and augmentation from a generator seeded by its seed, so a run's figures do not depend
     on which runs share its call or process. `run_targets(targets, generator)` gives a run its own targets (label
     noise, drawn from the run's generator before training); such runs train one at a time. Returns one dict per seed:
-    seed, accuracy (None without `test`), loss, seconds, images per second; and the trained networks.
+    seed, accuracy (None without `test`), loss, seconds, images per second, and the trained network ("net").
     """
     if run_targets is not None and len(seeds) > 1:
-        return [run for seed in seeds for run in train_runs(images, targets, config, [seed], device, mean=mean, std=std, num_classes=num_classes,
-                                                            test=test, teacher=teacher, objective=objective, run_targets=run_targets,
-                                                            desc=desc, progress=progress)]
-    nets = [seeded_net(config.net, images.shape[1], num_classes, images.shape[2:], seed, **config.net_options) for seed in seeds]
+        return [run for seed in seeds for run in train_runs(make_net, images, targets, config, [seed], device, mean=mean, std=std, test=test,
+                                                            teacher=teacher, objective=objective, run_targets=run_targets, desc=desc,
+                                                            progress=progress)]
+    nets = [make_net(seed) for seed in seeds]
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     if run_targets is not None:
         targets = run_targets(targets, generators[0])
-    stats = train(nets, images, targets, config.train, mean=mean, std=std, generator=generators, device=device, desc=desc,
-                  progress=progress, teacher=teacher, objective=objective)
+    stats = train(nets, images, targets, config, mean=mean, std=std, generator=generators, device=device, desc=desc, progress=progress,
+                  teacher=teacher, objective=objective)
     return [{"seed": seed, "accuracy": accuracy(net, test, mean, std, device) if test is not None else None, **figures, "net": net}
             for seed, net, figures in zip(seeds, nets, stats)]
 
@@ -174,12 +177,12 @@ def evaluate_set(synthetic: SyntheticSet | RealData, test: RealData, config: Eva
     if config.teacher:
         teacher, kind = load_teacher(config.teacher, device), "teacher soft"
     world = world or World()
+    make_net = partial(seeded_net, config.net, synthetic.images.shape[1], len(synthetic.class_names), synthetic.images.shape[2:], **config.net_options)
 
     def some_runs(runs: list[int]) -> list[dict]:
         desc = f"run{'s' if len(runs) > 1 else ''} {', '.join(str(run + 1) for run in runs)}/{config.runs}"
-        done = train_runs(synthetic.images, targets, config, [config.seed + run for run in runs], device, mean=synthetic.mean, std=synthetic.std,
-                          num_classes=len(synthetic.class_names), test=test, teacher=teacher, objective=objective, run_targets=run_targets,
-                          desc=desc, progress=progress)
+        done = train_runs(make_net, synthetic.images, targets, config.train, [config.seed + run for run in runs], device, mean=synthetic.mean,
+                          std=synthetic.std, test=test, teacher=teacher, objective=objective, run_targets=run_targets, desc=desc, progress=progress)
         return [{k: v for k, v in run.items() if k != "net"} for run in done]
 
     groups = world.groups(list(range(config.runs)), batched)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import torch
@@ -26,22 +26,26 @@ from .data import RealData, normalise
 from .errors import UserError
 
 
+def setting(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """How to train. Defaults: the evaluation protocol of BENCHMARKS.md (300 epochs for the CPU preset)."""
 
-    epochs: int = 300
-    batch_size: int = 128
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    momentum: float = 0.9  # sgd only
-    lr_decay_at: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)  # fractions of the training steps where the lr is multiplied by lr_gamma
-    lr_gamma: float = 0.5
-    dsa: str = TRAINING_STRATEGY  # per-sample DSA operations; "" for none
-    dsa_mode: str = "one"  # one random operation per image (DSA's convention) | all of them
-    cutmix_p: float = 0.5  # probability that a batch is CutMix-ed
-    temperature: float = 1.0  # soft targets: softmax(log p / T); loss T^2 * CE(logits / T, targets)
+    epochs: int = setting(300, "epochs")
+    batch_size: int = setting(128, "batch size")
+    optimizer: str = setting("adamw", "adamw or sgd")
+    lr: float = setting(1e-3, "learning rate")
+    weight_decay: float = setting(0.01, "weight decay")
+    momentum: float = setting(0.9, "momentum (sgd)")
+    lr_decay_at: tuple[float, ...] = setting((0.2, 0.4, 0.6, 0.8), "fractions of the training steps where the lr is multiplied by lr_gamma")
+    lr_gamma: float = setting(0.5, "factor on the lr at each decay")
+    dsa: str = setting(TRAINING_STRATEGY, "per-sample DSA operations joined by _ ('' for none)")
+    dsa_mode: str = setting("one", "one (one random DSA operation per image, the DSA convention), all, batch or batch-geometry")
+    cutmix_p: float = setting(0.5, "probability that a batch is CutMix-ed")
+    temperature: float = setting(1.0, "KD temperature for soft labels or a teacher: softmax(log p / T); loss T^2 * CE(logits / T, targets)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,15 +27,14 @@ def _all_or_int(text: str) -> int | None:
 
 def add_nas_arguments(parser: argparse.ArgumentParser) -> None:
     """`--preset` plus one flag per NasConfig setting (the preset's value when not given)."""
-    from condense.cli import add_data_arguments
+    from condense.flags import add_runtime_arguments, add_source_arguments
 
-    add_data_arguments(parser, required=True)
+    add_source_arguments(parser, required=True)
     parser.add_argument("--preset", default="cifar10-cpu", help="cifar10-cpu (default) or cifar10-paper (all 720 ConvNets, GPU)")
     parser.add_argument("--condensed", help="the condensed set: .safetensors file, run folder, Hub folder or repo id")
     parser.add_argument("--condensed-config", help="config of a Hub folder or repo with several (ipc10, ...)")
     parser.add_argument("--out", help="result folder: nas.json and nas.png (default runs/nas-<preset>); an earlier search there is continued")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_runtime_arguments(parser)
     group = parser.add_argument_group("settings (override the preset)")
     group.add_argument("--space", default=argparse.SUPPRESS, help="convnet720 or a JSON file with a list of build_net option dicts")
     group.add_argument("--candidates", type=_all_or_int, default=argparse.SUPPRESS, help="how many to sample, or all")
@@ -55,8 +54,8 @@ NAS_SETTINGS = ("space", "candidates", "max_mmacs", "proxies", "condensed_epochs
 def cmd_nas(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from condense.cli import data_options, load_data
     from condense.distributed import torchrun_world
+    from condense.flags import source_from_args
     from condense.runtime import resolve_device
     from downstream.nas import RESULT_FILE, check_config, nas_preset, run_search
     from downstream.nas.report import PLOT_FILE, format_summary, plot_search
@@ -68,7 +67,7 @@ def cmd_nas(args: argparse.Namespace) -> None:
     if isinstance(config.proxies, str):
         config.proxies = tuple(p.strip() for p in config.proxies.split(",") if p.strip())
     check_config(config, args.condensed is not None)
-    options = data_options(args)
+    source = source_from_args(args)
     out = Path(args.out or Path("runs") / f"nas-{args.preset}")
 
     def load_inputs():
@@ -77,7 +76,7 @@ def cmd_nas(args: argparse.Namespace) -> None:
             from downstream.load import load_condensed
 
             condensed = load_condensed(args.condensed, args.condensed_config, None)
-        return condensed, load_data(args.data, "train", options), load_data(args.data, "test", options)
+        return condensed, source.load("train"), source.load("test")
 
     with torchrun_world(resolve_device(args.device)) as (world, device):  # under torchrun the candidates are shared by the ranks
         condensed, train_data, test = world.main_first(load_inputs)
@@ -91,11 +90,12 @@ def cmd_nas(args: argparse.Namespace) -> None:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """`downstream train`: the evaluation flags of `condense eval`, plus the set or data, DLB and label noise."""
-    from condense.cli import add_data_arguments, add_eval_arguments
+    from condense.cli import add_eval_arguments
+    from condense.flags import add_source_arguments
 
     parser.add_argument("set", nargs="?", help="a condensed set: .safetensors file, run folder, Hub folder or repo id (omit to train on --data)")
     parser.add_argument("--set-config", help="config of a Hub folder or repo with several (ipc10, ...)")
-    add_data_arguments(parser, required=False)
+    add_source_arguments(parser, required=False)
     parser.add_argument("--per-class", type=int, help="with --data: train on this many random images per class (seeded by --seed)")
     parser.add_argument("--split", default="test", help="real split to test on (default test)")
     parser.add_argument("--label-noise", type=float, default=0.0, help="rate of symmetric noise on the training labels")
@@ -105,52 +105,63 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """`downstream train`, in one process or with its runs shared across `torchrun` ranks (as `condense eval`)."""
     from pathlib import Path
 
-    from condense.cli import data_options, eval_config, eval_objective, load_data
-    from condense.evaluate import format_result
-    from condense.runtime import resolve_device
-    from downstream.train import describe, real_subset, train_model
+    from condense.cli import eval_config, eval_objective
+    from condense.distributed import torchrun_world
+    from condense.evaluate import describe, format_result
+    from condense.runtime import resolve_device, write_json
+    from downstream.train import train_model
 
-    config = eval_config(args)
+    if args.set is None and args.data is None:
+        raise UserError("name a condensed set to train on, or a real dataset with --data")
+    config, objective = eval_config(args), eval_objective(args)
     if args.cutmix_p is None:
         config.train.cutmix_p = 0.0  # DLB compares per-sample predictions; CE trains on the same augmentation
-    options = data_options(args)
+    name = Path((args.set or args.data).rstrip("/")).name.removesuffix(".safetensors")
+    out = Path(args.out or f"{name}-{args.objective}.json")
+    with torchrun_world(resolve_device(args.device)) as (world, device):
+        train_set, test = world.main_first(lambda: _train_and_test_sets(args, config.seed))
+        if world.is_main:
+            print(f"training {config.net} with {objective or 'cross-entropy'} on {describe(train_set)}"
+                  f"{f', {args.label_noise:.0%} label noise' if args.label_noise else ''}\ntesting on {test.source} [{test.split}] on {device}"
+                  + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
+        result = train_model(train_set, test, config, objective=objective, label_noise=args.label_noise, device=device,
+                             progress=not args.no_progress and world.is_main, world=world)
+    if world.is_main:
+        write_json(out, result)
+        print(format_result(result))
+        print(f"{result['seconds_per_epoch']:.2f} s/epoch; wrote {out}")
+
+
+def _train_and_test_sets(args: argparse.Namespace, seed: int):
+    """What `downstream train` trains on (a condensed set, or real data with --per-class images per class) and tests on."""
+    from condense.flags import source_from_args
+    from downstream.train import real_subset
+
     if args.set is not None:
         from downstream.load import load_condensed
 
         train_set = load_condensed(args.set, args.set_config)
-        test = load_data(args.data or train_set.source_dataset, args.split, {**train_set.source_options(), **options})
-    elif args.data is not None:
-        train_set, test = load_data(args.data, "train", options), load_data(args.data, args.split, options)
-        if args.per_class is not None:
-            train_set = real_subset(train_set, args.per_class, config.seed)
-    else:
-        raise UserError("name a condensed set to train on, or a real dataset with --data")
-    objective = eval_objective(args)
-    device = resolve_device(args.device)
-    name = Path((args.set or args.data).rstrip("/")).name.removesuffix(".safetensors")
-    out = Path(args.out or f"{name}-{args.objective}.json")
-    print(f"training {config.net} with {objective or 'cross-entropy'} on {describe(train_set)}"
-          f"{f', {args.label_noise:.0%} label noise' if args.label_noise else ''}\ntesting on {test.source} [{test.split}] on {device}")
-    result = train_model(train_set, test, config, objective=objective, label_noise=args.label_noise, device=device,
-                         progress=not args.no_progress, out=out)
-    print(format_result(result))
-    print(f"{result['seconds_per_epoch']:.2f} s/epoch; wrote {out}")
+        return train_set, source_from_args(args, train_set.data_source()).load(args.split)
+    source = source_from_args(args)
+    train_set, test = source.load("train"), source.load(args.split)
+    return (real_subset(train_set, args.per_class, seed) if args.per_class is not None else train_set), test
 
 
 def add_cl_arguments(parser: argparse.ArgumentParser) -> None:
     """`downstream cl`: a preset, the data, the memories, the fresh model's objective, and the settings worth changing."""
-    from condense.cli import add_data_arguments, add_objective_arguments
+    from condense.cli import add_objective_arguments
+    from condense.flags import add_runtime_arguments, add_source_arguments
 
-    add_data_arguments(parser, required=True)
+    add_source_arguments(parser, required=True)
     add_objective_arguments(parser)
     parser.add_argument("--preset", default="cifar10-cpu", help="cifar10-cpu (default), cifar100-5steps or cifar100-10steps (GPU)")
     parser.add_argument("--memory", default="random,herding", help="comma-separated: random, herding, condensed:PATH (a condensed "
                         "set: file, run folder, Hub folder or repo id), condensed (condense as you go)")
     parser.add_argument("--out", help="result folder: cl.json and cl.png (default runs/cl-<data name>)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_runtime_arguments(parser)
     group = parser.add_argument_group("settings (override the preset)")
     group.add_argument("--steps", type=int, default=argparse.SUPPRESS, help="experiences (the classes split equally)")
     group.add_argument("--ipc", type=int, default=argparse.SUPPRESS, help="stored images per class in every memory")
@@ -169,7 +180,8 @@ def add_cl_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_cl(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from condense.cli import data_options, eval_objective, load_data
+    from condense.cli import eval_objective
+    from condense.flags import source_from_args
     from condense.runtime import resolve_device, write_json
     from downstream.continual import cl_preset, parse_memories
     from downstream.continual.protocol import run_comparison
@@ -198,8 +210,9 @@ def cmd_cl(args: argparse.Namespace) -> None:
         config.train.cutmix_p = 0.0  # DLB compares per-sample predictions, which CutMix mixes
     memories = parse_memories(args.memory)
     device = resolve_device(args.device)
-    options = {"label_column": config.label_column, **data_options(args)}
-    train_data, test = load_data(args.data, "train", options), load_data(args.data, "test", options)
+    source = source_from_args(args)
+    source = source.replace(label_column=source.label_column or config.label_column)  # the preset's column unless --label-column
+    train_data, test = source.load("train"), source.load("test")
     out = Path(args.out or Path("runs") / f"cl-{Path(args.data.rstrip('/')).name}")
     result = run_comparison(train_data, test, memories, config, device, objective=objective, progress=not args.no_progress)
     write_json(out / "cl.json", result)
@@ -228,13 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    from condense.flags import run_main
+
+    return run_main(build_parser(), argv)
 
 
 if __name__ == "__main__":

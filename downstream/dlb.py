@@ -145,6 +145,11 @@ class DLB:
         self.tau, self.alpha, self.scheme = tau, alpha, scheme
         self.start()
 
+    @classmethod
+    def from_settings(cls, tau: float = 3.0, alpha: float = 1.0, scheme: str = "official", **_other) -> DLB:
+        """Built from the command line's objective flags (`condense.objectives`); flags of other objectives are ignored."""
+        return cls(tau, alpha, scheme)
+
     def __repr__(self) -> str:
         return f"DLB(tau={self.tau}, alpha={self.alpha}, scheme={self.scheme!r})"
 

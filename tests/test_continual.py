@@ -12,12 +12,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import condense.evaluate as per_run
 from condense.data import RealData
 from condense.errors import UserError
 from condense.nets import seeded_net
 from condense.synthetic import SyntheticSet
 from condense.train import TrainConfig, accuracy
-from downstream.continual import CLConfig, MemorySpec, herding_order, parse_memories, plugins, protocol
+from downstream.continual import CLConfig, MemorySpec, herding_order, parse_memories, protocol
 from downstream.continual.benchmark import class_order, condensed_benchmark
 from downstream.continual.memories import CondensedMemory, CondensingMemory, HerdingMemory, RandomMemory
 from downstream.continual.plugins import FreshModelPlugin
@@ -193,15 +194,16 @@ def test_fresh_model_protocol_resets_weights_each_experience(data, monkeypatch):
     train, test = data
     config = tiny_config()
     starts, ends = [], []
-    real_train = plugins.train
+    real_train = per_run.train
 
-    def recording_train(net, images, targets, *args, **kwargs):
+    def recording_train(nets, images, targets, *args, **kwargs):
+        (net,) = nets  # the per-run trainer trains the fresh model alone
         starts.append({k: v.clone() for k, v in net.state_dict().items()})
-        result = real_train(net, images, targets, *args, **kwargs)
+        result = real_train(nets, images, targets, *args, **kwargs)
         ends.append({k: v.clone() for k, v in net.state_dict().items()})
         return result
 
-    monkeypatch.setattr(plugins, "train", recording_train)
+    monkeypatch.setattr(per_run, "train", recording_train)  # the loop the per-run trainer calls
     bench = condensed_benchmark(train, test, 3, seed=0)
     memory = RandomMemory(12, 2)
     fresh_models = []
@@ -351,8 +353,8 @@ def test_cli_fresh_model_trains_with_dlb(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "data"
     _write_folder(folder, tiny_real(), tiny_real(per_class=4, seed=1, split="test"))
     objectives = []
-    train = plugins.train  # FreshModelPlugin's training loop: record the objective every fresh model gets
-    monkeypatch.setattr(plugins, "train", lambda *args, **kwargs: objectives.append(kwargs["objective"]) or train(*args, **kwargs))
+    train = per_run.train  # the loop of the per-run trainer FreshModelPlugin calls: record the objective every fresh model gets
+    monkeypatch.setattr(per_run, "train", lambda *args, **kwargs: objectives.append(kwargs["objective"]) or train(*args, **kwargs))
     argv = ["cl", "--data", str(folder), "--steps", "3", "--memory", "random", "--ipc", "2", "--seeds", "0", "--epochs", "2", "--width", "8",
             "--device", "cpu", "--no-progress", "--objective", "dlb", "--scheme", "paper", "--out", str(tmp_path / "dlb")]
     assert main(argv) == 0

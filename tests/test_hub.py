@@ -342,3 +342,26 @@ def test_refused_or_interrupted_push_leaves_nothing_on_the_hub(hub_folder, tmp_p
         assert "ERROR the Hub refused the upload" in failed.stdout
         assert hub.files("tester/tiny-ncfm") == {}  # created, but no file claims a set is there
     assert json.loads(json.dumps(read_card(hub_folder).data.to_dict()))["configs"]  # the local folder is untouched
+
+
+def test_a_set_made_from_a_hub_dataset_records_the_commit_it_was_read_at(tmp_path):
+    """The resolved revision, not only the one asked for: `main` moves, a commit does not."""
+    from conftest import write_image_folder
+
+    data = write_image_folder(tmp_path / "images", {"image": "image", "label": "label"})
+    code = f"""
+        from huggingface_hub import HfApi
+        from condense.cli import main
+        from condense.synthetic import SyntheticSet
+        api = HfApi()
+        api.create_repo("tester/images", repo_type="dataset")
+        api.upload_folder(folder_path={str(data)!r}, repo_id="tester/images", repo_type="dataset")
+        assert main(["baseline", "random", "--data", "tester/images", "--ipc", "1", "--out", {str(tmp_path / "set.safetensors")!r}]) == 0
+        print("recorded", SyntheticSet.load({str(tmp_path / "set.safetensors")!r}).source_revision)
+        print("head", api.dataset_info("tester/images").sha)
+    """
+    with HubStandIn() as hub:
+        result = run_client(hub, code, tmp_path, hub.token)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recorded, head = (line.split()[1] for line in result.stdout.splitlines() if line.startswith(("recorded", "head")))
+    assert recorded == head and len(recorded) == 40 and recorded != "0" * 40

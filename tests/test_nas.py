@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+import condense.evaluate as per_run
 from condense.baseline import random_subset
 from condense.errors import UserError
 from condense.nets import build_net
@@ -128,7 +129,7 @@ class Killed(Exception):
 def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_data, monkeypatch):
     train_data, test, condensed = tiny_data
     calls, kill_at = [], [6]  # killed during the second candidate's second training
-    real_train = search.train
+    real_train = per_run.train
 
     def counting_train(net, images, targets, config, **kwargs):
         calls.append(kwargs["desc"])
@@ -136,7 +137,7 @@ def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_
             raise Killed
         return real_train(net, images, targets, config, **kwargs)
 
-    monkeypatch.setattr(search, "train", counting_train)
+    monkeypatch.setattr(per_run, "train", counting_train)  # the loop the per-run trainer calls
     with pytest.raises(Killed):
         nas.run_search(tiny_config(), train_data, test, tmp_path, condensed=condensed, progress=False)
     partial = json.loads((tmp_path / nas.RESULT_FILE).read_text())
@@ -184,13 +185,13 @@ def test_search_writes_result_and_plot_and_resume_skips_finished(tmp_path, tiny_
 def test_a_search_rerun_with_one_set_changed_retrains_only_that_set(tmp_path, tiny_data, monkeypatch):
     train_data, test, condensed = tiny_data
     calls = []
-    real_train = search.train
+    real_train = per_run.train
 
     def counting_train(net, images, targets, config, **kwargs):
         calls.append(kwargs["desc"])
         return real_train(net, images, targets, config, **kwargs)
 
-    monkeypatch.setattr(search, "train", counting_train)
+    monkeypatch.setattr(per_run, "train", counting_train)  # the loop the per-run trainer calls
     first = nas.run_search(tiny_config(), train_data, test, tmp_path, condensed=condensed, progress=False)
     calls.clear()
     longer = nas.run_search(tiny_config(reference_epochs=3), train_data, test, tmp_path, condensed=condensed, progress=False)
@@ -218,7 +219,7 @@ def test_a_search_written_with_the_old_pooling_name_resumes_without_retraining(t
     assert "pooling" not in old and "pool=max" in old
     path.write_text(old)
     calls = []
-    monkeypatch.setattr(search, "train", lambda *args, **kwargs: calls.append(kwargs["desc"]))
+    monkeypatch.setattr(per_run, "train", lambda *args, **kwargs: calls.append(kwargs["desc"]))
     resumed = nas.run_search(tiny_config(), train_data, test, tmp_path, condensed=condensed, progress=False)
     assert calls == [] and [c["runs"] for c in resumed["candidates"]] == [c["runs"] for c in first["candidates"]]
     assert [c["name"] for c in resumed["candidates"]] == [c["name"] for c in first["candidates"]]

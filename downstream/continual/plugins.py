@@ -1,7 +1,7 @@
 """`FreshModelPlugin`: the DM protocol (GDumb style) as an Avalanche plugin.
 
 After each experience a freshly initialised network is trained from scratch on the memory of all
-seen classes by `condense.train.train` (the one training loop) and handed to the strategy, whose
+seen classes by `condense.evaluate.train_runs` (the per-run trainer over the one training loop) and handed to the strategy, whose
 evaluation then tests it on the seen classes.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from condense.train import TrainConfig, train
+from condense.evaluate import train_runs
+from condense.train import TrainConfig
 
 from .benchmark import raw_tensors
 
@@ -25,7 +25,7 @@ class FreshModelPlugin(SupervisedPlugin):
     for the seed `seed * 1000 + experience` (its weights from that seed alone, e.g.
     `functools.partial(condense.nets.seeded_net, "convnet", channels, classes, image_size)`, so no
     weight survives from an earlier experience), train it from scratch on the whole memory with
-    `condense.train.train` (`config`, optional `objective`, e.g. DLB), and load it into the
+    `condense.evaluate.train_runs` (`config`, optional `objective`, e.g. DLB), and load it into the
     strategy's model, so that `strategy.eval` tests it. `history` keeps the figures of every experience.
     """
 
@@ -41,10 +41,8 @@ class FreshModelPlugin(SupervisedPlugin):
         self.memory.post_adapt(strategy, strategy.experience)
         images, labels = raw_tensors(self.memory.buffer)
         seed = self.seed * 1000 + experience
-        net = self.make_net(seed)
-        stats = train(net, images, labels, self.config, mean=self.mean, std=self.std, generator=torch.Generator().manual_seed(seed),
-                      device=strategy.device, desc=f"fresh model, experience {experience}", progress=self.progress,
-                      objective=self.objective)
-        strategy.model.load_state_dict(net.state_dict())
+        (run,) = train_runs(self.make_net, images, labels, self.config, [seed], strategy.device, mean=self.mean, std=self.std,
+                            objective=self.objective, desc=f"fresh model, experience {experience}", progress=self.progress)
+        strategy.model.load_state_dict(run["net"].state_dict())
         self.history.append({"experience": experience, "seed": seed, "memory_images": len(labels),
-                             "stored_per_class": self.memory.stored_per_class(), **stats})
+                             "stored_per_class": self.memory.stored_per_class(), **{k: run[k] for k in ("loss", "seconds", "images_per_second")}})

@@ -14,6 +14,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,10 +23,10 @@ from condense.baseline import random_subset
 from condense.data import RealData
 from condense.distributed import World
 from condense.errors import UserError
-from condense.evaluate import check_compatible, training_targets
+from condense.evaluate import check_compatible, train_runs, training_targets
 from condense.nets import current_options, seeded_net
 from condense.runtime import preset_copy, read_json, write_json
-from condense.train import TrainConfig, accuracy, train
+from condense.train import TrainConfig
 
 from .ranking import summarise
 from .space import candidate_name, load_space, sample_candidates, split_candidate
@@ -131,12 +132,11 @@ def train_candidate(candidate: dict, training: TrainingSet, test: RealData, conf
     """Train a fresh network of `candidate` on one set, test it; the same initial weights for every set."""
     start = time.perf_counter()
     net, options = split_candidate(candidate["options"])
-    model = seeded_net(net, test.channels, test.num_classes, test.image_size, config.seed, **options)
-    stats = train(model, training.images, training.targets, replace(config.train, epochs=training.epochs),
-                  mean=training.mean, std=training.std, generator=torch.Generator().manual_seed(config.seed),
-                  device=device, desc=desc, progress=progress)
-    result = {"accuracy": accuracy(model, test, training.mean, training.std, device), "train_seconds": stats["seconds"],
-              "images_seen": training.epochs * len(training.images), "final_loss": stats["loss"]}
+    make_net = partial(seeded_net, net, test.channels, test.num_classes, test.image_size, **options)
+    (run,) = train_runs(make_net, training.images, training.targets, replace(config.train, epochs=training.epochs), [config.seed], device,
+                        mean=training.mean, std=training.std, test=test, desc=desc, progress=progress)
+    result = {"accuracy": run["accuracy"], "train_seconds": run["seconds"], "images_seen": training.epochs * len(training.images),
+              "final_loss": run["loss"]}
     result["seconds"] = time.perf_counter() - start
     return result
 
