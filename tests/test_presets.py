@@ -51,3 +51,12 @@ def test_a_changed_continual_preset_keeps_its_condense_settings_and_training_to_
     mine.train.epochs = 1
     assert CL_PRESETS[name].condense == {} and cl_preset(name).condense == {}
     assert CL_PRESETS[name].train.epochs == epochs == cl_preset(name).train.epochs
+
+
+def test_the_adamw_presets_take_the_image_lr_rule_and_sgd_keeps_its_published_lr():
+    from condense.config import image_lr
+
+    assert image_lr(10) == 1e-2 and image_lr(100) == 0.0316  # sqrt(C / 10) from the measured 1e-2 at 10 classes
+    for name, config in PRESETS.items():
+        classes = 100 if name.startswith("cifar100") else 10
+        assert config.lr == (0.01 if config.optimizer == "sgd" else image_lr(classes)), name
