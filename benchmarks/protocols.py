@@ -4,7 +4,9 @@ Rows (`ROWS`): random real IPC 10, herding IPC 10 (iCaRL's greedy mean matching 
 the published NCFM code's initial and 200-iteration sets (../shared/reference_sets), this project's initial
 set and its best set (--best, a run folder or set file). Columns: PROTOCOL:LABELS, PROTOCOL one of
 condense.evaluate.EVAL_PRESETS, LABELS hard (class labels) or soft (the --teacher's probabilities on every
-augmented batch, at --temperature). The random row under a soft column is the baseline every soft-label
+augmented batch, at --temperature); an optional third part names the objective (`OBJECTIVES`: ce with the
+protocol's CutMix, the default; ce-nocutmix; dlb-official and dlb-paper, DLB's two schemes, which drop CutMix).
+The random row under a soft column is the baseline every soft-label
 figure stands beside: random real images with the same teacher. Each cell: final-epoch test accuracy, mean ±
 population std over --runs evaluation runs (seeds 0..runs-1). Cells already in the JSON are kept (the table
 can be filled over several invocations). Writes figures.json, table.md and table.png under --out.
@@ -24,13 +26,15 @@ from pathlib import Path
 import torch
 
 from condense.baseline import random_subset
+from condense.config import preset
 from condense.data import RealData, load_real, normalise
-from condense.distill import initial_set, preset
+from condense.distill import initial_set
 from condense.evaluate import EVAL_PRESETS, eval_preset, evaluate_set
 from condense.hub import load_set_source
 from condense.pool import load_member
-from condense.runtime import resolve_device, write_json
+from condense.runtime import resolve_device, save_figure, write_json
 from condense.synthetic import SyntheticSet
+from downstream.dlb import DLB
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -76,6 +80,10 @@ def build_row(name: str, args, real: RealData, device: torch.device) -> Syntheti
     return load_set_source(args.best)
 
 
+# The objective part of a column: (DLB scheme or None for cross-entropy, CutMix kept)
+OBJECTIVES = {"ce": (None, True), "ce-nocutmix": (None, False), "dlb-official": ("official", False), "dlb-paper": ("paper", False)}
+
+
 def table(figures: dict) -> str:
     columns = figures["columns"]
     lines = ["| set | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
@@ -87,9 +95,6 @@ def table(figures: dict) -> str:
 
 
 def heatmap(figures: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows, columns = figures["rows"], figures["columns"]
@@ -105,8 +110,7 @@ def heatmap(figures: dict, path: Path) -> None:
     figure.colorbar(image, label="final-epoch test accuracy (%)")
     axes.set_title(f"CIFAR-10 IPC 10, mean of {figures['runs']} evaluation runs")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main() -> None:
@@ -129,9 +133,10 @@ def main() -> None:
     device, out = resolve_device(args.device), Path(args.out)
     rows, columns = args.rows.split(","), args.columns.split(",")
     for column in columns:
-        protocol, _, labels = column.partition(":")
-        if protocol not in EVAL_PRESETS or labels not in ("hard", "soft"):
-            parser.error(f"column {column!r}: use PROTOCOL:hard or PROTOCOL:soft with PROTOCOL from {', '.join(EVAL_PRESETS)}")
+        protocol, labels, objective = (column.split(":") + ["ce"])[:3]
+        if protocol not in EVAL_PRESETS or labels not in ("hard", "soft") or objective not in OBJECTIVES:
+            parser.error(f"column {column!r}: use PROTOCOL:hard or PROTOCOL:soft[:OBJECTIVE] with PROTOCOL from {', '.join(EVAL_PRESETS)} "
+                         f"and OBJECTIVE from {', '.join(OBJECTIVES)}")
     unknown = [row for row in rows if row not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; use {', '.join(ROWS)}")
@@ -151,13 +156,16 @@ def main() -> None:
         for column in columns:
             if column in figures["cells"].get(row, {}):
                 continue
-            protocol, _, labels = column.partition(":")
+            protocol, labels, objective = (column.split(":") + ["ce"])[:3]
             config = eval_preset(protocol)
             config.runs = args.runs
             config.train.epochs = args.epochs or config.train.epochs
             if labels == "soft":
                 config.teacher, config.train.temperature = args.teacher, args.temperature
-            result = evaluate_set(synthetic, test, config, device, progress=sys.stderr.isatty())
+            scheme, cutmix = OBJECTIVES[objective]
+            if not cutmix:
+                config.train.cutmix_p = 0.0
+            result = evaluate_set(synthetic, test, config, device, progress=sys.stderr.isatty(), objective=DLB(scheme=scheme) if scheme else None)
             figures["cells"].setdefault(row, {})[column] = {
                 "accuracy_mean": result["accuracy_mean"], "accuracy_std": result["accuracy_std"], "runs": [r["accuracy"] for r in result["runs"]],
                 "labels": result["labels"], "protocol": result["protocol"], "set": result["set"]}
