@@ -39,7 +39,6 @@ from .train import make_optimizer
 __all__ = ["PRESETS", "DistillConfig", "Distiller", "canvas_set", "check_class_sizes", "initial_set", "preset"]
 
 
-
 def check_class_sizes(config: DistillConfig, real: RealData, classes=None) -> None:
     """Every class to distil has the real images that initialisation and one real batch take."""
     smallest = min(len(real.by_class[c]) for c in (range(real.num_classes) if classes is None else classes))

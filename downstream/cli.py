@@ -1,4 +1,4 @@
-"""The `downstream` command line: `downstream info SET`."""
+"""The `downstream` command line: info, train, cl (continual learning) and nas (architecture search)."""
 
 from __future__ import annotations
 
