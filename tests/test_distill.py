@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 
 
 def _config(**overrides):
-    base = {"data": "tiny-real", "ipc": 1, "factor": 2, "depth": 2, "width": 8, "real_batch": 6, "frequencies": 64,
+    base = {"data": "tiny-real", "ipc": 1, "factor": 2, "depth": 2, "width": 8, "real_batch": 6, "frequencies": 64, "sampler": "learned",
             "iterations": 4, "checkpoint_every": 2, "log_every": 1, "eval_runs": 0, "pool_size": 2, "pool_epochs": 1}
     return DistillConfig(**{**base, **overrides})
 

@@ -60,3 +60,8 @@ def test_the_adamw_presets_take_the_image_lr_rule_and_sgd_keeps_its_published_lr
     for name, config in PRESETS.items():
         classes = 100 if name.startswith("cifar100") else 10
         assert config.lr == (0.01 if config.optimizer == "sgd" else image_lr(classes)), name
+
+
+def test_every_preset_matches_with_gaussian_frequencies():
+    """No variant of psi beat Gaussian frequencies at CPU scale (README), so no preset asks for psi."""
+    assert {config.sampler for config in PRESETS.values()} == {"gaussian"}
