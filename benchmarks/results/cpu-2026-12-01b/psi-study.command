@@ -9,3 +9,9 @@ OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/ncfm_cpu.py --data ../shar
 # Then, in the two slots (benchmarks/runs/s/slot-a.sh, slot-b.sh, copied below):
 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/protocols.py --data ../shared/data/cifar10 --out benchmarks/runs/s/dlb-sets --device cpu --best benchmarks/runs/s/psi-a/gaussian-lr1e-2-seed0/synthetic.safetensors --rows ours-best,random --columns cpu:hard,cpu:hard:dlb-official,cpu:hard:dlb-paper,cpu:hard:ce-nocutmix
 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/accuracy_vs_iterations.py --data ../shared/data/cifar10 --pool-folder pools/cifar10-convnet-2x1ep-11d062a7ac --out benchmarks/runs/s/iterations --device cpu
+# 20:23: accuracy_vs_iterations stopped after its 400-iteration distillation (snapshots kept); figures.json prefilled with
+# the sets already measured that are bit-identical (torch.equal) to its snapshots: 0 iterations = the init study's
+# random:area set, 200 = the gaussian-lr1e-2 seed-0 set; the published line from ../shared/reference_sets/README.md;
+# then the same command again evaluates 25, 50, 100, 400:
+OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/accuracy_vs_iterations.py --data ../shared/data/cifar10 --pool-folder pools/cifar10-convnet-2x1ep-11d062a7ac --out benchmarks/runs/s/iterations --device cpu
+# 20:56: protocols.py (dlb-sets) stopped after the ours-best row (the random row not run); 21:07 accuracy_vs_iterations finished.
