@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .augment import DSA, MATCHING_STRATEGY, MODES
 from .errors import UserError
 from .evaluate import EVAL_PRESETS
+from .flags import flag, setting
 from .formation import DEFAULT_RESIZE, INIT_IMAGES, RESIZE_MODES
 from .ncfd import PHASES
 from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS, current_options
@@ -27,10 +28,6 @@ PSI_OBJECTIVES = {
 }
 # Old names of settings, still read from run folders (resume) and set files written before the rename.
 RENAMED_SETTINGS = {**RENAMED_SOURCE_SETTINGS, "pool": "pooling"}
-
-
-def setting(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 def source_setting(name: str, default=None):
@@ -171,11 +168,6 @@ AT_LEAST = {"ipc": 1, "factor": 1, "depth": 1, "width": 1, "image_size": 1, "str
             "real_batch": 1, "frequencies": 1, "iterations": 0, "plateau_patience": 0, "checkpoint_every": 1, "log_every": 1, "eval_runs": 0}
 POSITIVE = ("lr", "sampler_lr", "sigma_min", "sigma_max", "loss_scale")
 NOT_NEGATIVE = ("weight_decay", "momentum", "calibration_weight", "sigma_penalty")
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a DistillConfig field."""
-    return "--" + name.replace("_", "-")
 
 
 def image_lr(classes: int) -> float:

@@ -18,7 +18,13 @@ OLD_FLAGS = {"dataset_config": ["--data-config"], "pooling": ["--pool"]}
 TYPES = {"int": int, "float": float, "str": str}
 
 
+def setting(default, help: str):
+    """A dataclass field with its command-line help, for the settings classes the flags are derived from."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def flag(name: str) -> str:
+    """The command-line flag of a settings field."""
     return "--" + name.replace("_", "-")
 
 

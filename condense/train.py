@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import torch
@@ -24,10 +24,7 @@ from .augment import DSA, TRAINING_STRATEGY, cutmix
 from .batched import StackedNets
 from .data import RealData, normalise
 from .errors import UserError
-
-
-def setting(default, help: str):
-    return field(default=default, metadata={"help": help})
+from .flags import setting
 
 
 @dataclass
