@@ -171,7 +171,12 @@ def add_cl_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--class-order", default=argparse.SUPPRESS, help="comma-separated class indices, the same for every seed")
     group.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="epochs of the fresh model on the memory, per step")
     group.add_argument("--width", type=int, default=argparse.SUPPRESS, help="ConvNet width")
-    group.add_argument("--stream-epochs", type=int, default=argparse.SUPPRESS, help="epochs of the continual model per experience (herding)")
+    group.add_argument("--strategy", choices=("fresh", "replay"), default=argparse.SUPPRESS,
+                       help="fresh (default): the DM protocol, a fresh model trained on the memory after every experience is "
+                       "tested; replay: Avalanche's experience replay, the continual model trained on the stream with replayed "
+                       "memory is tested (--objective dlb adds DLBPlugin)")
+    group.add_argument("--stream-epochs", type=int, default=argparse.SUPPRESS,
+                       help="epochs of the continual model per experience (herding reads it; replay trains and tests it)")
     group.add_argument("--condensed-count", choices=("stored", "decoded"), default=argparse.SUPPRESS,
                        help="a condensed class's budget counts stored canvases (default) or decoded images")
     group.add_argument("--condense-iterations", type=int, default=argparse.SUPPRESS, help="condense-as-you-go: NCFM iterations per step")
@@ -189,7 +194,7 @@ def cmd_cl(args: argparse.Namespace) -> None:
 
     config = cl_preset(args.preset)
     settings = vars(args)
-    for key in ("steps", "ipc", "mem_size", "stream_epochs", "condensed_count"):
+    for key in ("steps", "ipc", "mem_size", "strategy", "stream_epochs", "condensed_count"):
         if key in settings:
             setattr(config, key, settings[key])
     if "condense_iterations" in settings:

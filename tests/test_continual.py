@@ -367,6 +367,31 @@ def test_cli_fresh_model_trains_with_dlb(tmp_path, capsys, monkeypatch):
     assert objectives[3:] == [None] * 3
 
 
+def test_cli_replay_strategy_trains_and_tests_the_continual_model_with_dlb_plugin(tmp_path, capsys, monkeypatch):
+    from downstream.cli import main
+    from downstream.dlb import LastBatchDistillation
+
+    folder = tmp_path / "data"
+    _write_folder(folder, tiny_real(), tiny_real(per_class=4, seed=1, split="test"))
+    fresh_models, dlb_steps = [], []
+    monkeypatch.setattr(per_run, "train", lambda *args, **kwargs: fresh_models.append(1))
+    step_loss = LastBatchDistillation.step_loss
+    monkeypatch.setattr(LastBatchDistillation, "step_loss", lambda self, *args: dlb_steps.append(len(args[1])) or step_loss(self, *args))
+    argv = ["cl", "--data", str(folder), "--steps", "3", "--memory", "random", "--ipc", "2", "--seeds", "0", "--width", "8",
+            "--device", "cpu", "--no-progress", "--strategy", "replay", "--stream-epochs", "2", "--objective", "dlb", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    assert "continual model (experience replay) 2 epochs per experience, DLB (scheme official" in capsys.readouterr().out
+    result = json.loads((tmp_path / "r" / "cl.json").read_text())
+    assert result["config"]["strategy"] == "replay" and not fresh_models  # no fresh model: the continual model is tested
+    # 16 new images per experience in mini-batches of 128 (one per epoch), 2 epochs, 3 experiences; from the 2nd on
+    # each mini-batch carries a quarter of 128 (32) replayed images, here the whole memory (4, then 8)
+    assert dlb_steps == [16, 16, 16 + 4, 16 + 4, 16 + 8, 16 + 8]
+    assert [s["memory_images"] for s in result["memories"]["random"]["runs"][0]["steps"]] == [4, 8, 12]
+    assert main([*argv[:-1], str(tmp_path / "p"), "--scheme", "paper"]) == 2
+    assert "the replay strategy trains with DLB through DLBPlugin, which takes the official scheme" in capsys.readouterr().err
+    assert not (tmp_path / "p" / "cl.json").exists()
+
+
 def _write_folder(folder, train: RealData, test: RealData) -> None:
     """A Hub-layout image folder holding exactly these splits."""
     import datasets

@@ -23,7 +23,8 @@ class CLConfig:
     order: tuple[int, ...] | None = None  # a fixed class order for every seed (default: from each seed)
     net_options: dict = field(default_factory=lambda: {"width": 64, "norm": "instance", "act": "relu", "pooling": "avg"})
     train: TrainConfig = field(default_factory=TrainConfig)  # the fresh model on the memory
-    stream_epochs: int = 1  # the continual model on the stream (herding reads its features)
+    strategy: str = "fresh"  # fresh: the DM protocol (a fresh model trained on the memory is tested); replay: experience replay
+    stream_epochs: int = 1  # the continual model on the stream (herding reads its features; replay trains and tests it)
     stream_lr: float = 0.01
     stream_batch: int = 128
     eval_batch: int = 500

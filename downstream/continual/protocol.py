@@ -6,6 +6,7 @@ Avalanche's own metrics are kept in the result; `summarise` adds the mean ± std
 from __future__ import annotations
 
 import statistics
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -76,21 +77,49 @@ def _plain(value):
     return value
 
 
+STRATEGIES = ("fresh", "replay")
+
+
+def _check_strategy(config: CLConfig, objective) -> None:
+    if config.strategy not in STRATEGIES:
+        raise UserError(f"unknown strategy {config.strategy!r}; use {' or '.join(STRATEGIES)}")
+    if config.strategy == "replay" and objective is not None and objective.scheme != "official":
+        raise UserError("the replay strategy trains with DLB through DLBPlugin, which takes the official scheme; "
+                        "use --scheme official (the paper scheme is for the fresh model's own batches)")
+
+
+def _strategy_plugins(memory, config: CLConfig, net: tuple, benchmark, seed: int, objective, progress: bool) -> tuple[list, object | None, int]:
+    """The plugins of `config.strategy` (besides the replay memory), the fresh-model plugin or None, and the stream epochs.
+
+    fresh (the DM protocol): `FreshModelPlugin` trains a fresh model on the memory (with `objective`), the one
+    tested; the continual model trains on the stream only when the memory reads it (herding).
+    replay (Avalanche's experience replay): the continual model trains `stream_epochs` on every experience
+    and is the one tested; DLB enters as `DLBPlugin` (its official scheme).
+    """
+    _check_strategy(config, objective)
+    if config.strategy == "replay":
+        if objective is None:
+            return [], None, config.stream_epochs
+        from ..dlb_plugin import DLBPlugin
+
+        return [DLBPlugin(tau=objective.tau, alpha=objective.alpha)], None, config.stream_epochs
+    fresh = FreshModelPlugin(memory, partial(seeded_net, *net, **config.net_options), config.train, benchmark.mean, benchmark.std,
+                             seed=seed, objective=objective, progress=progress)
+    return [fresh], fresh, config.stream_epochs if memory.uses_model else 0
+
+
 def run_continual(benchmark, memory, config: CLConfig, seed: int, device: torch.device, *,
                   plugins: Sequence = (), objective=None, progress: bool = True) -> dict:
-    """One run of the DM protocol with one memory: Naive on the stream + ReplayPlugin(memory) + FreshModelPlugin.
+    """One run with one memory: Naive on the stream + ReplayPlugin(memory) + the plugins of `config.strategy`.
 
-    The continual model is trained on the stream (mini-batches of `stream_batch` new images plus a
-    quarter as many replayed) only when the memory reads it (herding); the fresh model, trained on
-    the memory, is the one tested after every experience.
+    Replayed mini-batches: `stream_batch` new images plus a quarter as many from the memory.
     Returns per step the accuracy (%) on the test images of all seen classes (Avalanche's accuracy on
     trained experiences), the memory, and all of Avalanche's metrics (per-experience accuracy, forgetting).
     """
     net = ("convnet", benchmark.channels, len(benchmark.class_names), benchmark.image_size)
     torch.manual_seed(seed)  # Avalanche's data loaders shuffle with the global generator
     model = build_net(*net, **config.net_options)
-    fresh = FreshModelPlugin(memory, partial(seeded_net, *net, **config.net_options), config.train, benchmark.mean, benchmark.std,
-                             seed=seed, objective=objective, progress=progress)
+    own, fresh, stream_epochs = _strategy_plugins(memory, config, net, benchmark, seed, objective, progress)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No loggers specified")  # the figures are returned, not logged
         evaluator = EvaluationPlugin(
@@ -99,18 +128,22 @@ def run_continual(benchmark, memory, config: CLConfig, seed: int, device: torch.
         )
     strategy = Naive(
         model=model, optimizer=torch.optim.SGD(model.parameters(), lr=config.stream_lr, momentum=0.9, weight_decay=5e-4),
-        train_mb_size=config.stream_batch, train_epochs=config.stream_epochs if memory.uses_model else 0,
+        train_mb_size=config.stream_batch, train_epochs=stream_epochs,
         eval_mb_size=config.eval_batch, device=device, evaluator=evaluator,
-        plugins=[ReplayPlugin(memory.max_size, batch_size_mem=max(1, config.stream_batch // 4), storage_policy=memory), fresh, *plugins],
+        plugins=[ReplayPlugin(memory.max_size, batch_size_mem=max(1, config.stream_batch // 4), storage_policy=memory), *own, *plugins],
     )
     steps = []
     for k, experience in enumerate(benchmark.train_stream):
+        start = time.perf_counter()
         strategy.train(experience, eval_streams=[])
+        seconds = time.perf_counter() - start
         metrics = strategy.eval(benchmark.test_stream[: k + 1])
+        memory_figures = ({key: fresh.history[-1][key] for key in ("memory_images", "stored_per_class", "seconds", "images_per_second")}
+                          if fresh is not None else
+                          {"memory_images": len(memory.buffer), "stored_per_class": memory.stored_per_class(), "seconds": seconds})
         steps.append({
             "step": k, "classes_seen": sum(len(group) for group in benchmark.experience_classes[: k + 1]),
-            "accuracy": 100 * metrics["Accuracy_On_Trained_Experiences/eval_phase/test_stream"],
-            **{key: fresh.history[-1][key] for key in ("memory_images", "stored_per_class", "seconds", "images_per_second")},
+            "accuracy": 100 * metrics["Accuracy_On_Trained_Experiences/eval_phase/test_stream"], **memory_figures,
         })
     return {"seed": seed, "class_order": benchmark.class_order, "steps": steps, "avalanche": _plain(evaluator.get_all_metrics())}
 
@@ -119,8 +152,10 @@ def run_comparison(train_data: RealData, test: RealData, memories: Sequence[Memo
                    objective=None, progress: bool = True) -> dict:
     """Every memory under every seed (class order from the seed unless `config.order`); mean ± std per step.
 
-    `objective` (e.g. `downstream.dlb.DLB`) trains the fresh model instead of plain cross-entropy.
+    `objective` (e.g. `downstream.dlb.DLB`) trains the tested model instead of plain cross-entropy: the fresh
+    model, or under the replay strategy the continual model (through `DLBPlugin`).
     """
+    _check_strategy(config, objective)
     if config.ipc < 1:
         raise UserError(f"--ipc must be at least 1, got {config.ipc}")
     if not config.seeds:

@@ -20,8 +20,10 @@ def format_table(result: dict) -> str:
         cells = [f"{m['accuracy_mean'][k]:6.2f} ± {m['accuracy_std'][k]:5.2f}" for m in memories.values()]
         lines.append(f"{k:>4}  {(k + 1) * result['classes_per_step']:>7}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     config, objective = result["config"], result["objective"]
+    trained = (f"continual model (experience replay) {config['stream_epochs']} epochs per experience"
+               if config.get("strategy", "fresh") == "replay" else f"fresh model {config['train']['epochs']} epochs per step")
     lines.append(f"accuracy (%) on the test images of all classes seen so far, mean ± std over seeds {list(config['seeds'])}; "
-                 f"memory {config['ipc']} stored images per class; fresh model {config['train']['epochs']} epochs per step, "
+                 f"memory {config['ipc']} stored images per class; {trained}, "
                  + ("cross-entropy" if objective["objective"] == "ce" else
                     f"DLB (scheme {objective['scheme']}, tau {objective['tau']}, alpha {objective['alpha']})"))
     return "\n".join(lines)
