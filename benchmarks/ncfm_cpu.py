@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/runs/ncfm_cpu")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, from {', '.join(VARIANTS)}")
-    parser.add_argument("--override", nargs="*", default=[], metavar="FIELD=VALUE", help="extra settings for every variant, e.g. sampler_lr=1e-4")
+    parser.add_argument("--override", nargs="*", default=[], metavar="FIELD=VALUE", help="settings for every variant and the pool, e.g. sampler_lr=1e-4 or pool_dsa_mode=all")
     parser.add_argument("--iterations", type=int, help="override the preset's 200 iterations")
     parser.add_argument("--pool-folder", help="reuse this pool (default: <out>/pool, trained if missing)")
     parser.add_argument("--seeds", default="0", help="distillation seeds, comma-separated (each variant is distilled once per seed)")
@@ -109,13 +109,20 @@ def main() -> None:
     progress = sys.stderr.isatty()
     device = resolve_device(args.device)
     out = Path(args.out)
-    config = dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data, pool_folder=args.pool_folder or str(out / "pool"))
-    if args.iterations:
-        config.iterations = args.iterations
     try:
         overrides = dict(parse_override(item) for item in args.override)
     except ValueError as exc:
         parser.error(str(exc))
+    unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; use {', '.join(VARIANTS)}")
+    clashes = sorted(key for name in args.variants.split(",") for key in VARIANTS.get(name, {}) if key in overrides)
+    if clashes:
+        parser.error(f"--override sets {', '.join(clashes)}, which a chosen variant sets too")
+    # the overrides reach the pool too (pool_dsa, pool_epochs, ...): they change the base settings
+    config = dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data, pool_folder=args.pool_folder or str(out / "pool"), **overrides)
+    if args.iterations:
+        config.iterations = args.iterations
     rows, figures = [], {"overrides": overrides, "config": config.to_dict(), "device": str(device), "torch_threads": torch.get_num_threads()}
 
     with PeakMemory() as memory:  # loading both splits and pretraining (or reusing) the pool
@@ -138,7 +145,7 @@ def main() -> None:
     seeds = [int(seed) for seed in args.seeds.split(",")]
     for name in args.variants.split(","):
         for seed in seeds:
-            run_config = dataclasses.replace(config, **VARIANTS[name], **overrides, seed=seed)
+            run_config = dataclasses.replace(config, **VARIANTS[name], seed=seed)
             distiller = Distiller(run_config, real, pool, device)
             run_folder = out / (name if len(seeds) == 1 else f"{name}-seed{seed}")
             run_folder.mkdir(parents=True, exist_ok=True)
