@@ -5,7 +5,8 @@ the published NCFM code's initial and 200-iteration sets (../shared/reference_se
 set and its best set (--best, a run folder or set file). Columns: PROTOCOL:LABELS, PROTOCOL one of
 condense.evaluate.EVAL_PRESETS, LABELS hard (class labels) or soft (the --teacher's probabilities on every
 augmented batch, at --temperature); an optional third part names the objective (`OBJECTIVES`: ce with the
-protocol's CutMix, the default; ce-nocutmix; dlb-official and dlb-paper, DLB's two schemes, which drop CutMix).
+protocol's CutMix, the default; ce-nocutmix; dlb-official and dlb-paper, DLB's two schemes, which drop CutMix;
+dlb-official-cutmix, DLB's official scheme with the protocol's CutMix on its new samples).
 The random row under a soft column is the baseline every soft-label
 figure stands beside: random real images with the same teacher. Each cell: final-epoch test accuracy, mean ±
 population std over --runs evaluation runs (seeds 0..runs-1). Cells already in the JSON are kept (the table
@@ -81,7 +82,8 @@ def build_row(name: str, args, real: RealData, device: torch.device) -> Syntheti
 
 
 # The objective part of a column: (DLB scheme or None for cross-entropy, CutMix kept)
-OBJECTIVES = {"ce": (None, True), "ce-nocutmix": (None, False), "dlb-official": ("official", False), "dlb-paper": ("paper", False)}
+OBJECTIVES = {"ce": (None, True), "ce-nocutmix": (None, False), "dlb-official": ("official", False), "dlb-paper": ("paper", False),
+              "dlb-official-cutmix": ("official", True)}
 
 
 def table(figures: dict) -> str:

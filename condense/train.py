@@ -55,9 +55,12 @@ class Objective(Protocol):
     (so BatchNorm sees each part alone); the step's loss is one mean cross-entropy over all the
     step's samples (each part's mean weighted by its share of the samples, as DLB's official code
     takes one CE over new and repeated samples) plus `extra_loss` of the parts' raw logits (before
-    any temperature). Objectives compare per-sample predictions, so `train` refuses CutMix together
-    with an objective.
+    any temperature). Objectives compare per-sample predictions, so CutMix (`cutmix_p` > 0) may mix
+    only the parts at `mixable_parts` (each with probability cutmix_p, as a plain batch), and
+    `extra_loss` is told which parts it mixed; an objective with no mixable part refuses CutMix.
     """
+
+    mixable_parts: tuple[int, ...]  # positions of a step's parts that CutMix may mix; () refuses CutMix
 
     def start(self) -> None:
         """Forget any state from an earlier training run (called once, before the first epoch)."""
@@ -68,8 +71,8 @@ class Objective(Protocol):
     def steps(self, order: torch.Tensor, batch_size: int) -> Iterable[list[torch.Tensor]]:
         """The parts of every step of one epoch, given the epoch's random permutation `order`."""
 
-    def extra_loss(self, logits: list[torch.Tensor]) -> torch.Tensor:
-        """The term added to the step's cross-entropy, from the raw logits of each part."""
+    def extra_loss(self, logits: list[torch.Tensor], mixed: list[bool]) -> torch.Tensor:
+        """The term added to the step's cross-entropy, from the raw logits of each part and whether CutMix mixed it."""
 
 
 def make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
@@ -179,8 +182,9 @@ def _check(nets, generators, images, targets, config: TrainConfig, objective: Ob
         raise UserError(f"cannot train on {len(images)} images with {len(targets)} targets")
     if config.epochs < 1 or config.batch_size < 1:
         raise UserError(f"epochs and batch size must be at least 1, got {config.epochs} and {config.batch_size}")
-    if objective is not None and config.cutmix_p > 0:
-        raise UserError(f"{type(objective).__name__} compares per-sample predictions, which CutMix mixes; set cutmix_p to 0")
+    if objective is not None and config.cutmix_p > 0 and not objective.mixable_parts:
+        raise UserError(f"{objective!r} compares per-sample predictions in every part of its steps, which CutMix would mix; "
+                        "set cutmix_p to 0")
 
 
 class _Training:
@@ -223,28 +227,33 @@ class _Training:
 
     def step(self, member_parts: list[list[torch.Tensor]], samples: int) -> list[torch.Tensor]:
         """One optimiser step over each network's parts; the step's loss of each network."""
-        part_losses, part_logits = [[] for _ in self.nets], [[] for _ in self.nets]
+        part_losses, part_logits, mixed = [[] for _ in self.nets], [[] for _ in self.nets], []
         for position in range(len(member_parts[0])):
-            inputs, mixes = zip(*(self._input(parts[position], g) for parts, g in zip(member_parts, self.generators)))
+            may_mix = self.objective is None or position in self.objective.mixable_parts
+            inputs, mixes = zip(*(self._input(parts[position], g, may_mix) for parts, g in zip(member_parts, self.generators)))
             for member, (raw, x, parts, mix) in enumerate(zip(self.forward(list(inputs)), inputs, member_parts, mixes)):
                 part_losses[member].append(self._loss(raw, x, parts[position], mix) * (self.temperature**2 * (len(x) / samples)))
                 part_logits[member].append(raw)
+            mixed.append(mixes[0] is not None)
         losses = [sum(member_losses) for member_losses in part_losses]
         if self.objective is not None:
-            losses[0] = losses[0] + self.objective.extra_loss(part_logits[0])
+            losses[0] = losses[0] + self.objective.extra_loss(part_logits[0], mixed)
         self.optimizer.zero_grad(set_to_none=True)
         sum(losses).backward()
         self.optimizer.step()
         self.schedule.step()
         return losses
 
-    def _input(self, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, tuple | None]:
-        """A batch normalised, augmented and (with probability cutmix_p) CutMix-ed; the mix's permutation and share."""
+    def _input(self, batch: torch.Tensor, generator: torch.Generator, may_mix: bool = True) -> tuple[torch.Tensor, tuple | None]:
+        """A batch normalised, augmented and (with probability cutmix_p, if `may_mix`) CutMix-ed; the mix's permutation and share.
+
+        The CutMix coin is drawn either way, so every part keeps the random stream it had before objectives could mix.
+        """
         x = self.images[batch].to(self.device)  # no copy for resident images: already there
         x = normalise(x.float() / 255 if x.dtype == torch.uint8 else x, self.mean, self.std)
         if self.augment is not None:
             x = self.augment(x, generator)
-        if torch.rand(1, generator=generator).item() < self.config.cutmix_p:
+        if torch.rand(1, generator=generator).item() < self.config.cutmix_p and may_mix:
             x, perm, lam = cutmix(x, generator)
             return x, (perm.to(self.device), lam)
         return x, None

@@ -44,10 +44,11 @@ pass your own function for another view.
 With other targets: KD from a teacher composes as it is (`train(teacher=..., objective=DLB())`,
 `condense eval --teacher T --objective dlb`): every part, new or repeated, is trained towards the
 teacher's probabilities of that very augmented view, and the KL term to the previous step's logits
-is added. CutMix is refused: a mixed batch's logits are a target for no single sample. The
-composition that would keep DLB's meaning mixes only the new samples and distils only repeated
-samples whose cached logits came from an un-mixed forward (a KL term on 1 - cutmix_p of the steps);
-it needs the loop to report which parts it mixed, and is not built.
+is added. With CutMix (`official` only; `train` with cutmix_p > 0): a mixed batch's logits are a
+target for no single sample, so CutMix mixes only the new part of a step (with probability
+cutmix_p, its CE then on the mixed targets), the repeated part is never mixed, and the KL term is
+taken only when the cached logits came from an un-mixed new part (on about 1 - cutmix_p of the
+steps). The `paper` scheme's single part holds new and repeated samples together, so it refuses CutMix.
 """
 
 from __future__ import annotations
@@ -156,10 +157,16 @@ class DLB:
     def to_dict(self) -> dict:
         return {"objective": "dlb", "tau": self.tau, "alpha": self.alpha, "scheme": self.scheme}
 
+    @property
+    def mixable_parts(self) -> tuple[int, ...]:
+        """CutMix may mix the new part of an `official` step (module docstring); `paper` steps have none apart."""
+        return (0,) if self.scheme == "official" else ()
+
     def start(self) -> None:
         self.pending: torch.Tensor | None = None  # the previous step's new samples, repeated next
         self.repeated = 0  # how many samples of the current step are repeats
         self.previous_logits: torch.Tensor | None = None
+        self.previous_mixed = False  # whether CutMix mixed the cached logits' inputs
 
     def new_per_step(self, batch_size: int) -> int:
         """How many new samples a step of `batch_size` takes: all (`official`) or half (`paper`)."""
@@ -182,13 +189,19 @@ class DLB:
             else:
                 yield [torch.cat([repeated, new])]
 
-    def extra_loss(self, logits: list[torch.Tensor]) -> torch.Tensor:
-        """alpha * tau^2 * KL on the repeated samples (0 when none); caches the new samples' logits."""
+    def extra_loss(self, logits: list[torch.Tensor], mixed: list[bool]) -> torch.Tensor:
+        """alpha * tau^2 * KL on the repeated samples; caches the new samples' logits and whether CutMix mixed them.
+
+        The term is 0 when no sample repeats, or when the cached logits came from a mixed batch.
+        """
         if self.scheme == "official":
             new, repeated = logits[0], (logits[1] if self.repeated else None)
         else:
             new, repeated = logits[0][self.repeated :], (logits[0][: self.repeated] if self.repeated else None)
-        term = torch.zeros((), device=new.device) if repeated is None else self.alpha * distillation_term(repeated, self.previous_logits, self.tau)
-        self.previous_logits = new.detach()
+        if repeated is None or self.previous_mixed:
+            term = torch.zeros((), device=new.device)
+        else:
+            term = self.alpha * distillation_term(repeated, self.previous_logits, self.tau)
+        self.previous_logits, self.previous_mixed = new.detach(), bool(mixed[0])
         return term
 

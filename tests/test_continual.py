@@ -274,7 +274,7 @@ def test_dlb_composes_with_memories_and_the_fresh_model(data):
     objective, plugin = DLB(), DLBPlugin()
     fresh_terms, stream_terms, stream_steps = [], [], []
     extra_loss, step_loss = objective.extra_loss, plugin.distillation.step_loss
-    objective.extra_loss = lambda logits: fresh_terms.append(extra_loss(logits)) or fresh_terms[-1]
+    objective.extra_loss = lambda logits, mixed: fresh_terms.append(extra_loss(logits, mixed)) or fresh_terms[-1]
     plugin.distillation.step_loss = lambda *args: stream_terms.append(step_loss(*args)) or stream_terms[-1]
     fresh = FreshModelPlugin(memory, tiny_net, TrainConfig(epochs=2, batch_size=4, cutmix_p=0.0), *STATS,
                          objective=objective, progress=False)

@@ -41,8 +41,8 @@ class RecordingDLB(DLB):
             self.parts.append([p.clone() for p in parts])
             yield parts
 
-    def extra_loss(self, logits):
-        term = super().extra_loss(logits)
+    def extra_loss(self, logits, mixed):
+        term = super().extra_loss(logits, mixed)
         self.terms.append(term.item())
         return term
 
@@ -159,6 +159,37 @@ def test_official_objective_in_train_is_the_official_loss():
         assert torch.allclose(trained, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("cutmix_p", [1.0, 0.5])
+def test_official_scheme_with_cutmix_mixes_only_new_parts_and_distils_only_from_unmixed_ones(cutmix_p, monkeypatch):
+    from condense import train as loop
+
+    calls, terms = [], []
+    take_input = loop._Training._input
+
+    def recorded_input(self, batch, generator, may_mix=True):
+        x, mix = take_input(self, batch, generator, may_mix)
+        calls.append((may_mix, mix is not None))
+        return x, mix
+
+    monkeypatch.setattr(loop._Training, "_input", recorded_input)
+    objective = DLB()
+    extra_loss = objective.extra_loss
+    objective.extra_loss = lambda logits, mixed: (term := extra_loss(logits, mixed), terms.append((list(mixed), term.item())))[0]
+    images, labels = torch.rand(10, 3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(10) % 2
+    net = build_net("convnet", 3, 2, (8, 8), depth=1, width=4)
+    train(net, images, labels, TrainConfig(epochs=3, batch_size=4, dsa="", cutmix_p=cutmix_p), mean=(0.5,) * 3, std=(0.25,) * 3,
+          generator=torch.Generator().manual_seed(0), device=CPU, progress=False, objective=objective)
+    assert len(terms) == 3 * 3 and [len(mixed) for mixed, _ in terms] == [1] + [2] * 8  # every step after the first repeats one part
+    assert not any(mixed for may_mix, mixed in calls if not may_mix)  # the repeated part is never mixed
+    new_mixed = [mixed[0] for mixed, _ in terms]
+    if cutmix_p == 1.0:
+        assert all(new_mixed) and all(term == 0 for _, term in terms)  # every cached batch was mixed: no KL term at all
+    else:
+        assert 0 < sum(new_mixed) < len(new_mixed)
+        for step in range(1, len(terms)):  # a KL term exactly where the previous step's new part was not mixed
+            assert (terms[step][1] > 0) == (not new_mixed[step - 1]), step
+
+
 def crops_and_flips(image: torch.Tensor, reach: int) -> list[torch.Tensor]:
     """Every shift by up to `reach` pixels each way (zero fill) of `image` [C,H,W], flipped or not."""
     _, height, width = image.shape
@@ -212,7 +243,7 @@ def test_paper_batches_overlap_by_half_and_every_sample_is_new_once_per_epoch():
     for _ in range(3):
         steps = []
         for parts in dlb.steps(torch.randperm(count, generator=generator), n):
-            dlb.extra_loss([torch.zeros(len(parts[0]), 2)])
+            dlb.extra_loss([torch.zeros(len(parts[0]), 2)], [False])
             steps.append(parts[0])
         epochs.append(steps)
     batches = [batch for steps in epochs for batch in steps]
@@ -242,9 +273,9 @@ def test_objective_refuses_cutmix_and_bad_settings():
     from condense.errors import UserError
 
     net = build_net("convnet", 3, 2, (8, 8), depth=1, width=4)
-    with pytest.raises(UserError, match="cutmix_p"):
+    with pytest.raises(UserError, match="cutmix_p"):  # the paper scheme's one part holds new and repeated samples: nothing to mix apart
         train(net, torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]), TrainConfig(epochs=1, cutmix_p=0.5), mean=(0.5,) * 3,
-              std=(0.25,) * 3, generator=torch.Generator(), device=CPU, progress=False, objective=DLB())
+              std=(0.25,) * 3, generator=torch.Generator(), device=CPU, progress=False, objective=DLB(scheme="paper"))
     with pytest.raises(UserError, match="scheme"):
         DLB(scheme="both")
     with pytest.raises(UserError, match="tau"):
@@ -458,7 +489,8 @@ def test_condense_eval_objective_dlb_is_downstream_train_on_the_set(tmp_path, ca
     assert condense_main(["eval", str(path), *tiny, "--cutmix-p", "0", "--out", str(tmp_path / "ce.json")]) == 0
     plain = json.loads((tmp_path / "ce.json").read_text())
     assert plain["objective"] == {"objective": "ce"} and plain["runs"][0]["loss"] != evaluated["runs"][0]["loss"]
-    assert_one_error(condense_main, ["eval", str(path), "--objective", "dlb", "--cutmix-p", "0.5", *tiny], capsys, contains="set cutmix_p to 0")
+    assert_one_error(condense_main, ["eval", str(path), "--objective", "dlb", "--scheme", "paper", "--cutmix-p", "0.5", *tiny], capsys,
+                     contains="set cutmix_p to 0")
     assert_one_error(condense_main, ["eval", str(path), "--objective", "dlb", "--scheme", "both", *tiny], capsys, contains="unknown DLB scheme")
 
 

@@ -28,7 +28,9 @@ class TwoParts:
     def steps(self, order, batch_size):
         yield [order[: self.split], order[self.split :]]
 
-    def extra_loss(self, logits):
+    mixable_parts = ()
+
+    def extra_loss(self, logits, mixed):
         return torch.zeros(())
 
 
