@@ -31,8 +31,8 @@ def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
     objective = parser.add_argument_group("objective")
     objective.add_argument("--objective", "--loss", dest="objective", choices=objective_names(), default="ce",
                            help="ce: cross-entropy (default); dlb: DLB, self-distillation from the last mini-batch (downstream.dlb), "
-                                "which drops the protocol's CutMix unless --cutmix-p is given (the official scheme then mixes only "
-                                "its new samples; the paper scheme refuses it)")
+                                "which keeps the protocol's CutMix in its official scheme (mixing only new samples) and drops it in "
+                                "the paper scheme")
     objective.add_argument("--scheme", default="official",
                            help="DLB batches: official (new batch + previous batch, two forwards) or paper (half-overlapping batches of n)")
     objective.add_argument("--tau", type=float, default=3.0, help="DLB temperature (default 3)")
@@ -74,8 +74,9 @@ def eval_config(args: argparse.Namespace):
     network = {k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pooling") if getattr(args, k) is not None}
     config.net_options.update(network)
     training = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    if args.objective == "dlb" and "cutmix_p" not in training:
-        training["cutmix_p"] = 0.0  # DLB compares per-sample predictions; CutMix only when asked for (downstream.dlb)
+    objective = eval_objective(args)
+    if objective is not None and not objective.mixable_parts and "cutmix_p" not in training:
+        training["cutmix_p"] = 0.0  # an objective that cannot mix (DLB's paper scheme) drops the protocol's CutMix
     config.train = replace(config.train, **training)
     changed = [k for k in ("net", *network, *training) if k in training or getattr(args, k) is not None]
     if changed:

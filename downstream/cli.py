@@ -211,8 +211,8 @@ def cmd_cl(args: argparse.Namespace) -> None:
     if "width" in settings:
         config.net_options["width"] = args.width
     objective = eval_objective(args)
-    if objective is not None:
-        config.train.cutmix_p = 0.0  # DLB compares per-sample predictions, which CutMix mixes
+    if objective is not None and not objective.mixable_parts:
+        config.train.cutmix_p = 0.0  # DLB's paper scheme cannot mix (its official scheme mixes only new samples)
     memories = parse_memories(args.memory)
     device = resolve_device(args.device)
     source = source_from_args(args)

@@ -365,6 +365,8 @@ def test_cli_fresh_model_trains_with_dlb(tmp_path, capsys, monkeypatch):
     assert len(objectives) == 3 and all(isinstance(o, DLB) and o.scheme == "paper" for o in objectives)  # one fresh model per step
     assert main([*argv[:-1], str(tmp_path / "ce"), "--objective", "ce"]) == 0
     assert objectives[3:] == [None] * 3
+    assert main([*argv[:-4], "--out", str(tmp_path / "official")]) == 0  # DLB's official scheme keeps the preset's CutMix (new samples only)
+    assert json.loads((tmp_path / "official" / "cl.json").read_text())["config"]["train"]["cutmix_p"] == 0.5
 
 
 def test_cli_replay_strategy_trains_and_tests_the_continual_model_with_dlb_plugin(tmp_path, capsys, monkeypatch):

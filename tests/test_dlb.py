@@ -489,6 +489,9 @@ def test_condense_eval_objective_dlb_is_downstream_train_on_the_set(tmp_path, ca
     assert condense_main(["eval", str(path), *tiny, "--cutmix-p", "0", "--out", str(tmp_path / "ce.json")]) == 0
     plain = json.loads((tmp_path / "ce.json").read_text())
     assert plain["objective"] == {"objective": "ce"} and plain["runs"][0]["loss"] != evaluated["runs"][0]["loss"]
+    assert condense_main(["eval", str(path), "--objective", "dlb", *tiny, "--out", str(tmp_path / "official.json")]) == 0
+    official = json.loads((tmp_path / "official.json").read_text())  # the official scheme keeps the protocol's CutMix (new samples only)
+    assert official["protocol"]["train"]["cutmix_p"] == 0.5 and official["protocol"]["name"] == "cpu with depth, width, epochs, batch_size changed"
     assert_one_error(condense_main, ["eval", str(path), "--objective", "dlb", "--scheme", "paper", "--cutmix-p", "0.5", *tiny], capsys,
                      contains="set cutmix_p to 0")
     assert_one_error(condense_main, ["eval", str(path), "--objective", "dlb", "--scheme", "both", *tiny], capsys, contains="unknown DLB scheme")

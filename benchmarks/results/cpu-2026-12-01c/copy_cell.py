@@ -1,10 +1,11 @@
 """Copy one measured cell between protocols.py tables (the same set and protocol): copy_cell.py FROM TO ROW COLUMN."""
 import json
 import sys
+from pathlib import Path
 
 source, target, row, column = sys.argv[1:]
-cell = json.load(open(f"{source}/figures.json"))["cells"][row][column]
-figures = json.load(open(f"{target}/figures.json"))
+cell = json.loads(Path(source, "figures.json").read_text())["cells"][row][column]
+figures = json.loads(Path(target, "figures.json").read_text())
 figures["cells"].setdefault(row, {})[column] = {**cell, "from": f"{source}/figures.json"}
 figures["rows"] = list(dict.fromkeys(figures["rows"] + [row]))
-json.dump(figures, open(f"{target}/figures.json", "w"), indent=1)
+Path(target, "figures.json").write_text(json.dumps(figures, indent=1))
