@@ -151,7 +151,7 @@ def main() -> None:
     if figures.get("settings", settings) != settings:
         parser.error(f"{previous} holds figures of other settings ({figures['settings']}); choose another --out")
     figures.update(settings=settings, runs=args.runs, device=str(device), torch_threads=torch.get_num_threads(),
-                   rows=list(dict.fromkeys(figures["rows"] + rows)), columns=list(dict.fromkeys(figures["columns"] + columns)))
+                   rows=[row for row in ROWS if row in figures["rows"] + rows], columns=list(dict.fromkeys(figures["columns"] + columns)))
     real, test = load_real(args.data, "train"), load_real(args.data, "test")
     for row in rows:
         synthetic = build_row(row, args, real, device)
@@ -172,10 +172,16 @@ def main() -> None:
                 "accuracy_mean": result["accuracy_mean"], "accuracy_std": result["accuracy_std"], "runs": [r["accuracy"] for r in result["runs"]],
                 "labels": result["labels"], "protocol": result["protocol"], "set": result["set"]}
             print(f"{ROWS[row]} | {column}: {result['accuracy_mean']:.2f} ± {result['accuracy_std']:.2f} %", flush=True)
-            write_json(previous, figures)
-            (out / "table.md").write_text(table(figures) + "\n")
-            heatmap(figures, out / "table.png")
+            write_outputs(figures, out)
+    write_outputs(figures, out)
     print(table(figures))
+
+
+def write_outputs(figures: dict, out: Path) -> None:
+    """figures.json, table.md and table.png, after every cell (a long table keeps what it finished)."""
+    write_json(out / "figures.json", figures)
+    (out / "table.md").write_text(table(figures) + "\n")
+    heatmap(figures, out / "table.png")
 
 
 if __name__ == "__main__":
