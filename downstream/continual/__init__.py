@@ -8,7 +8,7 @@ stays light; the other modules import them at the top and are imported by name:
 - `benchmark`: the class-incremental benchmark (`condensed_benchmark`) and its items (`stream_dataset`, `raw_tensors`);
 - `memories`: the replay memories (`RandomMemory`, `HerdingMemory`, `CondensedMemory`, `CondensingMemory`);
 - `plugins`: `FreshModelPlugin`, the DM protocol (a fresh model trained on the memory after every experience);
-- `protocol`: `make_memory`, `run_continual` (one run), `run_comparison` (every memory under every seed), `summarise`;
+- `protocol`: `make_memory`, `run_continual` (one run, by `CLConfig.strategy`: fresh or replay), `run_comparison` (every memory under every seed), `summarise`;
 - `report`: `format_table`, `save_plot`.
 """
 

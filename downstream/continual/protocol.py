@@ -1,4 +1,4 @@
-"""The comparison end to end (REFERENCE.md §3): memories by name, one run of the DM protocol, every memory under every seed.
+"""The comparison end to end (REFERENCE.md §3): memories by name, one run (the DM protocol or experience replay), every memory under every seed.
 
 Avalanche's own metrics are kept in the result; `summarise` adds the mean ± std per step.
 """
