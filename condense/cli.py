@@ -12,7 +12,7 @@ from pathlib import Path
 from .flags import add_dataclass_arguments, add_runtime_arguments, add_source_arguments, run_main, source_from_args
 from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS
 from .objectives import objective_names
-from .train import TrainConfig
+from .train import TrainConfig, keeps_cutmix
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
@@ -74,8 +74,7 @@ def eval_config(args: argparse.Namespace):
     network = {k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pooling") if getattr(args, k) is not None}
     config.net_options.update(network)
     training = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    objective = eval_objective(args)
-    if objective is not None and not objective.mixable_parts and "cutmix_p" not in training:
+    if "cutmix_p" not in training and not keeps_cutmix(eval_objective(args)):
         training["cutmix_p"] = 0.0  # an objective that cannot mix (DLB's paper scheme) drops the protocol's CutMix
     config.train = replace(config.train, **training)
     changed = [k for k in ("net", *network, *training) if k in training or getattr(args, k) is not None]

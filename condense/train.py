@@ -75,6 +75,11 @@ class Objective(Protocol):
         """The term added to the step's cross-entropy, from the raw logits of each part and whether CutMix mixed it."""
 
 
+def keeps_cutmix(objective: Objective | None) -> bool:
+    """Whether training with `objective` keeps a protocol's CutMix: plain CE does, an objective only if it can mix a part."""
+    return objective is None or bool(objective.mixable_parts)
+
+
 def make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
     """AdamW or SGD with momentum (for networks here, and for the synthetic images in distillation)."""
     if name == "adamw":

@@ -154,6 +154,7 @@ def add_cl_arguments(parser: argparse.ArgumentParser) -> None:
     """`downstream cl`: a preset, the data, the memories, the fresh model's objective, and the settings worth changing."""
     from condense.cli import add_objective_arguments
     from condense.flags import add_runtime_arguments, add_source_arguments
+    from downstream.continual.config import STRATEGIES
 
     add_source_arguments(parser, required=True)
     add_objective_arguments(parser)
@@ -171,7 +172,7 @@ def add_cl_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--class-order", default=argparse.SUPPRESS, help="comma-separated class indices, the same for every seed")
     group.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="epochs of the fresh model on the memory, per step")
     group.add_argument("--width", type=int, default=argparse.SUPPRESS, help="ConvNet width")
-    group.add_argument("--strategy", choices=("fresh", "replay"), default=argparse.SUPPRESS,
+    group.add_argument("--strategy", choices=STRATEGIES, default=argparse.SUPPRESS,
                        help="fresh (default): the DM protocol, a fresh model trained on the memory after every experience is "
                        "tested; replay: Avalanche's experience replay, the continual model trained on the stream with replayed "
                        "memory is tested (--objective dlb adds DLBPlugin)")
@@ -188,6 +189,7 @@ def cmd_cl(args: argparse.Namespace) -> None:
     from condense.cli import eval_objective
     from condense.flags import source_from_args
     from condense.runtime import resolve_device, write_json
+    from condense.train import keeps_cutmix
     from downstream.continual import cl_preset, parse_memories
     from downstream.continual.protocol import run_comparison
     from downstream.continual.report import format_table, save_plot
@@ -211,7 +213,7 @@ def cmd_cl(args: argparse.Namespace) -> None:
     if "width" in settings:
         config.net_options["width"] = args.width
     objective = eval_objective(args)
-    if objective is not None and not objective.mixable_parts:
+    if not keeps_cutmix(objective):
         config.train.cutmix_p = 0.0  # DLB's paper scheme cannot mix (its official scheme mixes only new samples)
     memories = parse_memories(args.memory)
     device = resolve_device(args.device)

@@ -9,6 +9,8 @@ from condense.errors import UserError
 from condense.runtime import preset_copy
 from condense.train import TrainConfig
 
+STRATEGIES = ("fresh", "replay")  # CLConfig.strategy: the DM protocol | experience replay
+
 
 @dataclass
 class CLConfig:

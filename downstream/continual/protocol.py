@@ -25,7 +25,7 @@ from condense.nets import build_net, seeded_net
 
 from ..load import load_condensed
 from .benchmark import condensed_benchmark
-from .config import CLConfig, MemorySpec
+from .config import STRATEGIES, CLConfig, MemorySpec
 from .memories import CondensedMemory, CondensingMemory, HerdingMemory, RandomMemory
 from .plugins import FreshModelPlugin
 
@@ -75,9 +75,6 @@ def _plain(value):
     if isinstance(value, torch.Tensor):
         return value.tolist()
     return value
-
-
-STRATEGIES = ("fresh", "replay")
 
 
 def _check_strategy(config: CLConfig, objective) -> None:
