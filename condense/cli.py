@@ -64,8 +64,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     add_runtime_arguments(parser)
 
 
-def eval_config(args: argparse.Namespace):
-    """The protocol's EvalConfig with every option given on the command line applied (named in its `name`)."""
+def eval_config(args: argparse.Namespace, objective=None):
+    """The protocol's EvalConfig with every option given on the command line applied (named in its `name`);
+    `objective` (from `eval_objective`) decides whether the protocol's CutMix stays."""
     from .evaluate import eval_preset
 
     config = eval_preset(args.protocol)
@@ -74,7 +75,7 @@ def eval_config(args: argparse.Namespace):
     network = {k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pooling") if getattr(args, k) is not None}
     config.net_options.update(network)
     training = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    if "cutmix_p" not in training and not keeps_cutmix(eval_objective(args)):
+    if "cutmix_p" not in training and not keeps_cutmix(objective):
         training["cutmix_p"] = 0.0  # an objective that cannot mix (DLB's paper scheme) drops the protocol's CutMix
     config.train = replace(config.train, **training)
     changed = [k for k in ("net", *network, *training) if k in training or getattr(args, k) is not None]
@@ -105,7 +106,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         default_out = source.with_name(f"{source.name}{'-' + args.config if args.config else ''}.eval.json")
     else:
         default_out = (source / SET_FILE if source.is_dir() else source).with_suffix(".eval.json")
-    config, objective = eval_config(args), eval_objective(args)
+    objective = eval_objective(args)
+    config = eval_config(args, objective)
     source = source_from_args(args, synthetic.data_source())
     with torchrun_world(resolve_device(args.device)) as (world, device):
         test = world.main_first(lambda: source.load(args.split))

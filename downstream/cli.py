@@ -116,7 +116,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.set is None and args.data is None:
         raise UserError("name a condensed set to train on, or a real dataset with --data")
-    config, objective = eval_config(args), eval_objective(args)
+    objective = eval_objective(args)
+    config = eval_config(args, objective)
     if args.cutmix_p is None:
         config.train.cutmix_p = 0.0  # DLB compares per-sample predictions; CE trains on the same augmentation
     name = Path((args.set or args.data).rstrip("/")).name.removesuffix(".safetensors")
