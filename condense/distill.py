@@ -182,7 +182,8 @@ class Distiller:
         matching.backward()
         calibration = torch.zeros((), device=self.device)
         if config.calibration_weight > 0:
-            per_sample = F.cross_entropy(self.pool.trained_net(augmented), self.labels, reduction="none")
+            logits = self.pool.trained_net.grouped_logits(augmented, own)  # a class's logits as in one process (bit for bit)
+            per_sample = F.cross_entropy(logits, self.labels, reduction="none")
             calibration = per_sample.view(own, -1).mean(1).sum()
             (config.calibration_weight * calibration).backward()
         synthetic.backward(augmented.grad)

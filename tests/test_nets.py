@@ -88,3 +88,15 @@ def test_the_old_name_of_the_pooling_option_builds_the_same_network():
     old, new = (seeded_net("convnet", 3, 4, 16, 0, depth=2, width=8, **{name: "max"}) for name in ("pool", "pooling"))
     assert [type(m) for m in old.body] == [type(m) for m in new.body] and any(isinstance(m, nn.MaxPool2d) for m in new.body)
     assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+
+
+def test_grouped_logits_of_a_block_do_not_depend_on_the_other_blocks():
+    """What keeps torchrun's sets bit for bit: a rank's classes get the logits they get in one process."""
+    torch.manual_seed(0)
+    net = build_net("convnet", 3, 10, 16, depth=2, width=8)
+    x = torch.randn(5 * 4, 3, 16, 16)
+    every = net.grouped_logits(x, 5)
+    shard = torch.cat([x[0:4], x[8:12], x[16:20]])  # blocks 0, 2 and 4, as rank 0 of 2 holds them
+    assert torch.equal(net.grouped_logits(shard, 3), torch.cat([every[0:4], every[8:12], every[16:20]]))
+    assert torch.equal(net.grouped_logits(x[4:8], 1), every[4:8])
+    assert torch.allclose(every, net(x), atol=1e-5)
