@@ -178,8 +178,18 @@ def main() -> None:
 
 
 def write_outputs(figures: dict, out: Path) -> None:
-    """figures.json, table.md and table.png, after every cell (a long table keeps what it finished)."""
-    write_json(out / "figures.json", figures)
+    """figures.json, table.md and table.png, after every cell (a long table keeps what it finished).
+
+    Cells another invocation wrote into the same figures.json since this one read it are kept: two invocations
+    filling one table side by side lose nothing (`figures` gains their cells)."""
+    previous = out / "figures.json"
+    if previous.is_file():
+        written = json.loads(previous.read_text())
+        for row, cells in written["cells"].items():
+            figures["cells"].setdefault(row, {}).update({c: v for c, v in cells.items() if c not in figures["cells"][row]})
+        figures["rows"] = [row for row in ROWS if row in figures["rows"] + written["rows"]]
+        figures["columns"] = list(dict.fromkeys(figures["columns"] + written["columns"]))
+    write_json(previous, figures)
     (out / "table.md").write_text(table(figures) + "\n")
     heatmap(figures, out / "table.png")
 

@@ -12,7 +12,7 @@ from condense.evaluate import EVAL_PRESETS, Ensemble, eval_preset, evaluate_set,
 from condense.nets import build_net, seeded_net
 from condense.synthetic import SyntheticSet
 
-from conftest import assert_one_error
+from conftest import assert_one_error, load_benchmark
 
 CPU = torch.device("cpu")
 FIFTHS = (0.2, 0.4, 0.6, 0.8)
@@ -188,3 +188,21 @@ def test_cli_eval_protocol_by_name_is_written_into_the_result(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "set.safetensors"), "--preset", "ncfm", *tiny, "--out", str(tmp_path / "ncfm.json")]) == 0
     assert json.loads((tmp_path / "ncfm.json").read_text())["protocol"]["train"]["dsa_mode"] == "batch-geometry"
     assert_one_error(main, ["eval", tmp_path / "set.safetensors", "--protocol", "nope", *tiny], capsys, contains=", ".join(EVAL_PRESETS))
+
+
+def test_two_invocations_filling_one_table_side_by_side_keep_each_others_cells(tmp_path):
+    protocols = load_benchmark("protocols")
+
+    def cell(accuracy):
+        return {"accuracy_mean": accuracy, "accuracy_std": 0.0, "runs": [accuracy]}
+
+    first = {"rows": ["random"], "columns": ["cpu:hard"], "cells": {}, "runs": 1}
+    second = {"rows": ["ours-best"], "columns": ["ncfm:soft"], "cells": {}, "runs": 1}  # both read the file before either wrote
+    first["cells"]["random"] = {"cpu:hard": cell(33.0)}
+    protocols.write_outputs(first, tmp_path)
+    second["cells"]["ours-best"] = {"ncfm:soft": cell(56.0)}
+    protocols.write_outputs(second, tmp_path)
+    written = json.loads((tmp_path / "figures.json").read_text())
+    assert written["cells"] == {"random": {"cpu:hard": cell(33.0)}, "ours-best": {"ncfm:soft": cell(56.0)}}
+    assert written["rows"] == ["random", "ours-best"] and written["columns"] == ["ncfm:soft", "cpu:hard"]
+    assert "33.00 ± 0.00" in (tmp_path / "table.md").read_text()
