@@ -1,0 +1,10 @@
+#!/bin/bash
+# after slot-b3.sh: this project's best set with soft labels under dc (beside random real + the same teacher)
+cd /work/main && . .venv/bin/activate
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+R=benchmarks/results/cpu-2026-12-02
+while pgrep -f slot-b3.sh > /dev/null; do sleep 10; done
+echo "$(date +%H:%M) best set, soft labels under dc"
+python benchmarks/protocols.py --data ../shared/data/cifar10 --device cpu --out benchmarks/runs/t/protocols --best benchmarks/runs/lead/lr1e-2-seed0 \
+  --rows ours-best --columns dc:soft >> $R/protocols-dc.log 2>&1
+echo "$(date +%H:%M) done"
