@@ -1,0 +1,1 @@
+OMP_NUM_THREADS=2 python benchmarks/protocols.py --data ../shared/data/cifar10 --device cpu --out benchmarks/runs/t/protocols --best benchmarks/runs/lead/lr1e-2-seed0 --rows ours-best --columns dc:soft  # 02:57, alone on the machine
