@@ -150,8 +150,8 @@ def main() -> None:
                 "data": args.data}
     if figures.get("settings", settings) != settings:
         parser.error(f"{previous} holds figures of other settings ({figures['settings']}); choose another --out")
-    figures.update(settings=settings, runs=args.runs, device=str(device), torch_threads=torch.get_num_threads(),
-                   rows=[row for row in ROWS if row in figures["rows"] + rows], columns=list(dict.fromkeys(figures["columns"] + columns)))
+    figures.update(settings=settings, runs=args.runs, device=str(device), torch_threads=torch.get_num_threads())
+    join_layout(figures, rows, columns)
     real, test = load_real(args.data, "train"), load_real(args.data, "test")
     for row in rows:
         synthetic = build_row(row, args, real, device)
@@ -177,6 +177,12 @@ def main() -> None:
     print(table(figures))
 
 
+def join_layout(figures: dict, rows: list[str], columns: list[str]) -> None:
+    """`figures`' rows and columns joined with `rows` and `columns` (rows in the canonical order, columns as first seen)."""
+    figures["rows"] = [row for row in ROWS if row in figures["rows"] + rows]
+    figures["columns"] = list(dict.fromkeys(figures["columns"] + columns))
+
+
 def write_outputs(figures: dict, out: Path) -> None:
     """figures.json, table.md and table.png, after every cell (a long table keeps what it finished).
 
@@ -187,8 +193,7 @@ def write_outputs(figures: dict, out: Path) -> None:
         written = json.loads(previous.read_text())
         for row, cells in written["cells"].items():
             figures["cells"].setdefault(row, {}).update({c: v for c, v in cells.items() if c not in figures["cells"][row]})
-        figures["rows"] = [row for row in ROWS if row in figures["rows"] + written["rows"]]
-        figures["columns"] = list(dict.fromkeys(figures["columns"] + written["columns"]))
+        join_layout(figures, written["rows"], written["columns"])
     write_json(previous, figures)
     (out / "table.md").write_text(table(figures) + "\n")
     heatmap(figures, out / "table.png")
