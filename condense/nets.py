@@ -205,11 +205,41 @@ def build_net(name: str, channels: int, num_classes: int, image_size=(32, 32), *
     return cls(channels, num_classes, tuple(image_size), **options)
 
 
-def seeded_net(name: str, channels: int, num_classes: int, image_size, seed: int, **options) -> Classifier:
-    """`build_net` with initial weights drawn from `seed` alone; the global random state is left as it was.
+# The purposes a network is initialised for, each its own stream of initial weights (`init_seed`).
+INIT_STREAMS = {"pool": 0, "evaluation": 1, "fresh": 2}
+POOL_STREAM_INDICES = 1000  # pool member i of seed s is seeded s * 1000 + i (the seeds every pool so far was trained with)
+MAX_SEED = 2**53  # seeds from 0 up to this keep the pool stream below 2**63, under every other stream
 
-    So a run's network is the same whichever runs come before it, in one process or across ranks.
+
+def init_seed(stream: str, seed: int, index: int = 0) -> int:
+    """The torch seed of the initial weights of network `index` drawn for `stream` under `seed`.
+
+    Why: an evaluation run (or a continual fresh model) that started at the initial weights of a pool member
+    the images were matched on would not be an independent test of the images. The pool stream keeps the seeds
+    its members always had (`seed * 1000 + index`, below 2**63, so existing pool folders stay valid); every
+    other stream sets the top bit, carries its number in the next 7 bits and a hash of (stream, seed, index) in
+    the low 56, so no two streams ever share a seed, whatever the seeds and indices.
+    """
+    if stream not in INIT_STREAMS:
+        raise ValueError(f"unknown initialisation stream {stream!r}; one of {', '.join(INIT_STREAMS)}")
+    if not (0 <= seed < MAX_SEED and 0 <= index < POOL_STREAM_INDICES):
+        raise UserError(f"seeds must be whole numbers from 0 to 2**53 and network indices below {POOL_STREAM_INDICES}, "
+                        f"got seed {seed} and index {index}; pass a --seed of at least 0 (and a pool of at most {POOL_STREAM_INDICES})")
+    if stream == "pool":
+        return seed * POOL_STREAM_INDICES + index
+    import hashlib
+
+    low = int.from_bytes(hashlib.sha256(f"{stream}:{seed}:{index}".encode()).digest()[:7], "big")
+    return (1 << 63) | (INIT_STREAMS[stream] << 56) | low
+
+
+def seeded_net(name: str, channels: int, num_classes: int, image_size, seed: int, *, stream: str = "evaluation", index: int = 0,
+               **options) -> Classifier:
+    """`build_net` with initial weights drawn from `init_seed(stream, seed, index)` alone; the global random state is left as it was.
+
+    So a run's network is the same whichever runs come before it, in one process or across ranks, and never
+    starts where a pool member did (the default stream is the evaluation runs').
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(init_seed(stream, seed, index))
         return build_net(name, channels, num_classes, image_size, **options)

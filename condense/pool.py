@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .data import RealData
 from .distributed import World
 from .errors import UserError
-from .nets import RENAMED_OPTIONS, Classifier, build_net, current_options
+from .nets import RENAMED_OPTIONS, Classifier, build_net, current_options, init_seed
 from .runtime import atomic_path, write_json
 from .train import TrainConfig, accuracy, train
 
@@ -162,9 +162,10 @@ def _read_manifest(folder: Path) -> dict | None:
 
 def _pretrain_members(spec: PoolSpec, indices: list[int], real: RealData, device: torch.device, progress: bool) -> list[tuple[Classifier, Classifier, dict]]:
     """Members `indices`, trained at once (`train` on a list): each one's trained network, a copy of its
-    random init, and its training figures (with its seed). Each member is seeded by its index alone,
-    so it is the same member (to floating-point tolerance) whether trained alone or with others."""
-    seeds = [spec.seed * 1000 + index for index in indices]
+    random init, and its training figures (with its seed). Each member is seeded by its index alone (the pool's
+    stream of `init_seed`, which no evaluation run shares), so it is the same member (to floating-point tolerance)
+    whether trained alone or with others."""
+    seeds = [init_seed("pool", spec.seed, index) for index in indices]
     nets = []
     for seed in seeds:
         with torch.random.fork_rng(devices=[]):

@@ -209,11 +209,8 @@ def test_fresh_model_protocol_resets_weights_each_experience(data, monkeypatch):
     fresh_models = []
     watcher = SimpleNamespace(after_eval=lambda strategy, **kw: fresh_models.append(copy.deepcopy(strategy.model)))
     run = run_continual(bench, memory, config, 7, CPU, plugins=[_plugin(watcher)], progress=False)
-    from condense.nets import build_net
-
     for k in range(3):
-        torch.manual_seed(7 * 1000 + k)
-        fresh = build_net("convnet", 3, 6, (8, 8), **config.net_options).state_dict()
+        fresh = seeded_net("convnet", 3, 6, (8, 8), 7 * 1000 + k, stream="fresh", **config.net_options).state_dict()
         assert all(torch.equal(starts[k][name], fresh[name]) for name in fresh)  # a new init, the seed's own
         if k:
             assert not torch.equal(starts[k]["classifier.weight"], ends[k - 1]["classifier.weight"])

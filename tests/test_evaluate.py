@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from condense.evaluate import (
     evaluate_set,
     format_result,
 )
-from condense.nets import build_net
+from condense.nets import build_net, seeded_net
 from condense.synthetic import SyntheticSet
 from condense.train import TrainConfig, accuracy, soft_targets, train
 
@@ -40,8 +41,7 @@ def test_reported_accuracy_is_the_final_epoch_network(tiny_set, tiny_test_data):
     """The figure is the accuracy of the network after the last epoch: rebuild it by hand and compare."""
     config = _config()
     result = evaluate_set(tiny_set, tiny_test_data, config, CPU, progress=False)
-    torch.manual_seed(3)
-    net = build_net("convnet", 3, 2, (8, 8), depth=1, width=8)
+    net = seeded_net("convnet", 3, 2, (8, 8), 3, depth=1, width=8)  # run 0 of seed 3, from the evaluation stream
     train(net, tiny_set.images, tiny_set.labels, config.train, mean=tiny_set.mean, std=tiny_set.std,
           generator=torch.Generator().manual_seed(3), device=CPU, progress=False)
     assert result["runs"][0]["accuracy"] == accuracy(net, tiny_test_data, tiny_set.mean, tiny_set.std, CPU)
@@ -67,8 +67,7 @@ def test_stored_soft_labels_are_used_only_when_asked_for_by_name(tiny_set, tiny_
     assert [r["loss"] for r in default["runs"]] == [r["loss"] for r in without["runs"]]  # the soft labels played no part
     assert stored["labels"] == "stored soft" and "not recomputed for the augmented views" in stored["label_protocol"]
     assert [r["loss"] for r in stored["runs"]] != [r["loss"] for r in default["runs"]]
-    torch.manual_seed(3)  # the stored run trained on the soft labels themselves
-    net = build_net("convnet", 3, 2, (8, 8), depth=1, width=8)
+    net = seeded_net("convnet", 3, 2, (8, 8), 3, depth=1, width=8)  # the stored run trained on the soft labels themselves
     by_hand = train(net, tiny_set.images, soft_labels, _config().train, mean=tiny_set.mean, std=tiny_set.std,
                     generator=torch.Generator().manual_seed(3), device=CPU, progress=False)
     assert stored["runs"][0]["loss"] == by_hand["loss"]
@@ -227,3 +226,78 @@ def test_cli_eval_bad_input(run_folder, tmp_path, capsys, argv, contains):
     hard.save(tmp_path / "hard.safetensors")
     paths = {"tmp": tmp_path, "run": run_folder, "hard": tmp_path / "hard.safetensors"}
     assert_one_error(main, ["eval", *(a.format(**paths) for a in argv), *TINY_EVAL], capsys, contains=contains)
+
+
+def test_paper_is_the_ncfm_protocol_at_paper_scale():
+    """Issue 24 item 2: `paper` trained the `cpu` protocol's one DSA operation per image at width 128; it is `ncfm` at paper scale."""
+    paper = eval_preset("paper")
+    assert (paper.train.dsa, paper.train.dsa_mode) == ("color_crop_flip_scale_rotate", "batch-geometry")
+    assert (paper.net_options["width"], paper.train.epochs, paper.runs) == (128, 2000, 10)
+    assert (paper.name, paper.scale) == ("ncfm", "paper")
+    assert paper.train == dataclasses.replace(eval_preset("ncfm").train, epochs=2000) and eval_preset("ncfm", "paper") == paper
+
+
+@pytest.mark.parametrize("protocol,paper_epochs", [("cpu", 2000), ("ncfm", 2000), ("dc", 1000)])
+def test_every_protocol_runs_at_either_scale(protocol, paper_epochs):
+    """A scale sets width, epochs and runs only; at paper scale `dc` trains 1000 epochs as DC/DM do, `ncfm` NCFM's 2000."""
+    cpu, paper = eval_preset(protocol), eval_preset(protocol, "paper")
+    assert (cpu.net_options["width"], cpu.train.epochs, cpu.runs, cpu.name, cpu.scale) == (64, 300, 2, protocol, "cpu")
+    assert (paper.net_options["width"], paper.train.epochs, paper.runs, paper.name, paper.scale) == (128, paper_epochs, 10, protocol, "paper")
+    assert paper.train == dataclasses.replace(cpu.train, epochs=paper_epochs)
+    assert {**paper.net_options, "width": 64} == cpu.net_options
+    assert eval_preset(protocol, "cpu") == cpu
+
+
+def test_an_unknown_scale_or_a_second_scale_for_paper_is_one_clear_error():
+    with pytest.raises(UserError, match="unknown evaluation scale 'huge'; choose one of cpu, paper"):
+        eval_preset("dc", "huge")
+    with pytest.raises(UserError, match="paper is ncfm at paper scale; for cpu scale name the protocol: --protocol ncfm --scale cpu"):
+        eval_preset("paper", "cpu")
+
+
+def _trained_through(tiny_set, *configs: TrainConfig) -> dict:
+    """A network trained by `configs` one after the other, every call drawing on from one generator."""
+    torch.manual_seed(0)
+    net, generator = build_net("convnet", 3, 2, (8, 8), depth=1, width=8), torch.Generator().manual_seed(1)
+    for config in configs:
+        train(net, tiny_set.images, tiny_set.labels, config, mean=tiny_set.mean, std=tiny_set.std, generator=generator, device=CPU, progress=False)
+    return net.state_dict()
+
+
+def test_dc_makes_its_optimiser_anew_at_the_lr_decay(tiny_set):
+    """DC/DM's evaluate_synset re-creates SGD at the decay (its momentum forgotten): training through the decay equals
+    training up to it and then again with a fresh optimiser at the decayed lr; keeping the momentum differs."""
+    dc = eval_preset("dc").train
+    assert dc.reset_at_decay
+    config = dataclasses.replace(dc, epochs=2, batch_size=len(tiny_set))  # one step per epoch: the decay falls after the first
+    through = _trained_through(tiny_set, config)
+    anew = _trained_through(tiny_set, dataclasses.replace(config, epochs=1, lr_decay_at=()),
+                            dataclasses.replace(config, epochs=1, lr_decay_at=(), lr=config.lr * config.lr_gamma))
+    kept = _trained_through(tiny_set, dataclasses.replace(config, reset_at_decay=False))
+    assert all(torch.equal(through[name], anew[name]) for name in through)
+    assert not all(torch.equal(through[name], kept[name]) for name in through)
+
+
+def test_cli_eval_names_protocol_and_scale_apart(tmp_path, capsys):
+    """`--scale paper` puts any protocol at paper scale; `--protocol paper` still works and is ncfm at paper scale; the JSON says both."""
+    data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=6)
+    out = tmp_path / "set.safetensors"
+    assert main(["baseline", "random", "--data", str(data), "--ipc", "1", "--out", str(out)]) == 0
+    tiny = [str(out), "--epochs", "1", "--runs", "1", "--depth", "1", "--no-progress"]
+    assert main(["eval", *tiny, "--protocol", "dc", "--scale", "paper", "--out", str(tmp_path / "dc.json")]) == 0
+    protocol = json.loads((tmp_path / "dc.json").read_text())["protocol"]
+    assert (protocol["name"], protocol["scale"], protocol["net_options"]["width"]) == ("dc with depth, epochs changed", "paper", 128)
+    assert protocol["train"]["optimizer"] == "sgd" and protocol["train"]["reset_at_decay"] is True
+    assert "protocol dc with depth, epochs changed at paper scale" in capsys.readouterr().out
+    assert main(["eval", *tiny, "--protocol", "paper", "--out", str(tmp_path / "paper.json")]) == 0
+    protocol = json.loads((tmp_path / "paper.json").read_text())["protocol"]
+    assert (protocol["name"], protocol["scale"], protocol["train"]["dsa_mode"]) == ("ncfm with depth, epochs changed", "paper", "batch-geometry")
+    assert_one_error(main, ["eval", *tiny, "--protocol", "paper", "--scale", "cpu"], capsys, contains="--protocol ncfm --scale cpu")
+
+
+def test_eval_help_says_what_a_protocol_and_a_scale_fix(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "--protocol NAME, --preset NAME how to train: cpu, ncfm, dc, paper: optimiser, schedule, augmentation, CutMix" in printed
+    assert "--scale {cpu,paper} how big and how long: cpu: width 64, 300 epochs, 2 runs; paper: width 128, 2000 epochs (dc: 1000), 10 runs" in printed

@@ -23,8 +23,8 @@ class FreshModelPlugin(SupervisedPlugin):
 
     After each training experience: update `memory` with it, build a fresh network `make_net(seed)`
     for the seed `seed * 1000 + experience` (its weights from that seed alone, e.g.
-    `functools.partial(condense.nets.seeded_net, "convnet", channels, classes, image_size)`, so no
-    weight survives from an earlier experience), train it from scratch on the whole memory with
+    `functools.partial(condense.nets.seeded_net, "convnet", channels, classes, image_size, stream="fresh")`, so no
+    weight survives from an earlier experience and none starts where a pool member did), train it from scratch on the whole memory with
     `condense.evaluate.train_runs` (`config`, optional `objective`, e.g. DLB), and load it into the
     strategy's model, so that `strategy.eval` tests it. `history` keeps the figures of every experience.
     """
