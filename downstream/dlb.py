@@ -32,14 +32,18 @@ forwards, so BatchNorm normalises (and updates its running statistics with) each
 the official code does; with `paper` it sees the whole batch of n. Normalisations without batch
 statistics (instance, layer, group norm) are unaffected.
 
-Second view: in `train`, every forward draws a fresh per-sample augmentation (the config's DSA), so
-a repeated sample is seen under a second view. `LastBatchDistillation` and `DLBPlugin` re-forward a
-cached tensor, so they apply `second_view` to it by default: for image batches (4-D float tensors)
-the CIFAR convention of the official code, a random crop with 4-pixel padding at 32 px (a shift of
-up to 1/8 of the size each way, zero fill of the tensor as given) and a horizontal flip with
-probability 0.5, per sample, from torch's global RNG; any other input (e.g. feature vectors) is
-re-forwarded as cached, the same view a step later. `augment=None` turns it off for images too;
-pass your own function for another view.
+Second view: the official code draws both views of a repeated sample from its source image (the
+previous batch's images are loaded and augmented afresh). `train` does the same: a step holds the
+samples' indices, and every part is augmented from the stored images (the config's DSA).
+`LastBatchDistillation` and `DLBPlugin` keep the previous batch's **source** (un-augmented) inputs
+and re-forward `augment(source)`, a fresh view, never a view of the view the network saw.
+`augment` is the loop's own augmentation, applied to the new batch too: `LastBatchDistillation`
+needs the `source` of each batch it is given with an `augment`; `DLBPlugin` augments the
+strategy's mini-batch itself. `crop_flip` is the CIFAR convention of the official code (a random
+crop with 4-pixel padding at 32 px, a shift of up to 1/8 of the size each way, zero fill, and a
+horizontal flip with probability 0.5, per sample, from torch's global RNG; inputs other than image
+batches as they are). `augment=None` (the default): no augmentation, the cached inputs are
+re-forwarded as they were.
 
 With other targets: KD from a teacher composes as it is (`train(teacher=..., objective=DLB())`,
 `condense eval --teacher T --objective dlb`): every part, new or repeated, is trained towards the
@@ -66,8 +70,8 @@ SCHEMES = ("official", "paper")
 CROP_AND_FLIP = DSA("crop_flip", mode="all")  # DSA's default strengths: shifts up to size // 8 (4 px at 32), flip p = 0.5
 
 
-def second_view(inputs: torch.Tensor) -> torch.Tensor:
-    """The default second view of a cached batch: per-sample crop (4-px padding at 32 px) and flip of image batches.
+def crop_flip(inputs: torch.Tensor) -> torch.Tensor:
+    """The official code's CIFAR augmentation: per-sample crop (4-px padding at 32 px) and flip of image batches.
 
     Image batches are 4-D float tensors [N,C,H,W]; anything else is returned as it is (module docstring).
     """
@@ -86,10 +90,11 @@ def distillation_term(logits: torch.Tensor, previous_logits: torch.Tensor, tau: 
 
 
 def _check(tau: float, alpha: float) -> None:
-    if not tau > 0:
-        raise UserError(f"DLB temperature tau must be positive, got {tau}")
-    if not alpha >= 0:
-        raise UserError(f"DLB weight alpha must be non-negative, got {alpha}")
+    """Infinite or nan settings make every loss nan: refused here, so no divergence message blames the learning rate."""
+    if not (math.isfinite(tau) and tau > 0):
+        raise UserError(f"DLB temperature --tau must be a finite number above 0, got {tau}")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise UserError(f"DLB weight --alpha must be a finite number of at least 0, got {alpha}")
 
 
 class LastBatchDistillation:
@@ -104,14 +109,15 @@ class LastBatchDistillation:
     `step_loss` is the official loss: one mean cross-entropy over this batch and a second view of
     the previous one, + alpha * tau^2 * KL(previous logits detached || logits of the second view) on
     the repeated samples; at the first call (nothing cached) the mean CE of this batch alone. It
-    caches this batch's inputs, targets and detached logits for the next call. The second view is
-    `augment(previous inputs)`, by default `second_view` (crop and flip of image batches, the
-    module docstring says what happens to other inputs); `augment=None` re-forwards the cached
-    inputs as they are. The repeated samples are a separate forward (BatchNorm sees them alone).
+    caches this batch's source, targets and detached logits for the next call. With an `augment`
+    (the loop's augmentation, e.g. `crop_flip`), pass each batch's un-augmented `source`
+    (`x = augment(source)`): the second view is `augment(previous source)`, drawn from the source
+    as the official code; without one (the default) the cached inputs are re-forwarded as they
+    were. The repeated samples are a separate forward (BatchNorm sees them alone).
     The cache lives until `reset()`.
     """
 
-    def __init__(self, tau: float = 3.0, alpha: float = 1.0, augment: Callable[[torch.Tensor], torch.Tensor] | None = second_view):
+    def __init__(self, tau: float = 3.0, alpha: float = 1.0, augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
         _check(tau, alpha)
         self.tau, self.alpha, self.augment = tau, alpha, augment
         self.reset()
@@ -121,9 +127,17 @@ class LastBatchDistillation:
         self.previous: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def step_loss(self, model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor,
-                  logits: torch.Tensor) -> torch.Tensor:
-        """The step's loss from this batch (`inputs`, `targets`, `logits` = model(inputs)) and the cached one."""
-        previous, self.previous = self.previous, (inputs.detach(), targets.detach(), logits.detach())
+                  logits: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """The step's loss from this batch (`inputs`, `targets`, `logits` = model(inputs)) and the cached one.
+
+        `source`: the un-augmented batch `inputs` was drawn from (needed with an `augment`: a view of
+        `inputs` would be a view of a view).
+        """
+        if self.augment is not None and source is None:
+            raise UserError("LastBatchDistillation with an augment draws the repeated samples' view from their source: "
+                            "pass step_loss(..., source=BATCH) with the un-augmented batch")
+        cached = inputs if source is None else source
+        previous, self.previous = self.previous, (cached.detach(), targets.detach(), logits.detach())
         if previous is None:
             return F.cross_entropy(logits, targets)
         x, y, previous_logits = previous

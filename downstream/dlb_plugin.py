@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 from avalanche.models.utils import avalanche_forward
 
-from .dlb import LastBatchDistillation, second_view
+from .dlb import LastBatchDistillation
 
 
 class DLBPlugin(SupervisedPlugin):
@@ -21,17 +21,26 @@ class DLBPlugin(SupervisedPlugin):
     CE over the new and the re-forwarded previous mini-batch + alpha * tau^2 * KL to the previous
     one's detached logits of a step ago) and terms other plugins added stay as they are. The
     cache persists across epochs and is cleared at the start of every training experience (the
-    model and its heads may change between experiences). `augment`: the second view of the
-    cached inputs, `second_view` by default, None for none (`downstream.dlb`'s docstring).
+    model and its heads may change between experiences). `augment` (e.g. `downstream.dlb.crop_flip`):
+    the plugin augments every mini-batch itself before the strategy's forward, and the repeat a step
+    later is a fresh `augment` of the same un-augmented mini-batch, both views from the source as the
+    official code (give the benchmark no augmenting transform then). None (the default): no
+    augmentation here; the cached mini-batch is re-forwarded as the strategy's loader gave it.
     """
 
-    def __init__(self, tau: float = 3.0, alpha: float = 1.0, augment: Callable[[torch.Tensor], torch.Tensor] | None = second_view):
+    def __init__(self, tau: float = 3.0, alpha: float = 1.0, augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.distillation = LastBatchDistillation(tau, alpha, augment)
         self.previous_tasks: torch.Tensor | None = None
+        self.source: torch.Tensor | None = None  # the current mini-batch before `augment`
 
     def before_training_exp(self, strategy, *args, **kwargs):
         self.distillation.reset()
+
+    def before_forward(self, strategy, *args, **kwargs):
+        self.source = strategy.mb_x
+        if self.distillation.augment is not None:
+            strategy.mbatch[0] = self.distillation.augment(self.source)
 
     def before_backward(self, strategy, *args, **kwargs):
         tasks, self.previous_tasks = self.previous_tasks, strategy.mb_task_id
@@ -40,4 +49,5 @@ class DLBPlugin(SupervisedPlugin):
             return avalanche_forward(strategy.model, x, tasks)
 
         new_cross_entropy = F.cross_entropy(strategy.mb_output, strategy.mb_y)
-        strategy.loss += self.distillation.step_loss(forward, strategy.mb_x, strategy.mb_y, strategy.mb_output) - new_cross_entropy
+        strategy.loss += (self.distillation.step_loss(forward, strategy.mb_x, strategy.mb_y, strategy.mb_output, self.source)
+                          - new_cross_entropy)

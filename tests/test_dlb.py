@@ -16,7 +16,7 @@ from torch import nn
 
 from condense.nets import build_net
 from condense.train import TrainConfig, train
-from downstream.dlb import DLB, LastBatchDistillation, distillation_term, second_view
+from downstream.dlb import DLB, LastBatchDistillation, crop_flip, distillation_term
 from downstream.train import (
     default_config,
     real_subset,
@@ -199,39 +199,85 @@ def crops_and_flips(image: torch.Tensor, reach: int) -> list[torch.Tensor]:
     return views + [view.flip(2) for view in views]
 
 
-def test_default_second_view_is_a_crop_and_flip_of_image_batches_only():
+def test_crop_flip_is_a_crop_and_flip_of_image_batches_only():
     torch.manual_seed(0)
     images = torch.rand(16, 3, 32, 32)
-    view = second_view(images)
+    view = crop_flip(images)
     assert view.shape == images.shape
     assert sum(not torch.equal(a, b) for a, b in zip(view, images)) >= 14  # 1 in 162 draws is the identity
     for image, seen in zip(images, view):  # each view is one of the 9 x 9 shifts of RandomCrop(32, padding=4), flipped or not
         assert any(torch.allclose(seen, candidate, atol=1e-5) for candidate in crops_and_flips(image, 4))
     features, pixels = torch.randn(16, 6), (images * 255).to(torch.uint8)
-    assert second_view(features) is features and second_view(pixels) is pixels  # not a float image batch: as cached
+    assert crop_flip(features) is features and crop_flip(pixels) is pixels  # not a float image batch: as they are
 
 
-def test_plugin_second_view_is_the_default_and_can_be_turned_off():
-    from downstream.dlb_plugin import DLBPlugin
+def shift(x: torch.Tensor) -> torch.Tensor:
+    """A deterministic augmentation whose output tells how often it was applied: + 1 per application."""
+    return x + 1
 
-    assert DLBPlugin().distillation.augment is second_view and DLBPlugin(augment=None).distillation.augment is None
 
-
-@pytest.mark.parametrize("augment, same_view", [("default", False), (None, True)])
-def test_hand_written_loop_reforwards_a_second_view_by_default(augment, same_view):
+@pytest.mark.parametrize("augment", [None, shift])
+def test_hand_written_loop_draws_the_second_view_from_the_source(augment):
+    """The repeated samples are augment(previous source), never augment(previous view); no augment: the inputs as they were."""
     seen = []
 
     def model(x):
         seen.append(x.clone())
         return x.mean(dim=(2, 3))
 
-    dlb = LastBatchDistillation() if augment == "default" else LastBatchDistillation(augment=augment)
+    from condense.errors import UserError
+
+    dlb = LastBatchDistillation() if augment is None else LastBatchDistillation(augment=augment)  # no augment by default
     torch.manual_seed(0)
     first, second = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
-    dlb.step_loss(model, first, torch.tensor([0, 1, 2, 0]), model(first))
-    dlb.step_loss(model, second, torch.tensor([0, 1, 2, 0]), model(second))
-    repeated = seen[-1]  # the previous batch, re-forwarded at the second step
-    assert torch.equal(repeated, first) is same_view
+    for source in (first, second):
+        x = source if augment is None else augment(source)
+        dlb.step_loss(model, x, torch.tensor([0, 1, 2, 0]), model(x), source=None if augment is None else source)
+    assert len(seen) == 3 and torch.equal(seen[-1], first if augment is None else first + 1)  # one fresh view of the first batch
+    with pytest.raises(UserError, match="source"):
+        LastBatchDistillation(augment=shift).step_loss(model, x, torch.tensor([0, 1, 2, 0]), model(x))  # a view of a view otherwise
+
+
+def image_benchmark(count: int, test: int, shape: tuple[int, ...]):
+    """Two Avalanche experiences (classes 0-1, 2-3) of random inputs of `shape` with task label 0."""
+    from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
+    from avalanche.benchmarks.utils import DataAttribute, make_avalanche_dataset
+    from torch.utils.data import TensorDataset
+
+    generator = torch.Generator().manual_seed(0)
+
+    def dataset(size):
+        x, y = torch.randn(size, *shape, generator=generator), torch.arange(size) % 4
+        return make_avalanche_dataset(TensorDataset(x, y), data_attributes=[
+            DataAttribute(y.tolist(), "targets"), DataAttribute([0] * size, "targets_task_labels", use_in_getitem=True)])
+
+    train_set = dataset(count)
+    return class_incremental_benchmark({"train": train_set, "test": dataset(test)}, class_order=[0, 1, 2, 3], num_experiences=2), train_set
+
+
+@pytest.mark.parametrize("augment", [None, shift])
+def test_plugin_trains_on_views_drawn_from_the_stream_images(augment):
+    """Every training forward, new or repeated, sees augment(stream image) once: never the image un-augmented beside
+    augmented repeats, never a view of a view; without an augment, the stream's images as the loader gave them."""
+    from avalanche.training.plugins import EvaluationPlugin
+    from avalanche.training.supervised import Naive
+
+    from downstream.dlb_plugin import DLBPlugin
+
+    benchmark, train_set = image_benchmark(12, 4, (1, 8, 8))
+    images = torch.stack([train_set[i][0] for i in range(len(train_set))]).flatten(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    seen = []
+    model.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().flatten(1).clone()) if module.training else None)
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=4, train_epochs=1, device=CPU,
+                     plugins=[DLBPlugin() if augment is None else DLBPlugin(augment=augment)], evaluator=EvaluationPlugin(loggers=[]))
+    for experience in benchmark.train_stream:
+        strategy.train(experience, eval_streams=[])
+    rows = torch.cat(seen)
+    assert len(seen) == 2 * 3  # per experience 6 images: mini-batches of 4 and 2, the first repeated at the second step
+    expected = images if augment is None else augment(images)
+    assert all((row == expected).all(1).any() for row in rows)
 
 
 def test_paper_batches_overlap_by_half_and_every_sample_is_new_once_per_epoch():
@@ -356,24 +402,14 @@ def test_import_does_not_load_avalanche():
 
 @pytest.mark.parametrize("replay", [False, True])
 def test_plugin_adds_exactly_the_dlb_term_inside_a_real_strategy(replay):
-    from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
-    from avalanche.benchmarks.utils import DataAttribute, make_avalanche_dataset
     from avalanche.core import SupervisedPlugin
     from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
     from avalanche.training.supervised import Naive
-    from torch.utils.data import TensorDataset
 
     from downstream.dlb_plugin import DLBPlugin
 
     tau, alpha = 2.0, 0.5
-    generator = torch.Generator().manual_seed(0)
-
-    def dataset(count):
-        x, y = torch.randn(count, 6, generator=generator), torch.arange(count) % 4
-        return make_avalanche_dataset(TensorDataset(x, y), data_attributes=[
-            DataAttribute(y.tolist(), "targets"), DataAttribute([0] * count, "targets_task_labels", use_in_getitem=True)])
-
-    benchmark = class_incremental_benchmark({"train": dataset(24), "test": dataset(8)}, class_order=[0, 1, 2, 3], num_experiences=2)
+    benchmark, _ = image_benchmark(24, 8, (6,))
 
     class Before(SupervisedPlugin):
         def before_backward(self, strategy, **kwargs):
@@ -395,7 +431,7 @@ def test_plugin_adds_exactly_the_dlb_term_inside_a_real_strategy(replay):
                 if self.previous is None:
                     expected, kl = F.cross_entropy(strategy.mb_output, strategy.mb_y).item(), 0.0
                 else:
-                    x, y, old = self.previous  # 6 features, not images: the default second view is the cached input
+                    x, y, old = self.previous  # no augment (the default): the cached mini-batch is re-forwarded as it was
                     now = strategy.model(x)
                     expected = official_loss(strategy.mb_output, strategy.mb_y, old, now, y, tau, alpha).item()
                     kl = expected - official_loss(strategy.mb_output, strategy.mb_y, old, now, y, tau, 0.0).item()
