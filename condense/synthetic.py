@@ -8,20 +8,32 @@ evaluation figures and the package version (JSON for structured values).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
+from .flags import TYPES
 from .runtime import atomic_path
-from .source import DataSource
+from .source import RENAMED_SOURCE_SETTINGS, DataSource
 
 FORMAT = "condensed-set/1"
 JSON_KEYS = ("mean", "std", "class_names", "config", "evaluation")
-JSON_TYPES = {"mean": "list of numbers", "std": "list of numbers", "class_names": "list of strings", "config": "object", "evaluation": "object"}
+JSON_TYPES = {"mean": "list of numbers", "std": "list of positive numbers", "class_names": "list of strings", "config": "object",
+              "evaluation": "object"}
+# A non-empty evaluation (`condense.evaluate.evaluation_summary`): the types of its entries, those the card needs, and
+# the parts of the protocol it shows.
+EVALUATION_TYPES = {"accuracy_mean": "percentage", "accuracy_std": "percentage", "run_accuracies": "list of percentages", "labels": "string",
+                    "test": "string", "label_protocol": "string", "protocol": "object"}
+EVALUATION_REQUIRED = ("accuracy_mean", "accuracy_std", "run_accuracies", "labels", "test")
+PROTOCOL_TYPES = {"name": "string", "net": "string", "net_options": "object", "train": "object"}
+MAX_DEPTH = 32  # how deep config and evaluation may nest: deeper than any set writes, shallow enough for recursive readers
 SOFT_LABEL_TOLERANCE = 1e-3  # how far a row of soft labels may sum from 1 (float32 softmax is within 1e-6)
 
 
@@ -50,9 +62,7 @@ class SyntheticSet:
     def check(self) -> None:
         """Raise unless the set is consistent; run at construction and again before saving, since a run
         assigns its teacher's soft labels after construction."""
-        problem = _check_tensors(self.images, self.labels, self.soft_labels, self.canvases, len(self.class_names))
-        if problem is None and (len(self.mean), len(self.std)) != (self.images.shape[1],) * 2:
-            problem = f"mean/std have {len(self.mean)}/{len(self.std)} values for {self.images.shape[1]} channels"
+        problem = _problem(self.images, self.labels, self.soft_labels, self.canvases, self.__dict__)
         if problem:
             raise UserError(f"invalid synthetic set: {problem}")
 
@@ -146,16 +156,13 @@ class SyntheticSet:
             raise UserError(f"{origin} lacks {', '.join(missing)}; the file is incomplete or was written by another tool")
         try:
             decoded = {key: json.loads(metadata[key]) for key in JSON_KEYS}
-            ipc, factor = int(metadata["ipc"]), int(metadata["factor"])
-        except ValueError as exc:
-            raise UserError(f"{origin} has malformed metadata ({exc})") from exc
-        wrong = next((key for key in JSON_KEYS if not _has_json_type(decoded[key], JSON_TYPES[key])), None)
-        if wrong:
-            raise UserError(f"{origin} has malformed metadata: {wrong!r} must be a JSON {JSON_TYPES[wrong]}, got {metadata[wrong][:80]}; "
-                            "the file was edited or written by another tool: write it again with `condense`")
-        problem = _check_tensors(tensors["images"], tensors["labels"], tensors.get("soft_labels"), tensors.get("canvases"), len(decoded["class_names"]))
+            decoded.update(ipc=int(metadata["ipc"]), factor=int(metadata["factor"]))
+        except (ValueError, RecursionError) as exc:  # json.loads recurses once per level: a deeply nested value exhausts the stack
+            raise UserError(f"{origin} has malformed metadata ({str(exc)[:200]}); "
+                            "the file was edited or written by another tool: write it again with `condense`") from exc
+        problem = _problem(tensors["images"], tensors["labels"], tensors.get("soft_labels"), tensors.get("canvases"), decoded)
         if problem:
-            raise UserError(f"{origin}: {problem}")
+            raise UserError(f"{origin}: {problem}; the file was edited or written by another tool: write it again with `condense`")
         return cls(
             images=tensors["images"],
             labels=tensors["labels"],
@@ -167,8 +174,8 @@ class SyntheticSet:
             method=metadata["method"],
             source_dataset=metadata["source_dataset"],
             source_revision=metadata.get("source_revision") or None,
-            ipc=ipc,
-            factor=factor,
+            ipc=decoded["ipc"],
+            factor=decoded["factor"],
             config=decoded["config"],
             evaluation=decoded["evaluation"],
         )
@@ -180,11 +187,91 @@ def canonical_json(value) -> str:
 
 
 def _has_json_type(value, kind: str) -> bool:
-    """Whether a decoded metadata value is of the JSON type the format names (`JSON_TYPES`)."""
-    if kind == "object":
-        return isinstance(value, dict)
-    item = str if kind == "list of strings" else (int, float)
-    return isinstance(value, list) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
+    """Whether a metadata value is of the JSON type `kind` names (`JSON_TYPES`, `EVALUATION_TYPES`): object, string, number
+    (finite), positive number, percentage (a number in [0, 100]), or a list of one of these."""
+    if kind.startswith("list of "):
+        return isinstance(value, (list, tuple)) and all(_has_json_type(v, kind[len("list of ") : -1]) for v in value)
+    if kind in ("object", "string"):
+        return isinstance(value, dict if kind == "object" else str)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        return False
+    return {"number": True, "positive number": value > 0, "percentage": 0 <= value <= 100}[kind]
+
+
+def _problem(images, labels, soft_labels, canvases, values: dict) -> str | None:
+    """What is wrong with a set, or None: the one check of its tensors and its whole metadata tree (`values`: class_names,
+    mean, std, ipc, factor, config and evaluation by name), run on load, at construction and before saving."""
+    wrong = next((key for key in JSON_KEYS if not _has_json_type(values[key], JSON_TYPES[key])), None)
+    if wrong:
+        return f"{wrong!r} must be a JSON {JSON_TYPES[wrong]}, got {reprlib.repr(values[wrong])}"
+    names, ipc, factor = values["class_names"], values["ipc"], values["factor"]
+    problem = _check_tensors(images, labels, soft_labels, canvases, len(names))
+    if problem:
+        return problem
+    if not len(images):
+        return "the set holds no images; a set has at least one image per class"
+    if len(set(names)) != len(names):
+        return f"class names {sorted({name for name in names if names.count(name) > 1})[:5]} are duplicated; each class needs its own name"
+    if (len(values["mean"]), len(values["std"])) != (images.shape[1],) * 2:
+        return f"mean/std have {len(values['mean'])}/{len(values['std'])} values for {images.shape[1]} channels"
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (ipc, factor)) or ipc * factor**2 > len(images):
+        return (f"ipc {ipc!r} and factor {factor!r} must be whole numbers of at least 1 whose class share (ipc x factor^2 images) "
+                f"fits in the set's {len(images)} images")
+    for key in ("config", "evaluation"):
+        problem = _nesting_problem(values[key], key)
+        if problem:
+            return problem
+    return _source_problem(values["config"]) or _evaluation_problem(values["evaluation"])
+
+
+def _nesting_problem(value, name: str) -> str | None:
+    """What keeps `value` from being plain JSON of at most MAX_DEPTH levels, or None; walked without recursion, since a
+    crafted file may nest 100,000 levels and every recursive reader (json, the card's renderer) would fail on it."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"{name!r} nests deeper than {MAX_DEPTH} levels"
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                return f"{name!r} has a key that is not a string"
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
+        elif item is not None and not isinstance(item, (str, int, float)):
+            return f"{name!r} holds a {type(item).__name__}, which is not JSON"
+    return None
+
+
+def _source_problem(config: dict) -> str | None:
+    """What keeps the source settings in a set's config (what `data_source` reads back, old names included) from being
+    the types `DataSource` takes, or None."""
+    kinds = {f.name: TYPES[str(f.type).replace(" | None", "")] for f in dataclasses.fields(DataSource)[1:]}
+    for key, value in config.items():
+        kind = kinds.get(RENAMED_SOURCE_SETTINGS.get(key, key))
+        if kind is None or value is None:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1):
+            return f"config {key!r} must be {'a whole number of at least 1' if kind is int else 'a string'} or null, got {reprlib.repr(value)}"
+    return None
+
+
+def _evaluation_problem(evaluation: dict) -> str | None:
+    """What keeps a set's evaluation from the shape `condense.evaluate.evaluation_summary` writes and the card shows, or
+    None (an empty evaluation: not evaluated)."""
+    if not evaluation:
+        return None
+    missing = [key for key in EVALUATION_REQUIRED if key not in evaluation]
+    if missing:
+        return f"'evaluation' lacks {', '.join(missing)}; it is a summary of `condense eval`'s result, or empty"
+    protocol = evaluation.get("protocol", {})
+    checks = [(evaluation, key, kind, "evaluation") for key, kind in EVALUATION_TYPES.items()]
+    if _has_json_type(protocol, "object"):
+        checks += [(protocol, key, kind, "evaluation protocol") for key, kind in PROTOCOL_TYPES.items()]
+    for values, key, kind, what in checks:
+        if key in values and not _has_json_type(values[key], kind):
+            return f"{what} {key!r} must be a JSON {kind}, got {reprlib.repr(values[key])}"
+    return None
 
 
 def _canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:

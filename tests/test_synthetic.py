@@ -8,11 +8,15 @@ from safetensors.torch import load_file, save_file
 from condense.errors import UserError
 from condense.synthetic import FORMAT, SyntheticSet
 
+# an evaluation as `condense.evaluate.evaluation_summary` writes it (what a set carries)
+EVALUATION = {"accuracy_mean": 51.25, "accuracy_std": 0.5, "run_accuracies": [50.75, 51.75], "labels": "hard", "label_protocol": "the class labels",
+              "test": "tiny [test], 40 images", "protocol": {"name": "cpu", "net": "convnet", "net_options": {"width": 8}, "train": {"epochs": 3}}}
+
 
 def test_round_trip_is_bit_exact(tiny_set, tmp_path):
     tiny_set.canvases = tiny_set.images[:3].clone()
     tiny_set.config = {"lr": 1e-3, "nested": {"a": [1, 2]}}
-    tiny_set.evaluation = {"accuracy_mean": 51.25}
+    tiny_set.evaluation = EVALUATION
     path = tiny_set.save(tmp_path / "sub" / "set.safetensors")
     back = SyntheticSet.load(path)
     for name in ("images", "labels", "soft_labels", "canvases"):
@@ -56,13 +60,41 @@ GOOD = {"images": torch.rand(2, 1, 4, 4), "labels": torch.tensor([0, 1])}
         (GOOD, {"mean": "[0.5, 0.5]"}, r"mean/std have 2/1 values for 1 channels"),
         (GOOD, {"class_names": "3"}, r"'class_names' must be a JSON list of strings, got 3"),
         (GOOD, {"mean": "0.5"}, r"'mean' must be a JSON list of numbers, got 0.5"),
-        (GOOD, {"std": '["wide"]'}, r"'std' must be a JSON list of numbers, got \["),
+        (GOOD, {"std": '["wide"]'}, r"'std' must be a JSON list of positive numbers, got \["),
         (GOOD, {"config": "[1]"}, r"'config' must be a JSON object, got \[1\]"),
-        (GOOD, {"evaluation": '"x"'}, r"'evaluation' must be a JSON object, got \"x\""),
+        (GOOD, {"evaluation": '"x"'}, r"'evaluation' must be a JSON object, got 'x'"),
         (GOOD, {"config": "{oops"}, "malformed metadata"),
         ({**GOOD, "soft_labels": torch.full((2, 2), -5.0)}, {}, r"'soft_labels' must be finite, non-negative and sum to 1 per row"),
         ({**GOOD, "soft_labels": torch.tensor([[0.5, float("nan")], [0.5, 0.5]])}, {}, "'soft_labels' must be finite"),
         ({**GOOD, "soft_labels": torch.tensor([[0.5, 0.6], [0.5, 0.5]])}, {}, r"row 0 sums to 1.1"),
+        # issue 24 item 10: the whole metadata tree, types and ranges
+        ({"images": torch.rand(0, 1, 4, 4), "labels": torch.zeros(0, dtype=torch.int64)}, {}, "holds no images"),
+        (GOOD, {"class_names": '["a", "a"]'}, r"class names \['a'\] are duplicated"),
+        (GOOD, {"factor": "0"}, "factor 0 must be whole numbers of at least 1"),
+        (GOOD, {"ipc": "-1"}, "ipc -1 and factor 1 must be whole numbers"),
+        (GOOD, {"ipc": "3"}, r"class share \(ipc x factor\^2 images\) fits in the set's 2 images"),
+        (GOOD, {"factor": "2"}, "ipc 1 and factor 2 must be"),
+        (GOOD, {"std": "[0]"}, "'std' must be a JSON list of positive numbers, got"),
+        (GOOD, {"std": "[-0.5]"}, "'std' must be a JSON list of positive numbers, got"),
+        (GOOD, {"mean": "[NaN]"}, r"'mean' must be a JSON list of numbers, got \[nan\]"),
+        (GOOD, {"mean": "[1e400]"}, r"'mean' must be a JSON list of numbers, got \[inf\]"),
+        (GOOD, {"mean": "[true]"}, r"'mean' must be a JSON list of numbers, got \[True\]"),
+        (GOOD, {"config": '{"image_size": "abc"}'}, "config 'image_size' must be a whole number of at least 1 or null, got 'abc'"),
+        (GOOD, {"config": '{"image_size": 0}'}, "config 'image_size' must be a whole number of at least 1"),
+        (GOOD, {"config": '{"revision": 3}'}, "config 'revision' must be a string or null, got 3"),
+        (GOOD, {"config": '{"data_config": ["x"]}'}, "config 'data_config' must be a string or null"),
+        (GOOD, {"config": '{"a": ' * 100 + "1" + "}" * 100}, "'config' nests deeper than 32 levels"),
+        (GOOD, {"config": '{"a": ' * 100_000 + "1" + "}" * 100_000}, "malformed metadata"),
+        (GOOD, {"evaluation": "[" * 100_000 + "]" * 100_000}, "malformed metadata"),
+        (GOOD, {"evaluation": '{"protocol": "x"}'}, "'evaluation' lacks accuracy_mean, accuracy_std, run_accuracies, labels, test"),
+        (GOOD, {"evaluation": '{"accuracy_mean": "high"}'}, "'evaluation' lacks accuracy_std"),
+        (GOOD, {"evaluation": json.dumps({**EVALUATION, "accuracy_mean": "high"})}, "evaluation 'accuracy_mean' must be a JSON percentage, got 'high'"),
+        (GOOD, {"evaluation": json.dumps({**EVALUATION, "accuracy_std": 101})}, "evaluation 'accuracy_std' must be a JSON percentage"),
+        (GOOD, {"evaluation": json.dumps({**EVALUATION, "run_accuracies": [1, "x"]})}, "evaluation 'run_accuracies' must be a JSON list of percentages"),
+        (GOOD, {"evaluation": json.dumps({**EVALUATION, "test": None})}, "evaluation 'test' must be a JSON string, got None"),
+        (GOOD, {"evaluation": json.dumps({**EVALUATION, "protocol": "x"})}, "evaluation 'protocol' must be a JSON object, got 'x'"),
+        (GOOD, {"evaluation": json.dumps({**EVALUATION, "protocol": {"net_options": [1]}})}, "evaluation protocol 'net_options' must be a JSON object"),
+        (GOOD, {"evaluation": json.dumps({**EVALUATION, "protocol": {"train": 3}})}, "evaluation protocol 'train' must be a JSON object"),
     ],
 )
 def test_each_bad_file_gets_a_precise_error(tmp_path, tensors, metadata, message):
@@ -117,6 +149,28 @@ def test_constructor_rejects_inconsistent_sets(tiny_set):
                      method="x", source_dataset="d", ipc=1)
 
 
+def deep(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("config, message", [
+    (deep(100_000), "'config' nests deeper than 32 levels"),
+    ({"weights": torch.zeros(2)}, "'config' holds a Tensor, which is not JSON"),
+    ({1: "one"}, "'config' has a key that is not a string"),
+    ({"image_size": 8.5}, "config 'image_size' must be a whole number"),
+])
+def test_save_refuses_metadata_that_is_not_plain_json_before_writing(tiny_set, tmp_path, config, message):
+    """Built in Python, a set's config may hold what no JSON reader takes back: refused before anything is written (and a
+    100,000-deep value without RecursionError)."""
+    tiny_set.config = config
+    with pytest.raises(UserError, match=message):
+        tiny_set.save(tmp_path / "set.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_constructor_and_save_reject_invalid_soft_labels(tiny_set, tmp_path):
     with pytest.raises(UserError, match="invalid synthetic set: 'soft_labels' must be finite, non-negative"):
         SyntheticSet(images=tiny_set.images, labels=tiny_set.labels, soft_labels=tiny_set.soft_labels - 5, class_names=["a", "b"],
@@ -133,7 +187,7 @@ def test_the_same_set_always_gives_the_same_bytes(tiny_set, tmp_path):
     import hashlib
 
     tiny_set.config = {"lr": 1e-3, "ipc": 6, "nested": {"b": 1, "a": [1, 2]}}
-    tiny_set.evaluation = {"accuracy_mean": 51.25, "accuracy_std": 0.5}
+    tiny_set.evaluation = EVALUATION
     reordered = dataclasses.replace(tiny_set, config=dict(reversed(tiny_set.config.items())),
                                     evaluation=dict(reversed(tiny_set.evaluation.items())))
     first = tiny_set.save(tmp_path / "first.safetensors")
