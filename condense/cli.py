@@ -94,6 +94,19 @@ def eval_objective(args: argparse.Namespace):
     return make_objective(args.objective, tau=args.tau, alpha=args.alpha, scheme=args.scheme)
 
 
+def check_holdout(holdout: int, recorded: dict) -> None:
+    """`condense eval --holdout N` tests on images the set never saw: a set distilled with at least N held out (held-out
+    images are nested: those of N are among those of any larger count); refused before any data is read."""
+    from .errors import UserError
+
+    if holdout < 0:
+        raise UserError(f"--holdout is a number of images per class (at least 1; 0 tests on the test split), got {holdout}")
+    distilled = recorded.get("holdout") or 0
+    if holdout and not (isinstance(distilled, int) and distilled >= holdout):
+        raise UserError(f"--holdout {holdout}: this set was distilled with --holdout {distilled}, so it may have been made from the images "
+                        f"it would be tested on; test it on the test split (drop --holdout), or distil with --holdout {holdout} or more")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     """`condense eval`, in one process or with its runs shared across `torchrun` ranks."""
     from .distributed import torchrun_world
@@ -109,8 +122,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     objective = eval_objective(args)
     config = eval_config(args, objective)
     source = source_from_args(args, synthetic.data_source())
+    split = args.split or (synthetic.config.get("split", "train") if args.holdout else "test")
+    check_holdout(args.holdout, synthetic.config)
     with torchrun_world(resolve_device(args.device)) as (world, device):
-        test = world.main_first(lambda: source.load(args.split))
+        test = world.main_first(lambda: source.load(split) if not args.holdout else source.load(split).holdout_split(args.holdout)[1])
         if world.is_main:
             print(f"evaluating {synthetic.summary()}\non {test.source} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
@@ -222,7 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--config", help="the config of a Hub folder (default: its only one)")
     evaluate.add_argument("--batched-runs", action="store_true",
                           help="train the runs at once (stacked weights, one vmapped forward): the same figures to float tolerance; slower on CPU")
-    evaluate.add_argument("--split", default="test", help="real split to test on (default test)")
+    evaluate.add_argument("--split", help="real split to test on (default test); with --holdout, the split the images are held out of "
+                                           "(default: the one the set was distilled from)")
+    evaluate.add_argument("--holdout", type=int, default=0, metavar="N",
+                          help="test on the N images per class held out of the training split (a validation split, as `condense distill "
+                               "--holdout` holds them out) instead of the test split; the set must have been distilled with --holdout N or more")
     evaluate.add_argument("--out", help="JSON result (default: <set>.eval.json; for a Hub folder <folder>[-<config>].eval.json beside it)")
     add_eval_arguments(evaluate)
     add_source_arguments(evaluate, required=False)

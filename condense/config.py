@@ -51,6 +51,8 @@ class DistillConfig:
     image_size: int | None = source_setting("image_size")
     split: str = setting("train", "split to condense")
     test_split: str = setting("test", "split to evaluate on")
+    holdout: int = setting(0, "images per class held out of the train split (the same ones every run; never distilled or pretrained on); "
+                              "the evaluation then tests on them, a validation split, instead of the test split")
     memory_mapped: bool = setting(False, "leave the decoded train split in the Arrow cache on disk; batches read only their rows")
     stream_per_class: int | None = setting(None, "stream the splits (nothing downloaded or cached in full) and keep N random train images per class")
     ipc: int = setting(10, "stored images (canvases) per class")
@@ -165,7 +167,8 @@ class DistillConfig:
 
 # The smallest value of every counted setting (None, where a setting allows it, means its default).
 AT_LEAST = {"ipc": 1, "factor": 1, "depth": 1, "width": 1, "image_size": 1, "stream_per_class": 1, "pool_size": 1, "pool_epochs": 1,
-            "real_batch": 1, "frequencies": 1, "iterations": 0, "plateau_patience": 0, "checkpoint_every": 1, "log_every": 1, "eval_runs": 0}
+            "real_batch": 1, "frequencies": 1, "iterations": 0, "plateau_patience": 0, "checkpoint_every": 1, "log_every": 1, "eval_runs": 0,
+            "holdout": 0, "seed": 0}
 POSITIVE = ("lr", "sampler_lr", "sigma_min", "sigma_max", "loss_scale")
 NOT_NEGATIVE = ("weight_decay", "momentum", "calibration_weight", "sigma_penalty")
 

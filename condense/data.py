@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .arrow import ArrowImages, chunk_pixels
 from .errors import UserError
+
+# The seed of the held-out images (`RealData.holdout_split`): the same for every run, so a distillation and a later
+# `condense eval --holdout` hold out the same images; no other draw uses it (a random subset of seed 0 would pick them first).
+HOLDOUT_SEED = 240_003
 
 # Normalisation statistics the field uses for the well-known datasets (BENCHMARKS.md for CIFAR/MNIST).
 KNOWN_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -43,38 +48,6 @@ def known_stats_key(source: str) -> str | None:
     return None
 
 
-class ArrowImages:
-    """Decoded uint8 images [N,C,H,W] left in the split's memory-mapped Arrow cache, read per request.
-
-    Indexing (a tensor of indices on any device, a list or a slice) reads only those rows, into CPU memory;
-    `.to(device)` reads all of them.
-    """
-
-    dtype = torch.uint8
-
-    def __init__(self, decoded, shape_hwc: tuple[int, int, int]):
-        # zero-copy numpy views [rows, H, W, C] of every Arrow chunk: pages are read only when rows are
-        self._chunks = [_chunk_pixels(chunk, shape_hwc) for chunk in decoded.data.column("pixels").chunks]
-        self._starts = np.cumsum([0] + [len(chunk) for chunk in self._chunks])
-        height, width, channels = shape_hwc
-        self.shape = torch.Size((len(decoded), channels, height, width))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index) -> torch.Tensor:
-        rows = np.arange(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).cpu().numpy()
-        chunk_of = np.searchsorted(self._starts, rows, side="right") - 1
-        pixels = np.empty((len(rows), *self._chunks[0].shape[1:]), dtype=np.uint8) if self._chunks else np.zeros((0, 1, 1, 1), np.uint8)
-        for chunk in np.unique(chunk_of):
-            where = chunk_of == chunk
-            pixels[where] = self._chunks[chunk][rows[where] - self._starts[chunk]]
-        return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-
-    def to(self, device) -> torch.Tensor:
-        return self[:].to(device)
-
-
 @dataclass
 class RealData:
     """One split of a real dataset: uint8 images [N,C,H,W] (in memory, or `ArrowImages` memory-mapped),
@@ -89,6 +62,7 @@ class RealData:
     split: str
     revision: str | None = None  # as asked for (None: the default branch)
     commit: str | None = None  # the Hub commit the split was read at (None for a local folder, or offline)
+    held_out: int | None = None  # images per class held out of a train split (`holdout_split`): a validation split, not a test split
     by_class: list[torch.Tensor] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -130,8 +104,32 @@ class RealData:
     def balanced_subset(self, per_class: int, seed: int = 0) -> RealData:
         """`per_class` random images of every class (seeded), as RealData of its own."""
         indices = self.balanced_indices(per_class, torch.Generator().manual_seed(seed))
-        return RealData(self.images[indices], self.labels[indices], list(self.class_names), self.mean, self.std,
-                        self.source, f"{self.split}[{per_class} per class, seed {seed}]", self.revision, self.commit)
+        return self.subset(indices, f"{self.split}[{per_class} per class, seed {seed}]")
+
+    def subset(self, indices: torch.Tensor, split: str) -> RealData:
+        """The images at `indices` as RealData of its own named `split` (memory-mapped images stay mapped)."""
+        images = self.images.select(indices) if isinstance(self.images, ArrowImages) else self.images[indices]
+        return RealData(images, self.labels[indices], list(self.class_names), self.mean, self.std, self.source, split, self.revision,
+                        self.commit, held_out=self.held_out)
+
+    def holdout_split(self, per_class: int) -> tuple[RealData, RealData]:
+        """(the rest, `per_class` held-out images of every class): a validation split carved from this one.
+
+        Drawn by `HOLDOUT_SEED`, so every run holds out the same images, and nested (the images held out at N are among
+        those held out at any larger N). Both halves are named for what they are, so a pool pretrained on the rest has
+        its own spec (and folder); the held-out half has `held_out` set, which evaluations report.
+        """
+        smallest = min(len(indices) for indices in self.by_class)
+        if not 0 < per_class < smallest:
+            raise UserError(f"--holdout takes 1 to {smallest - 1} images per class (the smallest class of {self.source} [{self.split}] "
+                            f"has {smallest}, and at least one must stay to train on), got {per_class}")
+        held = self.balanced_indices(per_class, torch.Generator().manual_seed(HOLDOUT_SEED))
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[held] = False
+        rest = self.subset(keep.nonzero().flatten(), f"{self.split}[minus {per_class} held out per class]")
+        validation = self.subset(held, f"{self.split}[{per_class} held out per class]")
+        validation.held_out = per_class
+        return rest, validation
 
     def floats(self, indices: torch.Tensor | None = None) -> torch.Tensor:
         """Images as float32 in [0, 1] (all of them, or those at `indices`)."""
@@ -275,14 +273,9 @@ def _decoder(image_column: str, mode: str, size: int | None):
     return decode
 
 
-def _chunk_pixels(chunk, shape: tuple[int, int, int]) -> np.ndarray:
-    """One Arrow chunk of the fixed-shape `pixels` column as a zero-copy uint8 view [rows,H,W,C]."""
-    return chunk.storage.flatten().flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, *shape)
-
-
 def _uint8_pixels(column, shape: tuple[int, int, int]) -> np.ndarray:
     """The fixed-shape Arrow `pixels` column (chunked) as one uint8 array [N,H,W,C], without Python objects."""
-    return np.concatenate([_chunk_pixels(chunk, shape) for chunk in column.chunks])
+    return np.concatenate([chunk_pixels(chunk, shape) for chunk in column.chunks])
 
 
 def load_real(source: str, split: str = "train", *, config: str | None = None, revision: str | None = None, image_column: str | None = None,

@@ -196,6 +196,7 @@ def evaluate_set(synthetic: SyntheticSet | RealData, test: RealData, config: Eva
         "label_protocol": LABEL_PROTOCOLS[kind],
         "set": describe(synthetic),
         "test": f"{test.source} [{test.split}], {len(test)} images",
+        "evaluated_on": "validation" if test.held_out else "test",  # validation: images held out of the train split (`--holdout`)
         "device": str(device),
         "batched_runs": batched,  # how the runs were trained (the figures are the same to float tolerance)
         "protocol": config.to_dict(),
@@ -220,6 +221,7 @@ def evaluation_summary(result: dict) -> dict:
         "labels": result["labels"],
         "label_protocol": result["label_protocol"],
         "test": result["test"],
+        "evaluated_on": result["evaluated_on"],
         "protocol": result["protocol"],
     }
 
@@ -227,7 +229,7 @@ def evaluation_summary(result: dict) -> dict:
 def format_result(result: dict) -> str:
     """A plain-text table of an `evaluate_set` result."""
     protocol = result["protocol"]
-    lines = [f"{'run':>4}  {'seed':>5}  {'final-epoch test acc':>20}  {'train img/s':>11}"]
+    lines = [f"{'run':>4}  {'seed':>5}  {'final-epoch ' + result['evaluated_on'] + ' acc':>20}  {'train img/s':>11}"]
     for index, run in enumerate(result["runs"]):
         lines.append(f"{index:>4}  {run['seed']:>5}  {run['accuracy']:>19.2f}%  {run['images_per_second']:>11.0f}")
     options = ", ".join(f"{k}={v}" for k, v in protocol["net_options"].items())
@@ -237,4 +239,6 @@ def format_result(result: dict) -> str:
         f"{len(result['runs'])} runs; {result['test']})"
     )
     lines.append(f"trained on {result['labels']} labels: {result['label_protocol']}")
+    if result["evaluated_on"] == "validation":
+        lines.append(f"tested on images held out of the training split (a validation split), not on the test split: {result['test']}")
     return "\n".join(lines)

@@ -83,10 +83,16 @@ def prepare(config: DistillConfig, device: torch.device, progress: bool = True, 
 
 def load_splits(config: DistillConfig) -> tuple[RealData, RealData]:
     """The train split (memory-mapped, or streamed into per-class reservoirs, as the config says) and the test split
-    (streamed whole when the train split is streamed)."""
+    (streamed whole when the train split is streamed). With `config.holdout`, the train split less its held-out images
+    and those images (`RealData.holdout_split`) instead: the pool, the distillation and the evaluation never see the test split."""
     streaming = config.stream_per_class is not None
+    if config.holdout and streaming:
+        raise UserError("--holdout carves the same images out of the whole train split every time; a streamed sample (--stream-per-class) "
+                        "differs by seed, so it cannot: drop one of them")
     train = config.source.load(config.split, memory_mapped=config.memory_mapped, streaming=streaming, per_class=config.stream_per_class,
                                seed=config.seed)
+    if config.holdout:
+        return train.holdout_split(config.holdout)
     return train, config.source.load(config.test_split, streaming=streaming)
 
 
