@@ -12,7 +12,7 @@ from avalanche.models.utils import avalanche_forward
 from .dlb import LastBatchDistillation
 
 
-class DLBPlugin(SupervisedPlugin):
+class DLBPlugin(SupervisedPlugin, supports_distributed=True):
     """DLB for any Avalanche 0.6 supervised strategy (Naive, Replay, ...).
 
     In `before_backward`, `strategy.loss` holds the strategy's mean cross-entropy of the new
@@ -26,6 +26,9 @@ class DLBPlugin(SupervisedPlugin):
     later is a fresh `augment` of the same un-augmented mini-batch, both views from the source as the
     official code (give the benchmark no augmenting transform then). None (the default): no
     augmentation here; the cached mini-batch is re-forwarded as the strategy's loader gave it.
+
+    Distributed: each rank caches and re-forwards its own share of the mini-batch and adds its own
+    term, as the strategy's CE; DistributedDataParallel averages the gradients over ranks.
     """
 
     def __init__(self, tau: float = 3.0, alpha: float = 1.0, augment: Callable[[torch.Tensor], torch.Tensor] | None = None):

@@ -259,14 +259,28 @@ def test_plugins_inside_naive_and_replay(data):
         assert fresh.history[-1]["stored_per_class"] == dict.fromkeys(range(6), 2)
 
 
-def test_dlb_composes_with_memories_and_the_fresh_model(data):
+@pytest.fixture
+def gloo_group(tmp_path):
+    """A one-process gloo group: Avalanche then trains as distributed (`DistributedHelper.is_distributed`)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_dlb_composes_with_memories_and_the_fresh_model(data, distributed, request, recwarn):
+    """Also distributed, the model wrapped in DistributedDataParallel: both plugins declare it and still do their part."""
     from avalanche.training.plugins import ReplayPlugin
     from avalanche.training.supervised import Naive
+    from torch.nn.parallel import DistributedDataParallel
 
     train, test = data
     bench = condensed_benchmark(train, test, 3, seed=0)
-
-    model = tiny_net(0)
+    if distributed:
+        request.getfixturevalue("gloo_group")
+    model = DistributedDataParallel(tiny_net(0)) if distributed else tiny_net(0)
     memory = HerdingMemory(12)
     objective, plugin = DLB(), DLBPlugin()
     fresh_terms, stream_terms, stream_steps = [], [], []
@@ -276,6 +290,7 @@ def test_dlb_composes_with_memories_and_the_fresh_model(data):
     fresh = FreshModelPlugin(memory, tiny_net, TrainConfig(epochs=2, batch_size=4, cutmix_p=0.0), *STATS,
                          objective=objective, progress=False)
     counter = _plugin(SimpleNamespace(after_training_iteration=lambda strategy, **kw: stream_steps.append(1)))
+    counter.supports_distributed = True  # it only counts; the warning below is about the others
     strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01), train_mb_size=8, train_epochs=1,
                      eval_mb_size=64, device=CPU, evaluator=None,
                      plugins=[ReplayPlugin(12, storage_policy=memory), plugin, fresh, counter])
@@ -285,6 +300,7 @@ def test_dlb_composes_with_memories_and_the_fresh_model(data):
     # the fresh model trains with DLB: 12 images in batches of 4 for 2 epochs, 6 steps per experience, a KL term from the 2nd on
     assert len(fresh_terms) == 3 * 6 and sum(float(term.detach()) > 0 for term in fresh_terms) == 3 * 5
     assert len(stream_terms) == len(stream_steps) > 0  # every stream step of the strategy takes the plugin's DLB loss
+    assert not [w for w in recwarn if "distributed" in str(w.message)]  # Avalanche warns of plugins that do not declare it
 
 
 def test_memory_specs_and_errors(data):

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import torch
 from avalanche.benchmarks.utils.utils import concat_datasets
+from avalanche.distributed import DistributedHelper
 from avalanche.training.storage_policy import ExemplarsBuffer
 
 from condense.data import RealData
@@ -124,7 +125,8 @@ class HerdingMemory(ClassMemory):
 
     def rank_class(self, agent, exp, cls, count):
         data = _class_data(exp, cls).eval()
-        features = layer_features(agent.model, self.layer_name, data, agent.eval_mb_size, agent.device)
+        model = DistributedHelper.unwrap_model(agent.model)  # the layer's name inside DistributedDataParallel's wrapper
+        features = layer_features(model, self.layer_name, data, agent.eval_mb_size, agent.device)
         return data.subset(herding_order(features, count)), 1
 
 
