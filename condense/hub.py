@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
@@ -29,12 +30,14 @@ CARD = "README.md"
 ROWS_GLOB = "train-*.parquet"  # what `datasets` reads as the split; nothing else may match it
 PREVIEW = "preview.png"
 CONFIG_FILES = (ROWS, SET_FILE, PREVIEW)
-CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one plain name inside the folder: no '/', not '..', not hidden
+RESERVED_NAMES = ("data", CARD)  # `data`: what `datasets` reads as a split folder; the card: the folder's own file
 CARD_TEMPLATE = "dataset_card.md"
 STAGING_PREFIX = ".export-"  # an export's staging folder inside the Hub folder: .export-<pid>-<random>
 STAGING_NAME = re.compile(re.escape(STAGING_PREFIX) + r"(\d+)-\w+")
 PLAN = "plan.json"  # in a staging folder: which config it replaces (written before anything moves)
 PREVIOUS = "previous"  # in a staging folder: the config folder it moved out of the way
+EXPORT_LOCK = ".export.lock"  # held by an export for its whole run, so two exports into one folder take turns
 TAGS = ["dataset-condensation", "dataset-distillation", "synthetic", "image-classification"]
 CITATIONS = {
     "ncfm": (
@@ -51,6 +54,7 @@ def load_set_source(path: str | Path, config: str | None = None) -> SyntheticSet
     """The set of a run folder, a .safetensors file or a Hub folder (`config` of it), with its evaluation (stored, or
     the eval JSON beside a run's set)."""
     from .evaluate import evaluation_summary
+    from .runtime import read_json
 
     path = Path(path)
     if path.is_dir() and (path / CARD).is_file():
@@ -63,7 +67,13 @@ def load_set_source(path: str | Path, config: str | None = None) -> SyntheticSet
         set_file, eval_file = path, path.with_suffix(".eval.json")
     synthetic = SyntheticSet.load(set_file)
     if not synthetic.evaluation and eval_file.is_file():
-        synthetic.evaluation = evaluation_summary(json.loads(eval_file.read_text()))
+        result = read_json(eval_file, "result of `condense eval`")
+        try:
+            synthetic.evaluation = evaluation_summary(result)
+            synthetic.check()  # the evaluation is part of the set's metadata, checked as a whole
+        except (KeyError, TypeError, UserError) as exc:  # a JSON list, a dict of other things, or figures of the wrong type
+            raise UserError(f"{eval_file} is not a result of `condense eval` ({type(exc).__name__}: {str(exc)[:200]}); "
+                            "delete it, or write it again with `condense eval`") from exc
     return synthetic
 
 
@@ -109,8 +119,24 @@ def read_card(folder: Path):
 
 
 def card_configs(card) -> list[str]:
-    """The config names in a card's YAML `configs:` list."""
-    return [entry.get("config_name", "default") for entry in (card.data.to_dict().get("configs") or [])]
+    """The config names in a card's YAML `configs:` list, each a plain name inside the folder (a crafted card could
+    name `../x`, and every reader and `push` join these names to the folder)."""
+    entries = card.data.to_dict().get("configs")
+    if not entries:
+        raise UserError(f"{CARD} lists no configs in its YAML front matter; pass a folder written by `condense export`")
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise UserError(f"{CARD}: the YAML's `configs` is not a list of config entries; restore the card written by `condense export`")
+    names = [entry.get("config_name", "default") for entry in entries]
+    for name in names:
+        if not is_config_name(name):
+            raise UserError(f"{CARD}: the YAML names a config {name!r} that is not a plain folder name; "
+                            "restore the card written by `condense export`, and do not trust the folder it came with")
+    return names
+
+
+def is_config_name(name) -> bool:
+    """Whether `name` can be a config folder of a Hub folder: a plain name (letters, digits, '-', '_', '.'), not reserved."""
+    return isinstance(name, str) and CONFIG_NAME.fullmatch(name) is not None and name not in RESERVED_NAMES
 
 
 def export(source: str | Path, out: str | Path, config: str | None = None, *, repo_id: str | None = None,
@@ -126,24 +152,29 @@ def export(source: str | Path, out: str | Path, config: str | None = None, *, re
     if not len(synthetic):
         raise UserError(f"{source} holds no images; export a set with at least one image per class")
     config = config or f"ipc{synthetic.ipc}"
-    if not CONFIG_NAME.fullmatch(config) or config == "data":
-        raise UserError(f"invalid config name {config!r}: use letters, digits, '-', '_' or '.' (e.g. ipc10)")
+    if not is_config_name(config):
+        raise UserError(f"invalid config name {config!r}: use letters, digits, '-', '_' or '.' (e.g. ipc10), not {' or '.join(RESERVED_NAMES)}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file, not a folder; export into a new folder or one written by `condense export`")
-    if out.is_dir():
-        settle_exports(out)
-    card = read_card(out) if out.is_dir() else None
-    if out.is_dir() and card is None and any(not p.name.startswith(".") for p in out.iterdir()):
+    if out.is_dir() and read_card(out) is None and any(not p.name.startswith(".") for p in out.iterdir()):
         raise UserError(f"{out} is not empty and has no {CARD}; export into a new folder or one written by `condense export`")
+    out.mkdir(parents=True, exist_ok=True)
+    with export_lock(out, timeout=EXPORT_WAIT):
+        _settle_all(out)
+        return _export_locked(synthetic, out, config, repo_id=repo_id, source_id=source_id, license=license, pretty_name=pretty_name)
+
+
+def _export_locked(synthetic: SyntheticSet, out: Path, config: str, **options) -> Path:
+    """`export`'s work once it holds the folder's lock: the card read here is the one it replaces."""
+    card = read_card(out)
     previous = card.data.to_dict() if card else {}
     options = {
-        "repo_id": repo_id or previous.get("condense_repo_id") or f"OWNER/{out.resolve().name}",
-        "source_id": source_id or previous.get("source_datasets", [None])[0] or _hub_id(synthetic.source_dataset),
-        "license": license or previous.get("license") or "other",
-        "pretty_name": pretty_name or previous.get("pretty_name") or f"{Path(synthetic.source_dataset.rstrip('/')).name} condensed with {synthetic.method.upper()}",
+        "repo_id": options["repo_id"] or previous.get("condense_repo_id") or f"OWNER/{out.resolve().name}",
+        "source_id": options["source_id"] or (previous.get("source_datasets") or [None])[0] or _hub_id(synthetic.source_dataset),
+        "license": options["license"] or previous.get("license") or "other",
+        "pretty_name": options["pretty_name"] or previous.get("pretty_name") or f"{Path(synthetic.source_dataset.rstrip('/')).name} condensed with {synthetic.method.upper()}",
     }
-    out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
     try:
         write_json(staging / PLAN, {"config": config})
@@ -170,8 +201,8 @@ def _settle(staging: Path) -> None:
     """Finish with an export's staging folder: while its card is still staged (the swap did not commit), move
     the new config out and the previous one back; then remove the staging folder."""
     plan = staging / PLAN
-    if (staging / CARD).is_file() and plan.is_file():
-        config = json.loads(plan.read_text())["config"]
+    config = _staged_swap(staging)
+    if config is not None:
         target, staged, previous = staging.parent / config, staging / config, staging / PREVIOUS
         if not staged.exists() and target.exists():
             target.rename(staged)
@@ -181,19 +212,79 @@ def _settle(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def _staged_swap(staging: Path) -> str | None:
+    """The config whose swap `staging` may have begun (None when its card was never staged, so nothing moved), after
+    checking that it has exactly the shape `export` writes; anything else is refused before anything moves, since
+    a folder from someone else could carry a staging folder crafted to move files outside it."""
+    def refuse(why: str) -> UserError:
+        return UserError(f"{staging} is not a staging folder `condense export` writes ({why}); nothing was changed: "
+                         "remove that hidden folder if you trust the rest of the folder, or get the folder again from its source")
+
+    if staging.is_symlink() or not staging.is_dir() or staging.resolve().parent != staging.parent.resolve():
+        raise refuse("it is a link, or not a folder inside the Hub folder")
+    if not os.path.lexists(staging / CARD):
+        return None  # killed before its card was staged: nothing of the folder was moved, and the staging folder only goes
+    plan = staging / PLAN
+    if plan.is_symlink() or not plan.is_file() or (staging / CARD).is_symlink():
+        raise refuse(f"its card is staged but {PLAN} is missing, or a link")
+    try:
+        config = json.loads(plan.read_text(encoding="utf-8")).get("config")
+    except (UnicodeDecodeError, ValueError, AttributeError):
+        raise refuse(f"{PLAN} is not a JSON object with a config name") from None
+    if not is_config_name(config):
+        raise refuse(f"{PLAN} names {config!r}, not a plain config name")
+    unexpected = sorted({entry.name for entry in staging.iterdir()} - {PLAN, CARD, config, PREVIOUS})
+    if unexpected:
+        raise refuse(f"it holds {', '.join(unexpected)}")
+    for moved in (staging / config, staging / PREVIOUS, staging.parent / config):
+        if moved.is_symlink() or (moved.exists() and not moved.is_dir()):
+            raise refuse(f"{moved.name} is a link or a file where a config folder belongs")
+    return config
+
+
 def settle_exports(folder: Path) -> None:
     """Undo what killed exports left in `folder` (see `export`); refuse while another export into it runs."""
-    for staging in sorted(folder.glob(f"{STAGING_PREFIX}*")):
-        named = STAGING_NAME.fullmatch(staging.name)
-        if not named or not staging.is_dir():
-            continue
-        pid = int(named.group(1))
-        if _running(pid):
+    if not any(STAGING_NAME.fullmatch(p.name) for p in folder.glob(f"{STAGING_PREFIX}*")):
+        return  # nothing to undo: a reader of a read-only folder takes no lock
+    with export_lock(folder, timeout=0):
+        _settle_all(folder)
+
+
+def _settle_all(folder: Path) -> None:
+    """`settle_exports` under the folder's lock, which the caller holds."""
+    stagings = [p for p in sorted(folder.glob(f"{STAGING_PREFIX}*")) if STAGING_NAME.fullmatch(p.name)]
+    for staging in stagings:  # every one checked before any is undone
+        pid = int(STAGING_NAME.fullmatch(staging.name).group(1))
+        if _running(pid) and pid != os.getpid():
             raise UserError(f"an export into {folder} is running (process {pid}); try again when it has finished")
+        _staged_swap(staging)
+    for staging in stagings:
         try:
             _settle(staging)
         except OSError as exc:
             raise UserError(f"could not undo the interrupted export in {folder} ({exc}); make the folder writable and retry") from exc
+
+
+EXPORT_WAIT = 600.0  # seconds an export waits for another export into the same folder to finish
+
+
+@contextmanager
+def export_lock(folder: Path, timeout: float):
+    """Hold `folder`'s export lock: exports into one folder take turns (each renders the card from what the other
+    wrote), and undoing a killed export never races a running one. The lock dies with its process."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(folder / EXPORT_LOCK, timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"an export into {folder} is running (it holds {folder / EXPORT_LOCK}); try again when it has finished") from None
+    except OSError as exc:
+        raise UserError(f"could not lock {folder} for an export ({exc}); make the folder writable and retry") from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _running(pid: int) -> bool:
@@ -298,7 +389,11 @@ def folder_problems(folder: Path) -> list[str]:
         return [f"no {CARD} (dataset card); run `condense export` into this folder"]
     yaml = card.data.to_dict()
     problems = [f"{CARD} YAML lacks '{key}'" for key in ("configs", "dataset_info") if not yaml.get(key)]
-    for name in card_configs(card):
+    try:
+        names = card_configs(card)
+    except UserError as exc:
+        return [*problems, str(exc)] if yaml.get("configs") else problems
+    for name in names:
         missing = [file for file in CONFIG_FILES if not (folder / name / file).is_file()]
         if missing:
             problems.append(f"config {name!r} lacks {', '.join(missing)}")
@@ -330,6 +425,9 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
     token = get_token()
     if token is None:
         raise UserError("no Hugging Face token found: run `hf auth login` or set HF_TOKEN, then push again")
+    if not token.isascii() or not token.isprintable():
+        raise UserError("the Hugging Face token is malformed (it holds characters a token never has); "
+                        "copy it again from https://huggingface.co/settings/tokens into HF_TOKEN or `hf auth login`")
     api = HfApi(token=token)
     configs = card_configs(read_card(folder))
     try:
@@ -339,6 +437,7 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=folder, repo_type="dataset", revision=revision,
             commit_message=f"Upload condensed set ({', '.join(configs)})",
+            allow_patterns=[CARD, *(f"{name}/*" for name in configs)],  # what the card lists, nothing else
             ignore_patterns=[".*", "**/.*"], delete_patterns=[f"{name}/*" for name in configs],
         )
     except HfHubHTTPError as exc:

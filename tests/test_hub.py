@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -365,3 +366,140 @@ def test_a_set_made_from_a_hub_dataset_records_the_commit_it_was_read_at(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     recorded, head = (line.split()[1] for line in result.stdout.splitlines() if line.startswith(("recorded", "head")))
     assert recorded == head and len(recorded) == 40 and recorded != "0" * 40
+
+
+def _crafted_staging(folder: Path, plan, previous_is_file: bool = True) -> Path:
+    """A hidden staging folder as a crafted Hub folder would carry it: a dead process's pid, the folder's card, a plan."""
+    staging = folder / ".export-999999-abc"
+    staging.mkdir()
+    (staging / "README.md").write_bytes((folder / "README.md").read_bytes())
+    (staging / "plan.json").write_text(plan if isinstance(plan, str) else json.dumps(plan))
+    if previous_is_file:
+        (staging / "previous").write_text("planted")
+    else:
+        (staging / "previous").mkdir()
+    return staging
+
+
+@pytest.mark.parametrize("payload", [
+    {"config": "../.bashrc"},  # the issue's reproduction: a file beside the folder
+    {"config": "../../victim"},  # a folder two levels up
+    {"config": "README.md"},  # inside, but the card itself
+    {"config": ".hidden"},
+    {"config": 3}, ["ipc6"], "not json {",
+])
+@pytest.mark.parametrize("command", ["info", "export"])
+def test_a_crafted_staging_folder_touches_nothing_outside_or_inside(payload, command, tmp_path, tiny_set, capsys):
+    """Recovery of a killed export acts only on staging folders of the shape `export` writes (issue 24, S1)."""
+    from condense.cli import main as condense_main
+    from downstream.cli import main as downstream_main
+
+    home = tmp_path / "home" / "user"
+    folder = home / "set"
+    folder.parent.mkdir(parents=True)
+    export(saved(tmp_path, tiny_set, "tiny"), folder)
+    (home / ".bashrc").write_text("mine")
+    (tmp_path / "home" / "victim").mkdir()
+    (tmp_path / "home" / "victim" / "keep.txt").write_text("mine")
+    staging = _crafted_staging(folder, payload)
+    before = snapshot(tmp_path / "home")
+    argv = (["info", folder], downstream_main) if command == "info" else (["export", saved(tmp_path, tiny_set, "x"), "--out", folder, "--config", "ipc9"], condense_main)
+    line = assert_one_error(argv[1], argv[0], capsys)
+    assert staging.name in line
+    assert snapshot(tmp_path / "home") == before
+
+
+def test_a_staging_folder_that_is_a_link_is_refused(hub_folder, tmp_path, capsys):
+    from downstream.cli import main
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "README.md").write_bytes((hub_folder / "README.md").read_bytes())
+    (outside / "plan.json").write_text(json.dumps({"config": "ipc6"}))
+    (outside / "previous").mkdir()
+    (hub_folder / ".export-999999-abc").symlink_to(outside)
+    before = snapshot(tmp_path)
+    assert ".export-999999-abc" in assert_one_error(main, ["info", hub_folder], capsys)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("configs", ["3", "[ipc6]", "[{config_name: ../../victim, data_files: x}]", "[{config_name: [1]}]"])
+def test_card_config_names_stay_inside_the_folder(hub_folder, configs, capsys):
+    from downstream.cli import main
+
+    card = hub_folder / "README.md"
+    card.write_text(re.sub(r"^configs:\n(?:[- ] .*\n)*", f"configs: {configs}\n", card.read_text(), flags=re.M))
+    assert "README.md" in assert_one_error(main, ["info", hub_folder], capsys)
+
+
+def test_a_card_without_yaml_is_one_error(hub_folder, capsys):
+    from downstream.cli import main
+
+    (hub_folder / "README.md").write_text("# just a title\n")
+    assert "configs" in assert_one_error(main, ["info", hub_folder], capsys)
+
+
+def test_pool_manifest_paths_stay_inside_the_pool_folder(tmp_path):
+    from condense.pool import MANIFEST, _read_manifest
+
+    (tmp_path / "secret.safetensors").write_bytes(b"x")
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / MANIFEST).write_text(json.dumps({"spec": {}, "members": [{"init": "../secret.safetensors", "trained": "member-000-trained.safetensors"}]}))
+    with pytest.raises(UserError, match="outside"):
+        _read_manifest(pool)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_concurrent_exports_of_different_configs_all_reach_the_card(tmp_path, tiny_set):
+    """Pairs of exports into one folder started together: every config an export reported written is in the card
+    (issue 24, S2: both once passed the check for a running export before either staged, and one config was orphaned)."""
+    sources = {f"ipc{n}": saved(tmp_path, dataclasses.replace(tiny_set, ipc=n, evaluation={}), f"s{n}") for n in (1, 2, 3, 4, 7)}
+    folder = tmp_path / "hub"
+    export(sources.pop("ipc7"), folder)
+    names = list(sources)
+    for first, second in zip(names[::2], names[1::2]):
+        runs = [subprocess.Popen([sys.executable, "-m", "condense.cli", "export", str(sources[name]), "--out", str(folder), "--config", name],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in (first, second)]
+        for run in runs:
+            run.wait(timeout=300)
+        written = [name for name, run in zip((first, second), runs) if run.returncode == 0]
+        assert written == [first, second], [run.stderr.read()[-2000:] for run in runs]
+    listed = [entry["config_name"] for entry in read_card(folder).data.to_dict()["configs"]]
+    assert listed == sorted([*names, "ipc7"])
+    assert folder_problems(folder) == []
+
+
+def test_push_uploads_only_what_the_card_lists(hub_folder, tmp_path, tiny_set, monkeypatch):
+    import shutil
+
+    shutil.copytree(hub_folder / "ipc6", hub_folder / "orphan")  # a config folder the card does not name
+    uploads = {}
+
+    class RecordingApi:
+        def __init__(self, token):
+            pass
+
+        def create_repo(self, *args, **kwargs):
+            pass
+
+        def upload_folder(self, **kwargs):
+            from huggingface_hub.utils import filter_repo_objects
+
+            files = [str(p.relative_to(hub_folder)) for p in hub_folder.rglob("*") if p.is_file()]
+            uploads["files"] = sorted(filter_repo_objects(files, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=kwargs.get("ignore_patterns")))
+            return type("Commit", (), {"commit_url": "https://hub/commit/1"})()
+
+    monkeypatch.setattr("huggingface_hub.HfApi", RecordingApi)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: "hf_unused_token")
+    push(hub_folder, "tester/tiny")
+    assert uploads["files"] == ["README.md", "ipc6/preview.png", "ipc6/synthetic.safetensors", "ipc6/train-00000-of-00001.parquet"]
+
+
+def test_push_refuses_a_token_that_is_not_ascii_without_echoing_it(hub_folder, monkeypatch, capsys):
+    from condense.cli import main
+
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: "hf_tökén_secret")
+    line = assert_one_error(main, ["push", hub_folder, "--repo", "tester/tiny"], capsys)
+    assert "token" in line and "secret" not in capsys.readouterr().err + line
