@@ -40,10 +40,21 @@ def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    from .evaluate import EVAL_PRESETS
+    from .evaluate import EVAL_PRESETS, SCALES
 
     parser.add_argument("--protocol", "--preset", dest="protocol", default="cpu", metavar="NAME",
-                        help=f"evaluation protocol: {', '.join(EVAL_PRESETS)} (BENCHMARKS.md; --preset is the old name)")
+                        help=f"how to train: {', '.join(EVAL_PRESETS)}: optimiser, schedule, augmentation, CutMix "
+                             "(paper: ncfm at paper scale; BENCHMARKS.md; --preset is the old name)")
+
+    def epochs(by_protocol: dict) -> str:  # "2000 epochs (dc: 1000)": the usual count and the exceptions
+        counts = list(by_protocol.values())
+        usual = max(counts, key=counts.count)
+        others = ", ".join(f"{protocol}: {count}" for protocol, count in by_protocol.items() if count != usual)
+        return f"{usual} epochs" + (f" ({others})" if others else "")
+
+    sizes = "; ".join(f"{name}: width {size['width']}, {epochs(size['epochs'])}, {size['runs']} runs" for name, size in SCALES.items())
+    parser.add_argument("--scale", choices=list(SCALES),
+                        help=f"how big and how long: {sizes} (default cpu; paper for --protocol paper)")
     net = parser.add_argument_group("network (defaults from the preset)")
     net.add_argument("--net", choices=list(NETS))
     net.add_argument("--depth", type=int, help="ConvNet depth (default: 3 at 32 px, 4 at 64, 5 at 128)")
@@ -69,7 +80,7 @@ def eval_config(args: argparse.Namespace, objective=None):
     `objective` (from `eval_objective`) decides whether the protocol's CutMix stays."""
     from .evaluate import eval_preset
 
-    config = eval_preset(args.protocol)
+    config = eval_preset(args.protocol, args.scale)
     if args.net is not None and args.net != config.net:
         config.net, config.net_options = args.net, {}
     network = {k: getattr(args, k) for k in ("depth", "width", "norm", "act", "pooling") if getattr(args, k) is not None}
@@ -80,7 +91,7 @@ def eval_config(args: argparse.Namespace, objective=None):
     config.train = replace(config.train, **training)
     changed = [k for k in ("net", *network, *training) if k in training or getattr(args, k) is not None]
     if changed:
-        config.name = f"{args.protocol} with {', '.join(changed)} changed"
+        config.name = f"{config.name} with {', '.join(changed)} changed"
     for key in ("runs", "seed", "labels", "teacher"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))

@@ -104,7 +104,8 @@ class DistillConfig:
     log_every: int = setting(10, "iterations between lines of log.jsonl")
     soft_labels: str = setting("none", "none, pool (the first trained pool member), ensemble (all the pool's trained members) "
                                        "or a network file of any pool: the teacher")
-    eval_preset: str = setting("paper", f"evaluation protocol after distillation: {choices(EVAL_PRESETS)} (BENCHMARKS.md)")
+    eval_preset: str = setting("paper", f"evaluation after distillation: {choices(EVAL_PRESETS)} (BENCHMARKS.md; paper: ncfm at paper scale, "
+                                        "the others at CPU scale)")
     eval_runs: int | None = setting(None, "evaluation runs (0: no evaluation; default: the preset's)")
     amp: bool = setting(False, "bf16 autocast for the real-image forward passes (GPU)")
     channels_last: bool = setting(False, "channels-last memory format (GPU)")
@@ -193,10 +194,11 @@ PRESETS: dict[str, DistillConfig] = {
     **{f"cifar10-ipc{ipc}": DistillConfig(data="uoft-cs/cifar10", ipc=ipc, lr=image_lr(10)) for ipc in (1, 10, 50)},
     **{
         # a CIFAR-100 class has 500 training images: the real side is all of them, as in the published code;
-        # ipc 10 keeps the published SGD (a summed SGD step moves as far as the per-class steps: no rescaling)
+        # ipc 10 keeps the published SGD (a summed SGD step moves as far as the per-class steps: no rescaling), which has
+        # no weight decay (the published code's SGD for the images takes none; its weight_decay reaches AdamW only)
         f"cifar100-ipc{ipc}": DistillConfig(
             data="uoft-cs/cifar100", label_column="fine_label", ipc=ipc, real_batch=500,
-            **({"optimizer": "sgd", "lr": 0.01, "momentum": 0.5} if ipc == 10 else {"lr": image_lr(100)}),
+            **({"optimizer": "sgd", "lr": 0.01, "momentum": 0.5, "weight_decay": 0.0} if ipc == 10 else {"lr": image_lr(100)}),
         )
         for ipc in (1, 10, 50)
     },

@@ -1,16 +1,18 @@
 """Train on the small set, test on the real test split: the number the field reports.
 
-Protocols by name (`EVAL_PRESETS`, BENCHMARKS.md): `cpu` (this project's CPU yardstick) and `paper`
-(its GPU scale), `ncfm` (the published NCFM evaluation) and `dc` (the DC/DM authors' `evaluate_synset`).
-Every protocol trains a fresh network per run and reports the test accuracy at the **final epoch**
-(never the best over checkpoints), mean and population std (as numpy's `std`) over runs.
+A protocol (`PROTOCOLS`: `cpu`, this project's CPU yardstick; `ncfm`, the published NCFM evaluation; `dc`, the
+DC/DM authors' `evaluate_synset`) fixes the optimiser, schedule, augmentation and CutMix; a scale (`SCALES`: `cpu`
+or `paper`) fixes width, epochs and runs; any protocol runs at any scale (BENCHMARKS.md). `paper` as a name is
+`ncfm` at paper scale, the paper presets' evaluation. Every protocol trains a fresh network per run and reports
+the test accuracy at the **final epoch** (never the best over checkpoints), mean and population std (as numpy's
+`std`) over runs.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import torch
@@ -35,36 +37,56 @@ class EvalConfig:
     seed: int = 0
     labels: str = "hard"  # hard | stored (the set's soft labels, as stored); a teacher replaces either
     teacher: str | None = None  # a pool member file, or several / a pool folder (an ensemble): KD targets on each augmented batch
-    name: str = "custom"  # the protocol's name in EVAL_PRESETS (with what was changed from it), for the JSON result
+    name: str = "custom"  # the protocol's name in PROTOCOLS (with what was changed from it), for the JSON result
+    scale: str = "custom"  # the scale's name in SCALES (width, epochs and runs), for the JSON result
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "net": self.net, "net_options": dict(self.net_options), "train": self.train.to_dict(),
+        return {"name": self.name, "scale": self.scale, "net": self.net, "net_options": dict(self.net_options), "train": self.train.to_dict(),
                 "runs": self.runs, "seed": self.seed, "labels": self.labels, "teacher": self.teacher}
 
 
-# At CPU scale (300 epochs) every protocol trains the CPU preset's ConvNet (width 64) and differs in training only.
-# `cpu`: the evaluation of the cifar10-ipc10-cpu preset; `paper`: the same at the NCFM paper's scale (GPU);
-# `ncfm`: the published NCFM evaluation (flip + colour on every image, one of crop/scale/rotate per batch);
-# `dc`: the DC/DM authors' evaluate_synset (SGD, lr x0.1 at half the epochs, one DSA operation per batch, no CutMix).
-EVAL_PRESETS = {
-    "cpu": EvalConfig(name="cpu"),
-    "paper": EvalConfig(
-        net_options={"width": 128, "norm": "instance", "act": "relu", "pooling": "avg"},
-        train=TrainConfig(epochs=2000),
-        runs=10,
-        name="paper",
-    ),
-    "ncfm": EvalConfig(train=TrainConfig(dsa="color_crop_flip_scale_rotate", dsa_mode="batch-geometry"), name="ncfm"),
-    "dc": EvalConfig(
-        train=TrainConfig(batch_size=256, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, lr_decay_at=(0.5,), lr_gamma=0.1,
-                          dsa="color_crop_cutout_flip_scale_rotate", dsa_mode="batch", cutmix_p=0.0),
-        name="dc",
-    ),
+# How each protocol trains, at any scale (the epochs are the scale's). `cpu`: the evaluation of the cifar10-ipc10-cpu
+# preset (one DSA operation per image); `ncfm`: the published NCFM evaluation (flip + colour on every image, one of
+# crop/scale/rotate per batch); `dc`: the DC/DM authors' evaluate_synset (SGD, lr x0.1 at half the epochs with the
+# optimiser made anew there, one DSA operation per batch, no CutMix). Their loop runs `range(epochs + 1)`, one epoch
+# more than it names (301, 1001), with the decay after epoch epochs // 2 + 2: not copied, so that a scale's epochs
+# (and --epochs) mean the same count under every protocol.
+PROTOCOLS = {
+    "cpu": TrainConfig(),
+    "ncfm": TrainConfig(dsa="color_crop_flip_scale_rotate", dsa_mode="batch-geometry"),
+    "dc": TrainConfig(batch_size=256, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, lr_decay_at=(0.5,), lr_gamma=0.1,
+                      reset_at_decay=True, dsa="color_crop_cutout_flip_scale_rotate", dsa_mode="batch", cutmix_p=0.0),
+}
+# How big and how long: the ConvNet's width, the runs, and the epochs of each protocol (at paper scale each protocol's
+# published count: NCFM trains 2000 epochs, DC/DM 1000).
+SCALES = {
+    "cpu": {"width": 64, "runs": 2, "epochs": {"cpu": 300, "ncfm": 300, "dc": 300}},
+    "paper": {"width": 128, "runs": 10, "epochs": {"cpu": 2000, "ncfm": 2000, "dc": 1000}},
 }
 
 
-def eval_preset(name: str) -> EvalConfig:
-    return preset_copy(EVAL_PRESETS, name, "evaluation")
+def scaled(protocol: str, scale: str) -> EvalConfig:
+    """`protocol`'s training at `scale`'s width, epochs and runs."""
+    size = SCALES[scale]
+    return EvalConfig(net_options={**EvalConfig().net_options, "width": size["width"]}, runs=size["runs"], name=protocol, scale=scale,
+                      train=replace(PROTOCOLS[protocol], epochs=size["epochs"][protocol]))
+
+
+# The evaluations by name: each protocol at CPU scale, and `paper`, the paper presets' evaluation: `ncfm` at paper scale.
+EVAL_PRESETS = {**{name: scaled(name, "cpu") for name in PROTOCOLS}, "paper": scaled("ncfm", "paper")}
+
+
+def eval_preset(name: str, scale: str | None = None) -> EvalConfig:
+    """The evaluation `name` at `scale` (default: its own, `paper` for `paper`, `cpu` for the others)."""
+    config = preset_copy(EVAL_PRESETS, name, "evaluation")
+    if scale is None or scale == config.scale:
+        return config
+    if scale not in SCALES:
+        raise UserError(f"unknown evaluation scale {scale!r}; choose one of {', '.join(SCALES)}")
+    if name not in PROTOCOLS:
+        raise UserError(f"{name} is {config.name} at {config.scale} scale; for {scale} scale name the protocol: "
+                        f"--protocol {config.name} --scale {scale}")
+    return scaled(name, scale)
 
 
 # What each label protocol is, for the printed result and the JSON ("labels" is the short name).
@@ -235,7 +257,8 @@ def format_result(result: dict) -> str:
     options = ", ".join(f"{k}={v}" for k, v in protocol["net_options"].items())
     lines.append(
         f"mean ± std: {result['accuracy_mean']:.2f} ± {result['accuracy_std']:.2f} %  "
-        f"(protocol {protocol.get('name', 'custom')}: {protocol['net']}({options}), {protocol['train']['epochs']} epochs, {result['labels']} labels, "
+        f"(protocol {protocol.get('name', 'custom')} at {protocol.get('scale', 'custom')} scale: {protocol['net']}({options}), "
+        f"{protocol['train']['epochs']} epochs, {result['labels']} labels, "
         f"{len(result['runs'])} runs; {result['test']})"
     )
     lines.append(f"trained on {result['labels']} labels: {result['label_protocol']}")

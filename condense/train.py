@@ -39,6 +39,7 @@ class TrainConfig:
     momentum: float = setting(0.9, "momentum (sgd)")
     lr_decay_at: tuple[float, ...] = setting((0.2, 0.4, 0.6, 0.8), "fractions of the training steps where the lr is multiplied by lr_gamma")
     lr_gamma: float = setting(0.5, "factor on the lr at each decay")
+    reset_at_decay: bool = setting(False, "re-create the optimiser at each lr decay (its momentum forgotten), as DC/DM's evaluate_synset does")
     dsa: str = setting(TRAINING_STRATEGY, "per-sample DSA operations joined by _ ('' for none)")
     dsa_mode: str = setting("one", "one (one random DSA operation per image, the DSA convention), all, batch or batch-geometry")
     cutmix_p: float = setting(0.5, "probability that a batch is CutMix-ed")
@@ -247,6 +248,8 @@ class _Training:
         sum(losses).backward()
         self.optimizer.step()
         self.schedule.step()
+        if self.config.reset_at_decay and self.schedule.last_epoch in self.schedule.milestones:
+            self.optimizer.state.clear()  # all a freshly made optimiser at the decayed lr would differ in
         return losses
 
     def _input(self, batch: torch.Tensor, generator: torch.Generator, may_mix: bool = True) -> tuple[torch.Tensor, tuple | None]:

@@ -65,3 +65,23 @@ def test_the_adamw_presets_take_the_image_lr_rule_and_sgd_keeps_its_published_lr
 def test_every_preset_matches_with_gaussian_frequencies():
     """No variant of psi beat Gaussian frequencies at CPU scale (README), so no preset asks for psi."""
     assert {config.sampler for config in PRESETS.values()} == {"gaussian"}
+
+
+def test_the_paper_presets_evaluate_with_ncfm_at_paper_scale_and_the_cpu_presets_with_cpu():
+    """Issue 24 item 2: the paper presets' evaluation is the published NCFM one (flip + colour on every image, one
+    geometric operation per batch) at width 128, 2000 epochs, 10 runs."""
+    for name, config in PRESETS.items():
+        evaluation = eval_preset(config.eval_preset)
+        if name.endswith("-cpu"):
+            assert (evaluation.name, evaluation.scale, evaluation.train.dsa_mode) == ("cpu", "cpu", "one"), name
+            continue
+        assert (evaluation.name, evaluation.scale) == ("ncfm", "paper"), name
+        assert (evaluation.train.dsa, evaluation.train.dsa_mode) == ("color_crop_flip_scale_rotate", "batch-geometry"), name
+        assert (evaluation.net_options["width"], evaluation.train.epochs, evaluation.runs) == (128, 2000, 10), name
+
+
+def test_the_sgd_preset_takes_no_weight_decay_as_published():
+    """The published code's SGD on the images (CIFAR-100 IPC 10) has no weight decay; its 5e-4 reaches AdamW only."""
+    assert [name for name, config in PRESETS.items() if config.optimizer == "sgd"] == ["cifar100-ipc10"]
+    assert PRESETS["cifar100-ipc10"].weight_decay == 0.0 and PRESETS["cifar100-ipc10"].momentum == 0.5
+    assert {config.weight_decay for config in PRESETS.values() if config.optimizer == "adamw"} == {5e-4}
