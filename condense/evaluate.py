@@ -129,14 +129,28 @@ def teacher_files(teacher: str) -> list[str]:
         if not files:
             raise UserError(f"teacher folder {teacher} holds no member-XXX-trained.safetensors; pass a pool folder of `condense pretrain`")
         return files
-    return [name for name in teacher.split(",") if name]
+    files = [name for name in teacher.split(",") if name]
+    if not files:
+        raise UserError(f"--teacher {teacher!r} names no file; pass a member-XXX-trained.safetensors file, several joined by commas, "
+                        "or a pool folder")
+    return files
 
 
-def load_teacher(teacher: str, device: torch.device) -> torch.nn.Module:
-    """A frozen teacher: one pool member, or the ensemble of several (see `teacher_files`)."""
-    from .pool import load_member
+def load_teacher(teacher: str, device: torch.device, student: SyntheticSet | RealData | None = None) -> torch.nn.Module:
+    """A frozen teacher: one pool member, or the ensemble of several (see `teacher_files`); with `student` (what it
+    teaches), every member must have been trained for its classes and image shape, or its targets mean nothing."""
+    from .pool import load_member, member_spec
 
-    members = [load_member(path, device) for path in teacher_files(teacher)]
+    files = teacher_files(teacher)
+    if student is not None:
+        expected = (len(student.class_names), *student.images.shape[1:])
+        for path in files:
+            spec = member_spec(path)
+            if (spec.num_classes, spec.channels, *spec.image_size) != expected:
+                raise UserError(f"teacher {path} was trained for {spec.num_classes} classes of {spec.channels}x{'x'.join(map(str, spec.image_size))} "
+                                f"images ({spec.dataset}), but the set has {expected[0]} classes of {'x'.join(map(str, expected[1:]))}; "
+                                "pass a pool member trained on the set's dataset")
+    members = [load_member(path, device) for path in files]
     return members[0] if len(members) == 1 else Ensemble(members).to(device).eval()
 
 
@@ -197,7 +211,7 @@ def evaluate_set(synthetic: SyntheticSet | RealData, test: RealData, config: Eva
     targets, kind = training_targets(synthetic, config.labels)
     teacher = None
     if config.teacher:
-        teacher, kind = load_teacher(config.teacher, device), "teacher soft"
+        teacher, kind = load_teacher(config.teacher, device, synthetic), "teacher soft"
     world = world or World()
     make_net = partial(seeded_net, config.net, synthetic.images.shape[1], len(synthetic.class_names), synthetic.images.shape[2:], **config.net_options)
 

@@ -131,7 +131,7 @@ def test_soft_label_evaluation_asks_the_teacher_on_the_augmented_batch(name, tmp
     seen = {"student": [], "teacher": []}
     teacher = build_net("convnet", 3, 2, (8, 8), depth=1, width=4)
     teacher.register_forward_pre_hook(lambda module, args: seen["teacher"].append(args[0].detach().clone()))
-    monkeypatch.setattr("condense.evaluate.load_teacher", lambda path, device: teacher)
+    monkeypatch.setattr("condense.evaluate.load_teacher", lambda path, device, student: teacher)
     original_build = seeded_net
 
     def student(*args, **kwargs):
