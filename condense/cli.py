@@ -9,7 +9,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .flags import add_dataclass_arguments, add_runtime_arguments, add_source_arguments, run_main, source_from_args
+from .errors import UserError
+from .flags import add_dataclass_arguments, add_runtime_arguments, add_source_arguments, flag, run_main, source_from_args
 from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS
 from .objectives import objective_names
 from .train import TrainConfig, keeps_cutmix
@@ -33,10 +34,10 @@ def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
                            help="ce: cross-entropy (default); dlb: DLB, self-distillation from the last mini-batch (downstream.dlb), "
                                 "which keeps the protocol's CutMix in its official scheme (mixing only new samples) and drops it in "
                                 "the paper scheme")
-    objective.add_argument("--scheme", default="official",
-                           help="DLB batches: official (new batch + previous batch, two forwards) or paper (half-overlapping batches of n)")
-    objective.add_argument("--tau", type=float, default=3.0, help="DLB temperature (default 3)")
-    objective.add_argument("--alpha", type=float, default=1.0, help="DLB weight (default 1)")
+    objective.add_argument("--scheme", help="DLB batches: official (default; new batch + previous batch, two forwards) "
+                                             "or paper (half-overlapping batches of n)")
+    objective.add_argument("--tau", type=float, help="DLB temperature (default 3)")
+    objective.add_argument("--alpha", type=float, help="DLB weight (default 1)")
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +96,8 @@ def eval_config(args: argparse.Namespace, objective=None):
     for key in ("runs", "seed", "labels", "teacher"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
+    if args.temperature is not None and not config.teacher and config.labels != "stored":
+        raise UserError("--temperature scales soft labels (a --teacher or --labels stored); with hard labels it does nothing: drop it")
     return config
 
 
@@ -102,7 +105,12 @@ def eval_objective(args: argparse.Namespace):
     """The training objective `--objective` names: None (cross-entropy) or a registered one (`condense.objectives`)."""
     from .objectives import make_objective
 
-    return make_objective(args.objective, tau=args.tau, alpha=args.alpha, scheme=args.scheme)
+    given = {name: getattr(args, name) for name in ("tau", "alpha", "scheme") if getattr(args, name) is not None}
+    if given and args.objective == "ce":
+        one = len(given) == 1
+        raise UserError(f"{', '.join(flag(name) for name in given)} {'is a setting' if one else 'are settings'} of --objective dlb, "
+                        f"which plain cross-entropy (--objective ce) does not use; add --objective dlb or drop {'it' if one else 'them'}")
+    return make_objective(args.objective, **given)
 
 
 def check_holdout(holdout: int, recorded: dict) -> None:
@@ -125,13 +133,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .hub import CARD, SET_FILE, load_set_source
     from .runtime import resolve_device, write_json
 
+    objective = eval_objective(args)  # bad settings are refused before the set or any data is read
+    config = eval_config(args, objective)
     synthetic, source = load_set_source(args.set, args.config), Path(args.set)
     if (source / CARD).is_file():  # a Hub folder: the result goes beside it, never into what `push` uploads
         default_out = source.with_name(f"{source.name}{'-' + args.config if args.config else ''}.eval.json")
     else:
         default_out = (source / SET_FILE if source.is_dir() else source).with_suffix(".eval.json")
-    objective = eval_objective(args)
-    config = eval_config(args, objective)
     source = source_from_args(args, synthetic.data_source())
     split = args.split or (synthetic.config.get("split", "train") if args.holdout else "test")
     check_holdout(args.holdout, synthetic.config)

@@ -9,18 +9,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from .augment import DSA, MATCHING_STRATEGY, MODES
 from .errors import UserError
 from .evaluate import EVAL_PRESETS
-from .flags import flag, setting
+from .flags import check_numbers, flag, setting
 from .formation import DEFAULT_RESIZE, INIT_IMAGES, RESIZE_MODES
 from .ncfd import PHASES
 from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS, current_options
 from .pool import POOL_TRAINING
 from .runtime import preset_copy
 from .sampler import mixture_components
-from .source import RENAMED_SOURCE_SETTINGS, DataSource
+from .source import RENAMED_SOURCE_SETTINGS, DataSource, check_revision
 
 PSI_OBJECTIVES = {
     "ncfd": "the matching loss itself (the paper's min-max)",
@@ -113,39 +114,33 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         """Refuse an impossible setting at once, before any data is loaded (from the command line or Python)."""
-        self._check_numbers()
+        check_numbers(self, AT_LEAST, POSITIVE, NOT_NEGATIVE, fractions=("alpha",))
         if self.init_images not in INIT_IMAGES or self.init_resize not in RESIZE_MODES:
             raise UserError(f"--init-images takes {' or '.join(INIT_IMAGES)} and --init-resize {', '.join(RESIZE_MODES)}; "
                             f"got {self.init_images!r} and {self.init_resize!r}")
         if self.sampler not in ("learned", "gaussian"):
             raise UserError(f"unknown sampler {self.sampler!r}; use learned or gaussian")
         DSA(self.dsa, mode=self.dsa_mode)  # unknown operations or modes: refused here, before any data is loaded
+        check_revision(self.data, self.revision)
+        if self.soft_labels not in ("none", "pool", "ensemble") and Path(self.soft_labels).is_dir():
+            raise UserError(f"--soft-labels {self.soft_labels} is a folder; pass one network file in it (member-XXX-trained.safetensors), "
+                            "or pool / ensemble for the run's own pool")
         if self.pool_dsa:
             DSA(self.pool_dsa, mode=self.pool_dsa_mode)
         if self.phase not in PHASES:
             raise UserError(f"--phase must be {' or '.join(PHASES)}, got {self.phase!r}")
         if self.psi_objective not in PSI_OBJECTIVES:
             raise UserError(f"--psi-objective must be {' or '.join(PSI_OBJECTIVES)}, got {self.psi_objective!r}")
-        if self.sampler == "gaussian" and (self.sigma_penalty or self.psi_objective != "ncfd"):
-            raise UserError("--sigma-penalty and --psi-objective shape what psi ascends; use them with --sampler learned")
+        shaping = [flag(name) for name in PSI_SHAPING if getattr(self, name) != DistillConfig.__dataclass_fields__[name].default]
+        if self.sampler == "gaussian" and shaping:
+            raise UserError(f"{', '.join(shaping)} shape psi, the learned sampler, which the Gaussian sampler does not use; "
+                            "use them with --sampler learned or drop them")
         if self.psi_objective == "normalised" and self.real_batch < 2:
             raise UserError("--psi-objective normalised splits the real batch into two halves; use --real-batch 2 or more")
         if self.sampler == "learned":
             mixture_components(self.frequencies)
             if not self.sigma_min < 1 < self.sigma_max:
                 raise UserError(f"psi starts at scale 1: --sigma-min ({self.sigma_min}) must be below 1 and --sigma-max ({self.sigma_max}) above 1")
-
-    def _check_numbers(self) -> None:
-        for name, least in AT_LEAST.items():
-            value = getattr(self, name)
-            if value is not None and value < least:
-                raise UserError(f"{flag(name)} must be at least {least}, got {value}")
-        for name in POSITIVE + NOT_NEGATIVE:
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0 or (value == 0 and name in POSITIVE):
-                raise UserError(f"{flag(name)} must be a finite number {'above' if name in POSITIVE else 'of at least'} 0, got {value}")
-        if not 0 <= self.alpha <= 1:
-            raise UserError(f"--alpha must be between 0 and 1, got {self.alpha}")
 
     @property
     def source(self) -> DataSource:
@@ -170,6 +165,8 @@ class DistillConfig:
 AT_LEAST = {"ipc": 1, "factor": 1, "depth": 1, "width": 1, "image_size": 1, "stream_per_class": 1, "pool_size": 1, "pool_epochs": 1,
             "real_batch": 1, "frequencies": 1, "iterations": 0, "plateau_patience": 0, "checkpoint_every": 1, "log_every": 1, "eval_runs": 0,
             "holdout": 0, "seed": 0}
+# Settings of psi alone: refused with the Gaussian sampler unless left at their defaults.
+PSI_SHAPING = ("sigma_min", "sigma_max", "sigma_penalty", "psi_objective")
 POSITIVE = ("lr", "sampler_lr", "sigma_min", "sigma_max", "loss_scale")
 NOT_NEGATIVE = ("weight_decay", "momentum", "calibration_weight", "sigma_penalty")
 

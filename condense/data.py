@@ -20,6 +20,7 @@ import torch
 
 from .arrow import ArrowImages, chunk_pixels
 from .errors import UserError
+from .source import is_local
 
 # The seed of the held-out images (`RealData.holdout_split`): the same for every run, so a distillation and a later
 # `condense eval --holdout` hold out the same images; no other draw uses it (a random subset of seed 0 would pick them first).
@@ -137,24 +138,20 @@ class RealData:
         return images.float().div_(255)
 
 
-def _is_local(source: str) -> bool:
-    return Path(source).expanduser().exists() or source.startswith((".", "/", "~"))
-
-
 def source_identity(source: str) -> str:
     """One name for a dataset however it is written: a local folder's resolved path (./x, x, /abs/x), else the Hub id.
 
     Pools and resume checks compare it.
     """
-    return str(Path(source).expanduser().resolve()) if _is_local(source) else source
+    return str(Path(source).expanduser().resolve()) if is_local(source) else source
 
 
 def _load(source: str, split: str, config: str | None, revision: str | None, streaming: bool = False):
     import datasets
 
-    if _is_local(source) and not Path(source).expanduser().exists():
+    if is_local(source) and not Path(source).expanduser().exists():
         raise UserError(f"no such folder: {source}; pass an existing folder or a Hub id such as uoft-cs/cifar10")
-    where = str(Path(source).expanduser()) if _is_local(source) else source
+    where = str(Path(source).expanduser()) if is_local(source) else source
     try:
         splits = datasets.get_dataset_split_names(where, config_name=config, revision=revision)
     except Exception as exc:  # datasets raises many types for "cannot find or reach this dataset"
@@ -308,7 +305,7 @@ def load_real(source: str, split: str = "train", *, config: str | None = None, r
     class_names = _class_names(ds.features[label_column], label_column, labels)
     if stats is None:
         stats = _stats_for(source, images)
-    commit = None if _is_local(source) else hub_commit(source, revision)
+    commit = None if is_local(source) else hub_commit(source, revision)
     return RealData(images, torch.as_tensor(labels, dtype=torch.int64), class_names, tuple(stats[0]), tuple(stats[1]), source, split, revision,
                     commit)
 
@@ -360,7 +357,11 @@ def _stats_for(source: str, images: torch.Tensor) -> tuple[tuple[float, ...], tu
     key = known_stats_key(source)
     if key is not None and len(KNOWN_STATS[key][0]) == images.shape[1]:
         return KNOWN_STATS[key]
-    return compute_stats(images)
+    mean, std = compute_stats(images)
+    if min(std) == 0:  # normalising would divide by zero: every loss nan, reported as a divergence
+        raise UserError(f"the images of {source} are constant in channel {std.index(0)} (std 0 over the split), so they cannot be "
+                        "normalised and nothing can be learnt from them; check the image column (--image-column) or the data")
+    return mean, std
 
 
 def compute_stats(images: torch.Tensor | ArrowImages, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 
 from .errors import UserError
-from .source import DataSource
+from .source import DataSource, is_local
 
 # Old flags that still work (listed after the new one in --help): the setting they set now.
 OLD_FLAGS = {"dataset_config": ["--data-config"], "pooling": ["--pool"]}
@@ -26,6 +27,24 @@ def setting(default, help: str):
 def flag(name: str) -> str:
     """The command-line flag of a settings field."""
     return "--" + name.replace("_", "-")
+
+
+def check_numbers(settings, at_least: dict[str, int], positive: tuple[str, ...] = (), not_negative: tuple[str, ...] = (),
+                  fractions: tuple[str, ...] = ()) -> None:
+    """Refuse, naming its flag, a counted setting below its least value (None: its default), or a number that is not
+    finite, negative, zero where it must be `positive`, or outside [0, 1] for a fraction: such values train nothing or diverge."""
+    for name, least in at_least.items():
+        value = getattr(settings, name)
+        if value is not None and value < least:
+            raise UserError(f"{flag(name)} must be at least {least}, got {value}")
+    for name in positive + not_negative:
+        value = getattr(settings, name)
+        if not math.isfinite(value) or value < 0 or (value == 0 and name in positive):
+            raise UserError(f"{flag(name)} must be a finite number {'above' if name in positive else 'of at least'} 0, got {value}")
+    for name in fractions:
+        value = getattr(settings, name)
+        if not 0 <= value <= 1:
+            raise UserError(f"{flag(name)} must be between 0 and 1, got {value}")
 
 
 def add_dataclass_arguments(group, cls, skip: tuple[str, ...] = (), flags: dict[str, str] | None = None) -> None:
@@ -53,6 +72,8 @@ def source_from_args(args: argparse.Namespace, recorded: DataSource | None = Non
     """The data source the flags name; flags left out keep what `recorded` (e.g. a set's own source) says."""
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(DataSource)[1:]}
     if recorded is not None:
+        if args.data and is_local(args.data):  # the set's Hub revision does not apply to a local copy
+            recorded = dataclasses.replace(recorded, revision=None)
         return recorded.replace(path=args.data, **settings)
     if not args.data:
         raise UserError("--data is needed: a Hub id or a local folder in Hub layout")

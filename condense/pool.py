@@ -209,6 +209,7 @@ def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: Real
         differences = [f"{key}: {theirs.get(key)!r} there, {value!r} here" for key, value in spec.to_dict().items() if theirs.get(key) != value]
         raise UserError(f"the pool in {folder} was built for something else ({'; '.join(differences)}); pass another --pool-folder or delete it")
     manifest = manifest or {"spec": spec.to_dict(), "members": []}
+    net, rebuild = spec.build(), "delete the pool folder to rebuild it"  # a network that cannot be built is refused before the folder exists
     folder.mkdir(parents=True, exist_ok=True)
 
     def train_group(indices: list[int]) -> list[dict]:
@@ -230,6 +231,5 @@ def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: Real
 
     groups = world.groups(list(range(len(manifest["members"]), size)), batched)
     world.map_in_rounds(groups, train_group, record, desc="pretraining pool", unit="group" if batched else "net", progress=progress)
-    net, rebuild = spec.build(), "delete the pool folder to rebuild it"
     members = [(_load_weights(folder / m["init"], net, rebuild), _load_weights(folder / m["trained"], net, rebuild)) for m in manifest["members"][:size]]
     return Pool(spec, members, device)

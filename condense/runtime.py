@@ -52,9 +52,11 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     mask = os.umask(0)
     os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a result is meant to be read, as any file the user's umask allows
     try:
         yield Path(tmp)
+        # mkstemp makes 0600 (and a writer may re-create the file, as safetensors does): a result is meant to be read,
+        # as any file the user's umask allows
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

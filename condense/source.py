@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
 
 # Old names of the source's settings, still read from set files and run folders written before the rename.
 RENAMED_SOURCE_SETTINGS = {"data_config": "dataset_config"}
@@ -24,6 +27,9 @@ class DataSource:
     image_column: str | None = field(default=None, metadata={"help": "image column (default: the only Image column)"})
     label_column: str | None = field(default=None, metadata={"help": "class-label column (default: the only ClassLabel column)"})
     image_size: int | None = field(default=None, metadata={"help": "resize images to N x N (needed when sizes differ)"})
+
+    def __post_init__(self) -> None:
+        check_revision(self.path, self.revision)
 
     def load(self, split: str, *, memory_mapped: bool = False, streaming: bool = False, per_class: int | None = None, seed: int = 0):
         """One split as `RealData`: in memory (default), memory-mapped, or streamed (`per_class` random images per class)."""
@@ -45,8 +51,34 @@ class DataSource:
     def from_record(cls, path: str, record: dict) -> DataSource:
         """The source `record` (a run's settings or a set's config, old names included) describes for `path`."""
         record = {RENAMED_SOURCE_SETTINGS.get(k, k): v for k, v in record.items()}
+        if is_local(path):  # sets and runs made before the check recorded an ignored revision with a local folder
+            record.pop("revision", None)
         names = [f.name for f in dataclasses.fields(cls)[1:]]
         return cls(path, **{name: record[name] for name in names if record.get(name) is not None})
+
+
+def is_local(path: str) -> bool:
+    """Whether `path` means a local folder rather than a Hub id: it exists, starts as a path does (., /, ~), its first
+    component exists here (work/x beside a folder work), or it is no valid Hub id (a/b/c); so a missing folder is
+    said to be missing at once instead of being looked up on the Hub."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    local = Path(path).expanduser()
+    if local.exists() or path.startswith((".", "/", "~")) or (len(local.parts) > 1 and Path(local.parts[0]).exists()):
+        return True
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        return True
+    return False
+
+
+def check_revision(path: str, revision: str | None) -> None:
+    """A revision is the Hub's: refused for a local folder, where it would be ignored yet recorded (and name a pool folder)."""
+    if revision is not None and is_local(path):
+        raise UserError(f"--revision {revision!r} names a Hub revision, but {path} is a local folder, which has none; "
+                        "drop --revision (or pass the Hub id)")
 
 
 SOURCE_SETTINGS = tuple(f.name for f in dataclasses.fields(DataSource)[1:])

@@ -24,7 +24,7 @@ from .augment import DSA, TRAINING_STRATEGY, cutmix
 from .batched import StackedNets
 from .data import RealData, normalise
 from .errors import UserError
-from .flags import setting
+from .flags import check_numbers, setting
 
 
 @dataclass
@@ -44,6 +44,17 @@ class TrainConfig:
     dsa_mode: str = setting("one", "one (one random DSA operation per image, the DSA convention), all, batch or batch-geometry")
     cutmix_p: float = setting(0.5, "probability that a batch is CutMix-ed")
     temperature: float = setting(1.0, "KD temperature for soft labels or a teacher: softmax(log p / T); loss T^2 * CE(logits / T, targets)")
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse a value that trains nothing or diverges at once, naming its flag (run at construction and again by `train`,
+        since callers set fields after construction), so a divergence message is left for real divergence."""
+        check_numbers(self, {"epochs": 1, "batch_size": 1}, positive=("lr", "lr_gamma", "temperature"),
+                      not_negative=("weight_decay", "momentum"), fractions=("cutmix_p",))
+        if not all(0 <= at <= 1 for at in self.lr_decay_at):
+            raise UserError(f"lr_decay_at holds fractions of the training steps, between 0 and 1; got {list(self.lr_decay_at)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -186,8 +197,7 @@ def _check(nets, generators, images, targets, config: TrainConfig, objective: Ob
         raise UserError(f"{type(objective).__name__} trains one network at a time; train the networks one by one (no batching)")
     if len(images) != len(targets) or len(images) == 0:
         raise UserError(f"cannot train on {len(images)} images with {len(targets)} targets")
-    if config.epochs < 1 or config.batch_size < 1:
-        raise UserError(f"epochs and batch size must be at least 1, got {config.epochs} and {config.batch_size}")
+    config.check()
     if objective is not None and config.cutmix_p > 0 and not objective.mixable_parts:
         raise UserError(f"{objective!r} compares per-sample predictions in every part of its steps, which CutMix would mix; "
                         "set cutmix_p to 0")

@@ -116,6 +116,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.set is None and args.data is None:
         raise UserError("name a condensed set to train on, or a real dataset with --data")
+    if args.per_class is not None and args.set is not None:
+        raise UserError("--per-class picks images of --data; a condensed set is trained on whole: drop --per-class or the set")
+    if args.per_class is not None and args.per_class < 1:
+        raise UserError(f"--per-class must be at least 1 image per class, got {args.per_class}")
     objective = eval_objective(args)
     config = eval_config(args, objective)
     if args.cutmix_p is None:
@@ -216,6 +220,7 @@ def cmd_cl(args: argparse.Namespace) -> None:
     objective = eval_objective(args)
     if not keeps_cutmix(objective):
         config.train.cutmix_p = 0.0  # DLB's paper scheme cannot mix (its official scheme mixes only new samples)
+    config.check()  # before the data is read
     memories = parse_memories(args.memory)
     device = resolve_device(args.device)
     source = source_from_args(args)

@@ -43,12 +43,12 @@ def test_step_cross_entropy_is_the_mean_over_every_sample_of_the_step():
     """Parts of 3 and 1 samples: the loss is one mean CE over the 4 (as DLB's official code), not CE(3) + CE(1)."""
     images, labels = torch.rand(4, 3, 4, 4, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 0])
     net = linear_net()
-    config = TrainConfig(epochs=1, batch_size=4, lr=0.0, weight_decay=0.0, dsa="", cutmix_p=0.0)
+    order = torch.randperm(4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the one step's loss is taken before its update
+        expected = F.cross_entropy(net((images[order] - 0.5) / 0.25), labels[order]).item()
+    config = TrainConfig(epochs=1, batch_size=4, lr=1.0, weight_decay=0.0, dsa="", cutmix_p=0.0)
     stats = train(net, images, labels, config, **STATS, generator=torch.Generator().manual_seed(0), device=CPU, progress=False,
                   objective=TwoParts(3))
-    order = torch.randperm(4, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = F.cross_entropy(net((images[order] - 0.5) / 0.25), labels[order]).item()
     assert stats["loss"] == pytest.approx(expected, rel=1e-6)  # the sum of the two parts' means would be 2.5x this here
 
 

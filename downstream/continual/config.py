@@ -37,6 +37,27 @@ class CLConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def check(self, train_data=None) -> None:
+        """Refuse settings that train nothing or leave a memory empty, before any training; with the training split
+        (`RealData`) also a memory larger than a class or too small to keep one image of every class."""
+        self.train.check()  # the command line sets its fields after construction
+        for name, least in {"steps": 1, "ipc": 1, "mem_size": 1, "stream_epochs": 0}.items():
+            if getattr(self, name) is not None and getattr(self, name) < least:
+                raise UserError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(self, name)}")
+        if self.strategy == "replay" and self.stream_epochs < 1:
+            raise UserError("the replay strategy trains and tests the continual model on the stream: use --stream-epochs 1 or more")
+        if not self.seeds:
+            raise UserError("no seeds given; name at least one, e.g. --seeds 0")
+        if train_data is None:
+            return
+        classes, smallest = train_data.num_classes, min(len(indices) for indices in train_data.by_class)
+        if self.ipc > smallest:
+            raise UserError(f"--ipc {self.ipc} is more than the {smallest} images of the smallest class of {train_data.source}, "
+                            f"so every memory would keep whole classes; use at most {smallest}")
+        if self.mem_size is not None and self.mem_size < classes:
+            raise UserError(f"--mem-size {self.mem_size} keeps no image of a class once all {classes} classes are seen "
+                            f"(each keeps min(ipc, mem-size // classes seen)); use at least {classes}")
+
 
 CL_PRESETS: dict[str, CLConfig] = {
     # CPU: CIFAR-10 in 5 steps of 2 classes, 10 images per class; the fresh model trains with the

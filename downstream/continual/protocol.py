@@ -153,10 +153,7 @@ def run_comparison(train_data: RealData, test: RealData, memories: Sequence[Memo
     model, or under the replay strategy the continual model (through `DLBPlugin`).
     """
     _check_strategy(config, objective)
-    if config.ipc < 1:
-        raise UserError(f"--ipc must be at least 1, got {config.ipc}")
-    if not config.seeds:
-        raise UserError("no seeds given; name at least one, e.g. --seeds 0")
+    config.check(train_data)
     loaded = {spec.path: load_condensed(spec.path) for spec in memories if spec.path is not None}
     results: dict[str, dict] = {spec.label: {"spec": asdict(spec), "runs": []} for spec in memories}
     if len(results) != len(memories):
