@@ -257,7 +257,7 @@ def evaluation_summary(result: dict) -> dict:
         "labels": result["labels"],
         "label_protocol": result["label_protocol"],
         "test": result["test"],
-        "evaluated_on": result["evaluated_on"],
+        "evaluated_on": result.get("evaluated_on", "test"),  # results written before the key were all on a test split
         "protocol": result["protocol"],
     }
 

@@ -124,3 +124,18 @@ def test_bad_distill_holdout_is_one_clear_error(holdout, contains, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     assert_one_error(main, ["distill", "--data", str(folder), "--holdout", holdout, "--out", "run", *TINY], capsys, contains)
     assert not (tmp_path / "pools").exists()  # nothing trained
+
+
+def test_a_held_out_figure_is_marked_on_the_card_and_old_results_read_as_test_figures(held_out_run, tmp_path):
+    from condense.hub import load_set_source
+    from condense.synthetic import SyntheticSet
+
+    assert main(["export", "run", "--out", "hub"]) == 0
+    assert "(on held-out train images, not the test split)" in (tmp_path / "hub" / "README.md").read_text()
+    synthetic = SyntheticSet.load(tmp_path / "run" / "synthetic.safetensors")
+    synthetic.evaluation = {}
+    synthetic.save(tmp_path / "old.safetensors")
+    result = json.loads((tmp_path / "run" / "eval.json").read_text())
+    del result["evaluated_on"]  # an eval.json written before the key
+    (tmp_path / "old.eval.json").write_text(json.dumps(result))
+    assert load_set_source(str(tmp_path / "old.safetensors")).evaluation["evaluated_on"] == "test"
