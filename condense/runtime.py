@@ -77,7 +77,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file"):
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # json.loads recurses once per level of nesting
         raise UserError(f"{path} is not a readable {what} ({exc}); restore it or delete it") from exc
 
 

@@ -253,7 +253,15 @@ def test_random_proxy_gets_as_many_steps_as_the_condensed_one(tiny_data):
     ("space", b"\xff\xfe[{}]", "is not a readable JSON list of build_net option dicts"),
     ("resume", b"\xff\xfe[{}]", "is not a readable NAS result"),
     ("resume", b"[1, 2]", "holds JSON but not a NAS result"),
-], ids=["space not UTF-8", "resume not UTF-8", "resume foreign JSON"])
+    # issue 24 item 10: parts of the wrong type (they were tracebacks)
+    ("resume", b'{"config": [1]}', "holds JSON but not a NAS result of this tool (its 'config' and 'sets' must be objects)"),
+    ("resume", b'{"sets": "x"}', "holds JSON but not a NAS result of this tool (its 'config' and 'sets' must be objects)"),
+    ("resume", b'{"config": {"space": [1]}}', "holds JSON but not a NAS result of this tool (its config's 'space' must be a list of option objects"),
+    ("resume", b'{"candidates": 3}', "holds JSON but not a NAS result of this tool (its 'candidates' must be a list of objects with 'options' and 'runs'"),
+    ("resume", b'{"candidates": [{"options": [1], "runs": {}}]}', "holds JSON but not a NAS result of this tool (its 'candidates' must be a list of objects"),
+    ("resume", b'{"candidates": [{"options": {"depth": 1}, "runs": {"random": 5}}]}', "holds JSON but not a NAS result of this tool (every run must be an object with a numeric accuracy"),
+], ids=["space not UTF-8", "resume not UTF-8", "resume foreign JSON", "config a list", "sets a string", "space of numbers",
+        "candidates a number", "options a list", "a run a number"])
 def test_cli_refuses_an_unreadable_space_or_resume_file(tmp_path, capsys, file, content, message):
     from downstream.cli import main
 
@@ -278,3 +286,5 @@ def test_cli_refuses_bad_settings_before_loading_data(tmp_path, capsys):
     assert "pass --condensed" in capsys.readouterr().err
     assert main(["nas", "--data", missing, "--proxies", "random", "--candidates", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
+    for flag in ("--test-per-class", "--real-per-class", "--random-ipc", "--reference-epochs"):  # issue 24 item 10 (0 test images: ZeroDivisionError)
+        assert_one_error(main, ["nas", "--data", missing, "--proxies", "random", flag, "0"], capsys, contains=f"{flag} must be at least 1, got 0")

@@ -24,6 +24,7 @@ from condense.data import RealData
 from condense.distributed import World
 from condense.errors import UserError
 from condense.evaluate import check_compatible, train_runs, training_targets
+from condense.flags import check_numbers
 from condense.nets import current_options, seeded_net
 from condense.runtime import preset_copy, read_json, write_json
 from condense.train import TrainConfig
@@ -35,6 +36,9 @@ PROXY_KINDS = ("condensed", "random", "real")
 RESULT_FILE = "nas.json"
 # NasConfig fields that only shape one set (its header entry shows the change): a resumed search retrains that set alone
 SET_SETTINGS = ("proxies", "condensed_epochs", "random_ipc", "random_epochs", "real_epochs", "reference_epochs", "real_per_class")
+# NasConfig counts that must be at least 1 when given (None: all of them, or as many steps as the condensed proxy)
+COUNTS = ("candidates", "condensed_epochs", "random_ipc", "random_epochs", "real_epochs", "reference_epochs", "real_per_class",
+          "test_per_class")
 
 
 @dataclass
@@ -95,8 +99,7 @@ def check_config(config: NasConfig, condensed_given: bool) -> list[dict]:
         raise UserError(f"unknown proxy {', '.join(unknown) or '(none given)'}; choose among {', '.join(PROXY_KINDS)}")
     if "condensed" in config.proxies and not condensed_given:
         raise UserError("the condensed proxy needs a condensed set; pass --condensed PATH_OR_REPO (or leave the proxy out)")
-    if config.candidates is not None and config.candidates < 1:
-        raise UserError(f"--candidates must be at least 1, got {config.candidates}")
+    check_numbers(config, dict.fromkeys(COUNTS, 1))
     return load_space(config.space)
 
 
@@ -161,8 +164,9 @@ def read_previous(path: Path, header: dict) -> dict[str, dict]:
     if not path.is_file():
         return {}
     previous = read_json(path, "NAS result")
-    if not isinstance(previous, dict):
-        raise UserError(f"{path} holds JSON but not a NAS result of this tool; delete it or choose another --out")
+    problem = "it is not a JSON object" if not isinstance(previous, dict) else _result_problem(previous)
+    if problem:
+        raise UserError(f"{path} holds JSON but not a NAS result of this tool ({problem}); delete it or choose another --out")
     header = json.loads(json.dumps(header))
 
     def shared(result: dict) -> tuple:
@@ -180,6 +184,23 @@ def read_previous(path: Path, header: dict) -> dict[str, dict]:
     kept = {name for name, settings in header["sets"].items() if previous.get("sets", {}).get(name) == settings}
     return {candidate_name(current_options(c["options"])): {name: run for name, run in c["runs"].items() if name in kept}
             for c in previous.get("candidates", [])}
+
+
+def _result_problem(previous: dict) -> str | None:
+    """What keeps a nas.json read back from the shape `run_search` writes (the parts a resume reads), or None."""
+    config, sets, candidates = previous.get("config", {}), previous.get("sets", {}), previous.get("candidates", [])
+    if not isinstance(config, dict) or not isinstance(sets, dict):
+        return "its 'config' and 'sets' must be objects"
+    if isinstance(config.get("space"), list) and not all(isinstance(item, dict) for item in config["space"]):
+        return "its config's 'space' must be a list of option objects"
+    if not isinstance(candidates, list) or not all(isinstance(c, dict) and isinstance(c.get("options"), dict) and isinstance(c.get("runs"), dict)
+                                                   for c in candidates):
+        return "its 'candidates' must be a list of objects with 'options' and 'runs'"
+    runs = [run for c in candidates for run in c["runs"].values()]
+    if not all(isinstance(run, dict) and all(isinstance(run.get(key), (int, float)) for key in ("accuracy", "seconds", "images_seen"))
+               for run in runs):
+        return "every run must be an object with a numeric accuracy, seconds and images_seen"
+    return None
 
 
 def run_search(config: NasConfig, train_data: RealData, test: RealData, out: str | Path, *, condensed=None,
