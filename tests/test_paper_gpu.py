@@ -8,7 +8,7 @@ import torch
 from condense.hub import load_hub_folder
 from condense.synthetic import SyntheticSet
 
-from conftest import load_benchmark, write_image_folder
+from conftest import assert_one_error, load_benchmark, write_image_folder
 
 
 def benchmark_module():
@@ -52,3 +52,7 @@ def test_tiny_run_stops_by_budget_and_resumes_to_the_uninterrupted_result(tmp_pa
         evaluations[0]["accuracy_mean"], 2)
     exported = load_hub_folder(stopped / "hub", "ipc1")
     assert torch.equal(exported.images, resumed.images) and exported.evaluation["accuracy_mean"] == evaluations[0]["accuracy_mean"]
+
+    # a rerun asking for another evaluation reported the earlier figures as complete: refused before any work
+    assert_one_error(paper_gpu.main, [*common, "--out", stopped, "--eval-epochs", "3"], capsys, contains="holds an evaluation with other settings (train differ")
+    assert json.loads((stopped / "figures.json").read_text()) == figures
