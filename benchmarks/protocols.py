@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -30,10 +29,12 @@ from condense.baseline import random_subset
 from condense.config import preset
 from condense.data import RealData, load_real, normalise
 from condense.distill import initial_set
-from condense.evaluate import EVAL_PRESETS, eval_preset, evaluate_set
+from condense.errors import UserError
+from condense.evaluate import EVAL_PRESETS, eval_preset, evaluate_set, teacher_files
+from condense.flags import check_numbers, run_main
 from condense.hub import load_set_source
 from condense.pool import load_member
-from condense.runtime import resolve_device, save_figure, write_json
+from condense.runtime import read_json, resolve_device, save_figure, write_json
 from condense.synthetic import SyntheticSet
 from downstream.dlb import DLB
 
@@ -73,12 +74,15 @@ def build_row(name: str, args, real: RealData, device: torch.device) -> Syntheti
     if name == "herding":
         return herding_set(real, args.teacher, 10, device)
     if name.startswith("published-"):
-        return SyntheticSet.load(PUBLISHED / f"published_ncfm_cifar10_ipc10_cpu_{name.split('-')[1]}.safetensors")
+        return SyntheticSet.load(PUBLISHED / published_file(name))
     if name == "ours-init":
         return initial_set(dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data), real)
-    if not args.best:
-        raise SystemExit("row ours-best needs --best (a run folder or set file)")
     return load_set_source(args.best)
+
+
+def published_file(row: str) -> str:
+    """The file of a published-* row in ../shared/reference_sets."""
+    return f"published_ncfm_cifar10_ipc10_cpu_{row.split('-')[1]}.safetensors"
 
 
 # The objective part of a column: (DLB scheme or None for cross-entropy, CutMix kept)
@@ -115,7 +119,8 @@ def heatmap(figures: dict, path: Path) -> None:
     save_figure(figure, path)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, with `run` as its command (for `condense.flags.run_main`, as the CLIs)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--data", default=str(SHARED / "data" / "cifar10"))
     parser.add_argument("--out", default="benchmarks/runs/x/protocols")
@@ -130,26 +135,66 @@ def main() -> None:
                         help=f"comma-separated PROTOCOL:LABELS, PROTOCOL from {', '.join(EVAL_PRESETS)}, LABELS hard or soft")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--epochs", type=int, help="override every protocol's epochs (300 at CPU scale)")
-    args = parser.parse_args()
+    parser.set_defaults(func=run)
+    return parser
+
+
+def column_parts(column: str) -> tuple[str, str, str]:
+    """PROTOCOL, LABELS and OBJECTIVE (default ce) of a column's name; a malformed name is a UserError."""
+    parts = column.split(":")
+    protocol, labels, objective = (*parts, "ce")[:3] if len(parts) in (2, 3) else (None, None, None)
+    if protocol not in EVAL_PRESETS or labels not in ("hard", "soft") or objective not in OBJECTIVES:
+        raise UserError(f"column {column!r}: use PROTOCOL:hard or PROTOCOL:soft[:OBJECTIVE] with PROTOCOL from {', '.join(EVAL_PRESETS)} "
+                        f"and OBJECTIVE from {', '.join(OBJECTIVES)}")
+    return protocol, labels, objective
+
+
+def check_inputs(args, rows: list[str], columns: list[str]) -> None:
+    """Before any data is loaded: the settings, and every file the rows and columns read (a missing one stopped the
+    table with a traceback, after the cells before it)."""
+    check_numbers(args, {"runs": 1, "epochs": 1}, positive=("temperature",))
+    unknown = [row for row in rows if row not in ROWS]
+    if unknown:
+        raise UserError(f"unknown rows {unknown}; use {', '.join(ROWS)}")
+    labels = {column_parts(column)[1] for column in columns}
+    if "ours-best" in rows and not args.best:
+        raise UserError("row ours-best needs --best (a run folder or set file)")
+    needed = [PUBLISHED / published_file(row) for row in rows if row.startswith("published-")]
+    needed += [Path(args.best)] if "ours-best" in rows else []
+    if "herding" in rows or "soft" in labels:
+        needed += [Path(name) for name in teacher_files(args.teacher)]
+    missing = [str(path) for path in needed if not path.exists()]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)}: the published sets are in ../shared/reference_sets, the teacher is --teacher "
+                        "(or --pool's first member) and the best set --best; pass existing paths or leave their rows and columns out")
+
+
+def read_figures(path: Path) -> dict:
+    """The figures a table's earlier invocations wrote, checked to be of the shape `write_outputs` writes."""
+    figures = read_json(path, "figures file of benchmarks/protocols.py")
+    cells = figures.get("cells") if isinstance(figures, dict) else None
+    if not (isinstance(cells, dict) and isinstance(figures.get("rows"), list) and isinstance(figures.get("columns"), list)
+            and all(isinstance(row, dict) and all(isinstance(cell, dict) and _is_number(cell.get("accuracy_mean")) and _is_number(cell.get("accuracy_std"))
+                                                  for cell in row.values()) for row in cells.values())):
+        raise UserError(f"{path} is not a figures file of benchmarks/protocols.py (rows, columns and cells); delete it or choose another --out")
+    return figures
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def run(args) -> None:
     args.teacher = args.teacher or str(Path(args.pool) / "member-000-trained.safetensors")
     device, out = resolve_device(args.device), Path(args.out)
     rows, columns = args.rows.split(","), args.columns.split(",")
-    for column in columns:
-        protocol, labels, objective = (column.split(":") + ["ce"])[:3]
-        if protocol not in EVAL_PRESETS or labels not in ("hard", "soft") or objective not in OBJECTIVES:
-            parser.error(f"column {column!r}: use PROTOCOL:hard or PROTOCOL:soft[:OBJECTIVE] with PROTOCOL from {', '.join(EVAL_PRESETS)} "
-                         f"and OBJECTIVE from {', '.join(OBJECTIVES)}")
-    unknown = [row for row in rows if row not in ROWS]
-    if unknown:
-        parser.error(f"unknown rows {unknown}; use {', '.join(ROWS)}")
+    check_inputs(args, rows, columns)
     previous = out / "figures.json"
-    figures = {"rows": [], "columns": [], "cells": {}}
-    if previous.is_file():
-        figures = json.loads(previous.read_text())
+    figures = read_figures(previous) if previous.is_file() else {"rows": [], "columns": [], "cells": {}}
     settings = {"teacher": args.teacher, "temperature": args.temperature, "runs": args.runs, "epochs": args.epochs, "best": args.best,
                 "data": args.data}
     if figures.get("settings", settings) != settings:
-        parser.error(f"{previous} holds figures of other settings ({figures['settings']}); choose another --out")
+        raise UserError(f"{previous} holds figures of other settings ({figures['settings']}); choose another --out")
     figures.update(settings=settings, runs=args.runs, device=str(device), torch_threads=torch.get_num_threads())
     join_layout(figures, rows, columns)
     real, test = load_real(args.data, "train"), load_real(args.data, "test")
@@ -158,7 +203,7 @@ def main() -> None:
         for column in columns:
             if column in figures["cells"].get(row, {}):
                 continue
-            protocol, labels, objective = (column.split(":") + ["ce"])[:3]
+            protocol, labels, objective = column_parts(column)
             config = eval_preset(protocol)
             config.runs = args.runs
             config.train.epochs = args.epochs or config.train.epochs
@@ -177,6 +222,10 @@ def main() -> None:
     print(table(figures))
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser(), argv)
+
+
 def join_layout(figures: dict, rows: list[str], columns: list[str]) -> None:
     """`figures`' rows and columns joined with `rows` and `columns` (rows in the canonical order, columns as first seen)."""
     figures["rows"] = [row for row in ROWS if row in figures["rows"] + rows]
@@ -190,7 +239,7 @@ def write_outputs(figures: dict, out: Path) -> None:
     filling one table side by side lose nothing (`figures` gains their cells)."""
     previous = out / "figures.json"
     if previous.is_file():
-        written = json.loads(previous.read_text())
+        written = read_figures(previous)
         for row, cells in written["cells"].items():
             figures["cells"].setdefault(row, {}).update({c: v for c, v in cells.items() if c not in figures["cells"][row]})
         join_layout(figures, written["rows"], written["columns"])
@@ -200,4 +249,4 @@ def write_outputs(figures: dict, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -206,3 +206,35 @@ def test_two_invocations_filling_one_table_side_by_side_keep_each_others_cells(t
     assert written["cells"] == {"random": {"cpu:hard": cell(33.0)}, "ours-best": {"ncfm:soft": cell(56.0)}}
     assert written["rows"] == ["random", "ours-best"] and written["columns"] == ["ncfm:soft", "cpu:hard"]
     assert "33.00 ± 0.00" in (tmp_path / "table.md").read_text()
+
+
+BENCHMARK_CASES = {  # issue 24 item 10: each was a traceback (some around a UserError), now one error line before any data is read
+    "columns empty": (["--columns", ""], "column '': use PROTOCOL:hard"),
+    "column of four parts": (["--columns", "cpu:hard:ce:x"], "column 'cpu:hard:ce:x'"),
+    "runs 0": (["--runs", "0"], "--runs must be at least 1, got 0"),
+    "epochs 0": (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    "temperature 0": (["--temperature", "0"], "--temperature must be a finite number above 0"),
+    "unknown row": (["--rows", "nope"], "unknown rows ['nope']"),
+    "figures garbage": (["--out", "{tmp}/garbage"], "figures.json is not a readable figures file of benchmarks/protocols.py"),
+    "figures a list": (["--out", "{tmp}/list"], "figures.json is not a figures file of benchmarks/protocols.py"),
+    "figures cell a number": (["--out", "{tmp}/cell"], "figures.json is not a figures file of benchmarks/protocols.py"),
+    "published set missing": (["--rows", "published-200it"], "missing {tmp}/published/published_ncfm_cifar10_ipc10_cpu_200it.safetensors"),
+    "teacher missing": (["--columns", "cpu:soft", "--teacher", "{tmp}/none.safetensors"], "missing {tmp}/none.safetensors"),
+    "herding teacher missing": (["--rows", "herding", "--pool", "{tmp}/nopool"], "missing {tmp}/nopool/member-000-trained.safetensors"),
+    "best missing": (["--rows", "ours-best", "--best", "{tmp}/nobest"], "missing {tmp}/nobest"),
+    "best not given": (["--rows", "ours-best"], "row ours-best needs --best"),
+}
+
+
+@pytest.mark.parametrize("case", BENCHMARK_CASES)
+def test_protocols_benchmark_refuses_bad_input_in_one_line(case, tmp_path, capsys, monkeypatch):
+    protocols = load_benchmark("protocols")
+    monkeypatch.setattr(protocols, "PUBLISHED", tmp_path / "published")
+    for name, content in {"garbage": "{oops", "list": "[1, 2]", "cell": json.dumps({"rows": [], "columns": [], "cells": {"random": {"cpu:hard": 3}}})}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "figures.json").write_text(content)
+    argv, message = BENCHMARK_CASES[case]
+    base = {"--data": str(tmp_path / "no-data"), "--rows": "random", "--columns": "cpu:hard", "--out": str(tmp_path / "out"), "--device": "cpu"}
+    given = dict(zip(argv[::2], (a.format(tmp=tmp_path) for a in argv[1::2])))
+    assert_one_error(protocols.main, [item for pair in {**base, **given}.items() for item in pair], capsys, contains=message.format(tmp=tmp_path))
+    assert not (tmp_path / "out").exists()
