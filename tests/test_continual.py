@@ -356,7 +356,7 @@ def test_cli_table_plot_and_json(tmp_path, capsys):
         assert memory["accuracy_mean"] == pytest.approx(means) and memory["accuracy_std"] == pytest.approx(stds)
         assert all(f"{m:6.2f} ± {s:5.2f}" in printed for m, s in zip(means, stds))
     assert result["objective"] == {"objective": "ce"} and "epochs per step, cross-entropy" in printed
-    assert main(["cl", "--data", str(folder), "--steps", "4", "--memory", "random", "--out", str(out)]) == 2
+    assert main(["cl", "--data", str(folder), "--steps", "4", "--memory", "random", "--ipc", "2", "--out", str(out)]) == 2
     assert "equal steps" in capsys.readouterr().err
 
 
@@ -376,7 +376,7 @@ def test_cli_fresh_model_trains_with_dlb(tmp_path, capsys, monkeypatch):
     assert result["objective"] == {"objective": "dlb", "tau": 3.0, "alpha": 1.0, "scheme": "paper"}
     assert result["config"]["train"]["cutmix_p"] == 0.0  # the preset's CutMix is dropped: DLB refuses it
     assert len(objectives) == 3 and all(isinstance(o, DLB) and o.scheme == "paper" for o in objectives)  # one fresh model per step
-    assert main([*argv[:-1], str(tmp_path / "ce"), "--objective", "ce"]) == 0
+    assert main([*argv[:-6], "--out", str(tmp_path / "ce"), "--objective", "ce"]) == 0  # no --scheme: plain CE has none
     assert objectives[3:] == [None] * 3
     assert main([*argv[:-4], "--out", str(tmp_path / "official")]) == 0  # DLB's official scheme keeps the preset's CutMix (new samples only)
     assert json.loads((tmp_path / "official" / "cl.json").read_text())["config"]["train"]["cutmix_p"] == 0.5
