@@ -32,6 +32,7 @@ from condense.distill import Distiller
 from condense.distributed import World
 from condense.errors import UserError
 from condense.evaluate import eval_preset, evaluate_set, evaluation_summary
+from condense.flags import run_main
 from condense.loop import run_distillation
 from condense.pool import MANIFEST, build_or_load_pool
 from condense.run import pool_spec
@@ -130,8 +131,8 @@ def settings(args: argparse.Namespace):
     overrides = {"pool_size": args.pool_size, "pool_epochs": args.pool_epochs, "iterations": args.iterations, "amp": args.amp,
                  "channels_last": args.channels_last, "compile": args.compile}
     config = preset(args.preset)
-    config = dataclasses.replace(config, data=args.data, batched_pool=args.batched_pool, **(TINY if args.tiny else {}),
-                                 **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}  # over --tiny's sizes
+    config = dataclasses.replace(config, data=args.data, batched_pool=args.batched_pool, **{**(TINY if args.tiny else {}), **given})
     evaluation = eval_preset(config.eval_preset)
     epochs, runs = (TINY_EVAL["epochs"], TINY_EVAL["runs"]) if args.tiny else (evaluation.train.epochs, evaluation.runs)
     evaluation.train = dataclasses.replace(evaluation.train, epochs=args.eval_epochs or epochs)
@@ -236,7 +237,8 @@ def run(args: argparse.Namespace) -> dict:
         return phases.figures
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, with `command` as its command (for `condense.flags.run_main`, as the CLIs)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="a local folder in Hub layout (../shared/data/cifar10)")
     parser.add_argument("--preset", default="cifar10-ipc10")
@@ -256,21 +258,26 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the matcher's features")
     parser.add_argument("--real-on-device", action="store_true", help="keep the real uint8 images on the device (no copy per step)")
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    parser.set_defaults(func=command)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def command(args: argparse.Namespace) -> None:
+    """The whole run; a stop by the budget ends it normally (exit 0): the same command continues."""
     try:
         figures = run(args)
     except BudgetSpent as stop:
         print(f"stopped by the budget ({args.budget:g} s) {stop}; run the same command again to continue", flush=True)
-        return 0
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return
     print(f"complete: {figures['total_seconds']:.1f} s in all (phases summed over the commands that made it)", flush=True)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser(), argv)
 
 
 if __name__ == "__main__":

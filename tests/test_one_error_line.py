@@ -12,7 +12,7 @@ from condense.cli import main
 from condense.data import RealData, load_real
 from condense.hub import export
 
-from conftest import assert_one_error, write_image_folder
+from conftest import assert_one_error, load_benchmark, write_image_folder
 
 TINY_EVAL = ["--epochs", "1", "--runs", "1", "--depth", "1", "--width", "8", "--device", "cpu", "--no-progress"]
 EVALUATION = {"accuracy_mean": 50.0, "accuracy_std": 0.0, "run_accuracies": [50.0], "labels": "hard", "test": "tiny [test]"}
@@ -117,3 +117,16 @@ def test_export_refuses_bad_metadata_and_leaves_the_existing_config_untouched(se
         assert_one_error(main, ["export", with_metadata(set_file, **changes), "--out", tmp_path / "hub", "--config", config], capsys,
                          contains=message)
         assert snapshot(tmp_path / "hub") == before
+
+
+def test_paper_gpu_tiny_rerun_with_other_sizes_is_one_error_line(tmp_path, capsys):
+    """A --tiny rerun into the same --out with another --pool-epochs, or with a negative --iterations, was a traceback
+    (`dataclasses.replace() got multiple values`: --tiny's sizes and the flags were passed twice)."""
+    paper_gpu = load_benchmark("paper_gpu")
+    data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=24)
+    common = ["--tiny", "--data", data, "--device", "cpu", "--no-progress", "--out", tmp_path / "out"]
+    assert paper_gpu.main([str(a) for a in [*common, "--budget", "0"]]) == 0  # the pool, then a stop
+    pool = snapshot(tmp_path / "out" / "pool")
+    assert_one_error(paper_gpu.main, [*common, "--pool-epochs", "2"], capsys, contains="the pool in")
+    assert_one_error(paper_gpu.main, [*common, "--iterations", "-1"], capsys, contains="--iterations must be at least 0, got -1")
+    assert snapshot(tmp_path / "out" / "pool") == pool
