@@ -243,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     distill = commands.add_parser("distill", help="condense a real dataset with NCFM")
     distill.add_argument("--out", help="run folder (default runs/<preset>)")
-    distill.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    distill.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"], metavar="auto",
+                         help="continue the run in --out from its last checkpoint; --resume auto: continue it if --out holds a "
+                              "checkpoint, start it otherwise (for torchrun --max-restarts N, which restarts every process "
+                              "with the same arguments); settings that differ from the run's are refused either way")
     add_distill_arguments(distill)
     distill.set_defaults(func=cmd_distill)
 

@@ -96,11 +96,12 @@ def load_splits(config: DistillConfig) -> tuple[RealData, RealData]:
     return train, config.source.load(config.test_split, streaming=streaming)
 
 
-def distill(config: DistillConfig, out: str | Path, device: torch.device, resume: bool = False, progress: bool = True) -> dict:
+def distill(config: DistillConfig, out: str | Path, device: torch.device, resume: bool | str = False, progress: bool = True) -> dict:
     """The whole job: data, pool, min-max loop, soft labels, evaluation; writes the run folder.
 
     Folder: config.json (resolved settings), log.jsonl, checkpoint.pt, synthetic.safetensors,
     preview.png and eval.json. The set file appears only once everything before it succeeded.
+    `resume`: True continues the run in `out`; "auto" continues it if it has a checkpoint and starts it otherwise.
     Under torchrun the classes are sharded across ranks (see `condense.distributed`), the ranks
     train the pool's missing members and the evaluation runs together, and rank 0 alone writes.
     """
@@ -112,7 +113,7 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     device = local_device(device)
     world = init_world(device)
     with claim_run_folder(out, world):
-        check_run_folder(out, config, resume)
+        resume = check_run_folder(out, config, resume)
         checkpoint = read_checkpoint(out / "checkpoint.pt") if resume else None
         world.barrier()  # every rank has seen the folder as it was before rank 0 writes into it
 

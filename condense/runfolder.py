@@ -19,7 +19,7 @@ from .data import source_identity
 from .distill import Distiller
 from .distributed import World
 from .errors import UserError
-from .runtime import atomic_path
+from .runtime import atomic_leftovers, atomic_path
 
 
 def read_log(path: Path) -> list[dict]:
@@ -50,7 +50,8 @@ class RunLog:
         self.path = path
         records = read_log(path) if path.exists() and keep_until > 0 else []
         kept = [json.dumps(record) for record in records if record["iteration"] <= keep_until]
-        path.write_text("".join(line + "\n" for line in kept))
+        with atomic_path(path) as tmp:  # a kill during the rewrite keeps the old log, lines of done iterations included
+            tmp.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
         with self.path.open("a") as handle:
@@ -100,10 +101,15 @@ def load_checkpoint(distiller: Distiller, path: Path, state: dict | None = None)
 # pool's missing members at once or one by one (the same weights to float tolerance).
 RESUMABLE_CHANGES = ("iterations", "memory_mapped", "soft_labels", "batched_pool")
 RUN_LOCK = ".lock"
+RUN_FILES = ("config.json", "log.jsonl", "checkpoint.pt", "synthetic.safetensors", "preview.png", "eval.json")
 
 
-def check_run_folder(out: Path, config: DistillConfig, resume: bool) -> None:
+def check_run_folder(out: Path, config: DistillConfig, resume: bool | str) -> bool:
+    """Whether the run continues the one in `out`: `resume` True, or "auto" when `out` holds a checkpoint (what torchrun's
+    restarts need: the same command starts the run, then resumes it). Refuses settings that differ from the run's."""
     saved = out / "config.json"
+    if resume == "auto":
+        resume = (out / "checkpoint.pt").is_file()
     if resume:
         if not saved.is_file():
             raise UserError(f"--resume: {out} holds no run (no config.json); start without --resume")
@@ -122,6 +128,7 @@ def check_run_folder(out: Path, config: DistillConfig, resume: bool) -> None:
             raise UserError(f"--resume: settings differ from the run in {out} ({', '.join(changed)}); resume with the same settings")
     elif (out / "checkpoint.pt").exists() or (out / "synthetic.safetensors").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    return bool(resume)
 
 
 @contextmanager
@@ -129,6 +136,7 @@ def claim_run_folder(out: Path, world: World):
     """Hold an exclusive lock on the run folder for the whole run (rank 0 holds it under torchrun).
 
     A second run into the same folder is refused at once; the lock dies with its process, so a killed run can be resumed.
+    The hidden temporaries of writes a kill interrupted (`atomic_leftovers`) are deleted once the lock is held.
     """
     from filelock import FileLock, Timeout
 
@@ -140,6 +148,10 @@ def claim_run_folder(out: Path, world: World):
             lock.acquire()
         except Timeout:
             lock = None
+        else:
+            for name in RUN_FILES:
+                for leftover in atomic_leftovers(out / name):
+                    leftover.unlink(missing_ok=True)
     if not world.gather_json(lock is not None)[0]:  # every rank learns whether rank 0 holds it
         raise UserError(f"another run is writing into {out} (it holds {out / RUN_LOCK}); wait for it to end or choose another --out")
     try:

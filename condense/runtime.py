@@ -63,6 +63,15 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+def atomic_leftovers(path: str | os.PathLike) -> list[Path]:
+    """The temporaries `atomic_path(path)` leaves when its process is killed mid-write (no `except` runs then).
+
+    Only a caller that alone writes `path` (e.g. under the folder's lock) may delete them.
+    """
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.stem}.*.tmp{path.suffix}"))
+
+
 def write_json(path: str | os.PathLike, payload: dict) -> Path:
     """Write JSON atomically (`atomic_path`)."""
     with atomic_path(path) as tmp:

@@ -228,6 +228,27 @@ def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch, ca
     assert "wrote whole/synthetic.safetensors" in printed and "s/iteration" not in printed
 
 
+def test_resume_auto_starts_a_new_run_and_continues_a_checkpointed_one(image_folder, tmp_path, monkeypatch, capsys):
+    """Issue 24 item 6: `--resume auto` (what torchrun's restarts run) starts where there is no checkpoint, resumes where there is
+    one (to the uninterrupted set, bit for bit), and still refuses other settings."""
+    from conftest import assert_one_error
+
+    monkeypatch.chdir(tmp_path)
+    args = ["distill", "--data", str(image_folder), "--pool-folder", "pool", *TINY_RUN, "--iterations", "4", "--log-every", "1", "--resume", "auto"]
+    assert main([*args, "--out", "whole"]) == 0  # nothing there: starts
+    original = kill_before_iteration(monkeypatch, 2)  # killed before its first checkpoint: auto starts again
+    assert main([*args, "--out", "killed"]) == 130 and not (tmp_path / "killed" / "checkpoint.pt").exists()
+    monkeypatch.setattr(Distiller, "step", original)
+    kill_before_iteration(monkeypatch, 4)
+    assert main([*args, "--out", "killed"]) == 130
+    monkeypatch.setattr(Distiller, "step", original)
+    assert_one_error(main, [*args, "--out", "killed", "--lr", "0.5"], capsys, contains="--resume: settings differ from the run in killed (lr)")
+    assert main([*args, "--out", "killed"]) == 0
+    a, b = (SyntheticSet.load(tmp_path / name / "synthetic.safetensors") for name in ("whole", "killed"))
+    assert torch.equal(a.canvases, b.canvases)
+    assert [json.loads(line)["iteration"] for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
 def test_pool_identity_of_a_local_folder_does_not_depend_on_how_it_is_written(tmp_path, monkeypatch):
     from condense.run import pool_spec
 
@@ -488,6 +509,39 @@ def test_resume_drops_a_torn_last_log_line_and_may_change_the_teacher_and_how_th
     assert [line["iteration"] for line in lines] == [1, 2, 3, 4]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["soft_labels"] == teacher
     assert SyntheticSet.load(tmp_path / "run" / "synthetic.safetensors").soft_labels is not None
+
+
+def test_a_kill_during_the_log_rewrite_keeps_its_lines_and_killed_writes_leave_nothing_behind(image_folder, tmp_path, monkeypatch):
+    """Issue 24 item 13: the resume rewrites log.jsonl atomically, and the next run that holds the folder's lock deletes the
+    hidden temporaries that writes killed mid-way leave; other files stay."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    args = ["distill", "--data", str(image_folder), "--pool-folder", "pool", *TINY_RUN, "--iterations", "4", "--log-every", "1", "--out", "run"]
+    original = kill_before_iteration(monkeypatch, 4)  # log lines 1-3, checkpoint at 2
+    assert main(args) == 130
+    monkeypatch.setattr(Distiller, "step", original)
+    write_text = Path.write_text
+
+    def killed_mid_write(self, data, *rest, **options):  # the log's rewrite is cut in the middle, as by a kill
+        if self.name == "log.jsonl" or self.name.startswith(".log."):
+            write_text(self, data[: len(data) // 2], *rest, **options)
+            raise KeyboardInterrupt
+        return write_text(self, data, *rest, **options)
+
+    with monkeypatch.context() as inner:
+        inner.setattr(Path, "write_text", killed_mid_write)
+        assert main([*args, "--resume"]) == 130
+    run = tmp_path / "run"
+    assert [record["iteration"] for record in map(json.loads, (run / "log.jsonl").read_text().splitlines())] == [1, 2, 3]
+    leftovers = [".checkpoint.k1ll3d_0.tmp.pt", ".synthetic.abc.tmp.safetensors", ".preview.x_y.tmp.png", ".log.q.tmp.jsonl", ".config.z.tmp.json"]
+    kept = [".notes.tmp", "notes.txt", ".checkpoint.pt.bak", ".synthetic.eval.k.tmp.json"]  # the last: `condense eval`'s, not the run's
+    for name in leftovers + kept:
+        (run / name).write_bytes(b"half")
+    assert main([*args, "--resume"]) == 0
+    assert [record["iteration"] for record in map(json.loads, (run / "log.jsonl").read_text().splitlines())] == [1, 2, 3, 4]
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".") and p.name != ".lock") == sorted(n for n in kept if n[0] == ".")
+    assert (run / "notes.txt").is_file()
 
 
 def test_distill_records_the_data_revision_in_the_set(image_folder, tmp_path, monkeypatch):

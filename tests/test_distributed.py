@@ -3,8 +3,11 @@ the pool members and the evaluation runs."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,11 +26,14 @@ ARGS = ["distill", "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch",
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread, as the ranks run
 
 
-def torchrun(args: list[str], cwd, module: str = "condense") -> subprocess.CompletedProcess:
+def torchrun_command(args: list[str], module: str = "condense", launcher: tuple[str, ...] = ()) -> list[str]:
     # --standalone: the rendezvous picks its own free port (no race between choosing a port and binding it)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", module, *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher, "-m", module, *args]
+
+
+def torchrun(args: list[str], cwd, module: str = "condense") -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(torchrun_command(args, module), cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_classes_are_shared_round_robin():
@@ -63,6 +69,50 @@ def test_two_gloo_processes_give_the_single_process_set(tmp_path, monkeypatch, s
             else:  # ψ's gradient is summed across ranks in another order than in one process: equal to rounding
                 assert torch.allclose(sharded.canvases[c], single.canvases[c], atol=1e-5), f"{run}: class {c} differs"
     assert (tmp_path / "ranks" / "log.jsonl").read_text().count("\n") == 4  # rank 0 alone writes the log
+
+
+def worker_pid(agent: int, rank: int) -> int | None:
+    """The process id of the torchrun worker of `rank` among the children of the launcher `agent` (Linux /proc), or None."""
+    for task in Path(f"/proc/{agent}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                environment = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            except OSError:  # gone meanwhile
+                continue
+            if f"RANK={rank}".encode() in environment:
+                return int(child)
+    return None
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_an_elastic_restart_after_a_killed_rank_ends_where_an_uninterrupted_run_does(tmp_path, monkeypatch):
+    """Issue 24 item 6: torchrun --max-restarts 1 restarts both processes with the same arguments after rank 1 is killed
+    (SIGKILL) mid-run; `--resume auto` continues from the last checkpoint to the uninterrupted set, bit for bit."""
+    if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").is_file():
+        pytest.skip("finds the worker to kill through Linux's /proc/PID/task/TID/children")
+    data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=36)
+    monkeypatch.chdir(tmp_path)
+    iterations = 60
+    args = [*ARGS, "--data", str(data), "--pool-folder", "pool", "--iterations", str(iterations), "--resume", "auto"]
+    assert main([*args, "--out", "single"]) == 0  # also builds the pool the ranks reuse
+    log = tmp_path / "ranks" / "log.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(torchrun_command([*args, "--out", "ranks"], launcher=("--max-restarts", "1")), cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as launcher:
+        deadline, done = time.monotonic() + 300, 0
+        while done < 5 and time.monotonic() < deadline and launcher.poll() is None:  # past the checkpoint of iteration 4
+            time.sleep(0.01)
+            done = log.read_text().count("\n") if log.is_file() else 0
+        rank1 = worker_pid(launcher.pid, 1)
+        assert rank1 is not None and done < iterations - 1, f"no worker to kill mid-run (log lines: {done})"
+        os.kill(rank1, signal.SIGKILL)
+        _, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, stderr[-3000:]
+    assert "exitcode: -9" in stderr, stderr[-3000:]  # the agent saw the kill, and restarted the processes that then ended well
+    single, ranks = (SyntheticSet.load(tmp_path / name / "synthetic.safetensors") for name in ("single", "ranks"))
+    assert torch.equal(single.canvases, ranks.canvases) and ranks.config["iterations_done"] == iterations
+    assert [json.loads(line)["iteration"] for line in log.read_text().splitlines()] == list(range(1, iterations + 1))
 
 
 @pytest.mark.multiprocess
