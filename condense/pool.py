@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -160,11 +161,27 @@ def _read_manifest(folder: Path) -> dict | None:
     return manifest
 
 
-def _pretrain_members(spec: PoolSpec, indices: list[int], real: RealData, device: torch.device, progress: bool) -> list[tuple[Classifier, Classifier, dict]]:
+def _read_progress(path: Path, spec: PoolSpec, indices: list[int]) -> dict | None:
+    """The training of members `indices` saved mid-way in `path`, or None (no file, or one of another pool or members)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or damaged (torch raises several types); a pickle of anything else is never loaded
+        raise UserError(f"{path} (pool training saved mid-way) cannot be read ({type(exc).__name__}); "
+                        f"delete it to train members {indices[0]}-{indices[-1]} from their start") from exc
+    return state if isinstance(state, dict) and state.get("spec") == spec.to_dict() and state.get("indices") == indices else None
+
+
+def _pretrain_members(spec: PoolSpec, indices: list[int], real: RealData, device: torch.device, progress: bool,
+                      progress_file: Path | None = None, on_saved: Callable[[str], None] | None = None) -> list[tuple[Classifier, Classifier, dict]]:
     """Members `indices`, trained at once (`train` on a list): each one's trained network, a copy of its
     random init, and its training figures (with its seed). Each member is seeded by its index alone (the pool's
     stream of `init_seed`, which no evaluation run shares), so it is the same member (to floating-point tolerance)
-    whether trained alone or with others."""
+    whether trained alone or with others.
+
+    With `progress_file`, every epoch but the last (whose weights go into the member files) is saved there and
+    `on_saved(where)` runs after each save; a training of these members saved there continues to the same weights."""
     seeds = [init_seed("pool", spec.seed, index) for index in indices]
     nets = []
     for seed in seeds:
@@ -173,9 +190,18 @@ def _pretrain_members(spec: PoolSpec, indices: list[int], real: RealData, device
             nets.append(spec.build())
     inits = [copy.deepcopy(net) for net in nets]
     training = replace(POOL_TRAINING, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.training.items()})
+    members = f"member{'s' if len(indices) > 1 else ''} {', '.join(map(str, indices))}"
+
+    def save(done: int, state: Callable[[], dict]) -> None:
+        if progress_file is not None and done < training.epochs:
+            with atomic_path(progress_file) as tmp:
+                torch.save({"spec": spec.to_dict(), "indices": indices, **state()}, tmp)
+            if on_saved is not None:
+                on_saved(f"after epoch {done} of {training.epochs} of {members}")
+
     stats = train(nets, real.images, real.labels, training, mean=real.mean, std=real.std,
-                  generator=[torch.Generator().manual_seed(seed) for seed in seeds], device=device,
-                  desc=f"member{'s' if len(indices) > 1 else ''} {', '.join(map(str, indices))}", progress=progress)
+                  generator=[torch.Generator().manual_seed(seed) for seed in seeds], device=device, desc=members, progress=progress,
+                  state=_read_progress(progress_file, spec, indices) if progress_file is not None else None, after_epoch=save)
     return [(net, init, {**figures, "seed": seed}) for net, init, figures, seed in zip(nets, inits, stats, seeds)]
 
 
@@ -193,13 +219,16 @@ def pretrain_pool(spec: PoolSpec, size: int, real: RealData, device: torch.devic
 
 
 def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: RealData, test: RealData | None,
-                       device: torch.device, progress: bool = True, world: World | None = None, batched: bool = False) -> Pool:
+                       device: torch.device, progress: bool = True, world: World | None = None, batched: bool = False,
+                       on_saved: Callable[[str], None] | None = None) -> Pool:
     """Reuse the pool in `folder` if it matches `spec`, training any missing members up to `size`.
 
     Under torchrun (`world`) the missing members are trained in parallel, one per rank and round;
     each rank writes its members' files and rank 0 adds every round to the manifest, so an
     interrupted pretraining keeps its finished rounds. Several machines need `folder` on a shared filesystem.
     `batched` trains each rank's missing members at once (one round; the files and manifest are the same).
+    Every epoch of a group's training (but its last) is saved in `progress-members-F-L.pt`, so a kill loses at most one
+    epoch; `on_saved(where)` runs after each such save (`benchmarks/paper_gpu.py` stops there when its time is spent).
     """
     world = world or World()
     folder = Path(folder)
@@ -214,7 +243,8 @@ def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: Real
 
     def train_group(indices: list[int]) -> list[dict]:
         entries = []
-        for index, (net, init, stats) in zip(indices, _pretrain_members(spec, indices, real, device, progress)):
+        progress_file = folder / f"progress-members-{indices[0]:03d}-{indices[-1]:03d}.pt"
+        for index, (net, init, stats) in zip(indices, _pretrain_members(spec, indices, real, device, progress, progress_file, on_saved)):
             names = {"init": f"member-{index:03d}-init.safetensors", "trained": f"member-{index:03d}-trained.safetensors"}
             _save_weights(init, folder / names["init"], spec)
             _save_weights(net, folder / names["trained"], spec)
@@ -231,5 +261,8 @@ def build_or_load_pool(folder: str | Path, spec: PoolSpec, size: int, real: Real
 
     groups = world.groups(list(range(len(manifest["members"]), size)), batched)
     world.map_in_rounds(groups, train_group, record, desc="pretraining pool", unit="group" if batched else "net", progress=progress)
+    if world.is_main:  # every round is in the manifest now: the epochs saved mid-way are done with
+        for finished in folder.glob("progress-members-*.pt"):
+            finished.unlink()
     members = [(_load_weights(folder / m["init"], net, rebuild), _load_weights(folder / m["trained"], net, rebuild)) for m in manifest["members"][:size]]
     return Pool(spec, members, device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -153,6 +153,8 @@ def train(
     progress: bool = True,
     teacher: nn.Module | None = None,
     objective: Objective | None = None,
+    state: dict | None = None,
+    after_epoch: Callable[[int, Callable[[], dict]], None] | None = None,
 ) -> dict | list[dict]:
     """Train `net` in place on `images` (uint8 or float in [0, 1], [N,C,H,W]; memory-mapped ones stay on disk).
 
@@ -168,14 +170,17 @@ def train(
     each network draws from its own generator exactly what it would draw alone, so each ends as it
     would alone (to floating-point tolerance); one result per network, sharing the wall time.
     Objectives train one network at a time.
+
+    `after_epoch(epochs_done, state)` runs after every epoch; `state()` is what `state=` continues from in a later call
+    (weights, optimiser, schedule, random streams; not an objective's own state), so a long training can be saved and resumed.
     """
     nets = list(net) if isinstance(net, (list, tuple)) else [net]
     generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
     _check(nets, generators, images, targets, config, objective)
     temperature = config.temperature if teacher is not None or targets.is_floating_point() else 1.0
     source = (TeacherTargets(teacher, temperature) if teacher is not None else FixedTargets(targets, temperature)).to(device)
-    training = _Training(nets, generators, images, source, temperature, config, mean, std, device, objective)
-    epochs = tqdm(range(config.epochs), desc=desc or "train", disable=not progress, leave=False, unit="ep")
+    training = _Training(nets, generators, images, source, temperature, config, mean, std, device, objective, state)
+    epochs = tqdm(range(training.epochs_done, config.epochs), desc=desc or "train", disable=not progress, leave=False, unit="ep")
     start, forwarded = time.perf_counter(), 0
     for epoch in epochs:
         epoch_losses, samples = training.epoch()
@@ -183,6 +188,8 @@ def train(
         if not all(math.isfinite(value) for value in epoch_losses):
             raise UserError(f"training diverged (loss {max(epoch_losses)}) at epoch {epoch + 1}; lower the learning rate")
         epochs.set_postfix(loss=f"{sum(epoch_losses) / len(nets):.3f}")
+        if after_epoch is not None:
+            after_epoch(training.epochs_done, training.state_dict)
     seconds = time.perf_counter() - start
     if training.stacked:
         training.stacked.write_back()
@@ -206,12 +213,14 @@ def _check(nets, generators, images, targets, config: TrainConfig, objective: Ob
 class _Training:
     """The state of one call of `train`: networks (stacked when several), optimiser, schedule, and how a step is made."""
 
-    def __init__(self, nets, generators, images, source, temperature: float, config: TrainConfig, mean, std, device, objective):
+    def __init__(self, nets, generators, images, source, temperature: float, config: TrainConfig, mean, std, device, objective, state=None):
         self.nets, self.generators, self.source, self.temperature, self.config = nets, generators, source, temperature, config
         self.mean, self.std, self.device, self.objective = mean, std, device, objective
         self.images = images.to(device) if isinstance(images, torch.Tensor) else images  # memory-mapped images are read batch by batch
         self.augment = DSA(config.dsa, mode=config.dsa_mode) if config.dsa else None
-        for each in nets:
+        for index, each in enumerate(nets):
+            if state is not None:
+                each.load_state_dict(state["nets"][index])
             each.to(device).train()
         self.stacked = StackedNets(nets) if len(nets) > 1 else None
         self.forward = self.stacked or (lambda batches: [nets[0](batches[0])])
@@ -222,8 +231,22 @@ class _Training:
         # by step, so that short runs get every decay; repeated milestones decay once each (MultiStepLR counts them)
         milestones = [max(1, round(f * config.epochs * per_epoch)) for f in config.lr_decay_at]
         self.schedule = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=config.lr_gamma)
+        self.epochs_done = 0
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            for generator, generator_state in zip(generators, state["generators"]):
+                generator.set_state(generator_state)
+            self.epochs_done = state["epochs_done"]
         if objective is not None:
             objective.start()
+
+    def state_dict(self) -> dict:
+        """The state a later `train(..., state=...)` continues from (`after_epoch`)."""
+        if self.stacked:
+            self.stacked.write_back()
+        return {"epochs_done": self.epochs_done, "nets": [net.state_dict() for net in self.nets], "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "generators": [generator.get_state() for generator in self.generators]}
 
     def epoch(self) -> tuple[list[float], int]:
         """One epoch: each network's mean step loss, and how many samples each step forwarded in all."""
@@ -239,6 +262,7 @@ class _Training:
             losses = self.step(member_parts, samples)
             loss_sum += torch.stack(losses).detach() * samples
             step_samples += samples
+        self.epochs_done += 1
         return [total / step_samples for total in loss_sum.tolist()], step_samples
 
     def step(self, member_parts: list[list[torch.Tensor]], samples: int) -> list[torch.Tensor]:
