@@ -283,7 +283,7 @@ def test_cli_eval_names_protocol_and_scale_apart(tmp_path, capsys):
     data = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=6)
     out = tmp_path / "set.safetensors"
     assert main(["baseline", "random", "--data", str(data), "--ipc", "1", "--out", str(out)]) == 0
-    tiny = [str(out), "--epochs", "1", "--runs", "1", "--depth", "1", "--no-progress"]
+    tiny = [str(out), "--epochs", "1", "--runs", "1", "--depth", "1", "--no-progress", "--data", str(data)]
     assert main(["eval", *tiny, "--protocol", "dc", "--scale", "paper", "--out", str(tmp_path / "dc.json")]) == 0
     protocol = json.loads((tmp_path / "dc.json").read_text())["protocol"]
     assert (protocol["name"], protocol["scale"], protocol["net_options"]["width"]) == ("dc with depth, epochs changed", "paper", 128)
