@@ -6,7 +6,7 @@ import torch
 
 from .data import RealData
 from .errors import UserError
-from .synthetic import SyntheticSet
+from .synthetic import SyntheticSet, published_source
 
 
 def random_subset(data: RealData, ipc: int, seed: int = 0) -> SyntheticSet:
@@ -21,8 +21,7 @@ def random_subset(data: RealData, ipc: int, seed: int = 0) -> SyntheticSet:
         mean=data.mean,
         std=data.std,
         method="random",
-        source_dataset=data.source,
-        source_revision=data.commit or data.revision,
+        **published_source(data),
         ipc=ipc,
         config={"baseline": "random", "ipc": ipc, "seed": seed, "split": data.split, "indices": indices.tolist()},
     )

@@ -140,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         default_out = source.with_name(f"{source.name}{'-' + args.config if args.config else ''}.eval.json")
     else:
         default_out = (source / SET_FILE if source.is_dir() else source).with_suffix(".eval.json")
-    source = source_from_args(args, synthetic.data_source())
+    source = source_from_args(args, synthetic.data_source(args.data))
     split = args.split or (synthetic.config.get("split", "train") if args.holdout else "test")
     check_holdout(args.holdout, synthetic.config)
     with torchrun_world(resolve_device(args.device)) as (world, device):

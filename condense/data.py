@@ -10,6 +10,7 @@ left memory-mapped in that cache. A split too large to download or cache is read
 from __future__ import annotations
 
 import functools
+import hashlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -77,6 +78,20 @@ class RealData:
         return len(self.class_names)
 
     @property
+    def name(self) -> str:
+        """The dataset as published sets and cards name it: its Hub id, or a local folder's name, never this machine's path."""
+        return published_name(self.source)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the split's labels and pixels (its first 16 hex digits): names a local folder's data where its
+        path means nothing, so two sets made from the same split can be told to share it."""
+        digest = hashlib.sha256(self.labels.numpy().tobytes())
+        for start in range(0, len(self.labels), 4096):
+            digest.update(self.images[start : start + 4096].numpy().tobytes())
+        return f"sha256:{digest.hexdigest()[:16]}"
+
+    @property
     def channels(self) -> int:
         return self.images.shape[1]
 
@@ -136,6 +151,11 @@ class RealData:
         """Images as float32 in [0, 1] (all of them, or those at `indices`)."""
         images = self.images if indices is None else self.images[indices]
         return images.float().div_(255)
+
+
+def published_name(source: str) -> str:
+    """`source` as a published set names it: a Hub id as it is, a local folder by its name alone."""
+    return Path(source.rstrip("/")).name if is_local(source) else source
 
 
 def source_identity(source: str) -> str:

@@ -20,6 +20,7 @@ soft labels, evaluation, the run folder) in `condense.run`.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ from .formation import decode, decoded_labels, init_canvases
 from .ncfd import ncfd
 from .pool import Pool
 from .sampler import GaussianSampler, ScaleMixtureSampler
-from .synthetic import SyntheticSet
+from .synthetic import SyntheticSet, published_source
 from .train import make_optimizer
 
 __all__ = ["PRESETS", "DistillConfig", "Distiller", "canvas_set", "check_class_sizes", "initial_set", "preset"]
@@ -238,9 +239,16 @@ def canvas_set(config: DistillConfig, real: RealData, canvases: torch.Tensor, ca
     return SyntheticSet(
         images=decode(canvases, config.factor), labels=decoded_labels(canvas_labels, config.factor),
         canvases=canvases, class_names=list(real.class_names), mean=real.mean, std=real.std,
-        method="ncfm", source_dataset=real.source, source_revision=real.commit or real.revision, ipc=config.ipc,
-        factor=config.factor, config={**config.to_dict(), "iterations_done": iterations_done},
+        method="ncfm", **published_source(real), ipc=config.ipc, factor=config.factor,
+        config={**published_settings(config, real), "iterations_done": iterations_done},
     )
+
+
+def published_settings(config: DistillConfig, real: RealData) -> dict:
+    """`config` as a published set records it: the data, the pool folder and a teacher file by name, not by this machine's path."""
+    settings = config.to_dict()
+    named = {key: Path(settings[key]).name for key in ("pool_folder", "soft_labels") if settings[key] and ("/" in settings[key] or Path(settings[key]).exists())}
+    return {**settings, **named, "data": real.name}
 
 
 def initial_set(config: DistillConfig, real: RealData) -> SyntheticSet:

@@ -14,6 +14,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -231,7 +232,7 @@ def evaluate_set(synthetic: SyntheticSet | RealData, test: RealData, config: Eva
         "labels": kind,
         "label_protocol": LABEL_PROTOCOLS[kind],
         "set": describe(synthetic),
-        "test": f"{test.source} [{test.split}], {len(test)} images",
+        "test": f"{test.name} [{test.split}], {len(test)} images",
         "evaluated_on": "validation" if test.held_out else "test",  # validation: images held out of the train split (`--holdout`)
         "device": str(device),
         "batched_runs": batched,  # how the runs were trained (the figures are the same to float tolerance)
@@ -245,7 +246,7 @@ def describe(train_set: SyntheticSet | RealData) -> str:
     """A set's summary, or a real split's name and size."""
     if isinstance(train_set, SyntheticSet):
         return train_set.summary()
-    return f"{train_set.source} [{train_set.split}], {len(train_set)} images"
+    return f"{train_set.name} [{train_set.split}], {len(train_set)} images"
 
 
 def evaluation_summary(result: dict) -> dict:
@@ -258,8 +259,13 @@ def evaluation_summary(result: dict) -> dict:
         "label_protocol": result["label_protocol"],
         "test": result["test"],
         "evaluated_on": result.get("evaluated_on", "test"),  # results written before the key were all on a test split
-        "protocol": result["protocol"],
+        "protocol": {**result["protocol"], "teacher": published_teacher(result["protocol"].get("teacher"))},
     }
+
+
+def published_teacher(teacher: str | None) -> str | None:
+    """A teacher as a set records it: its files' names (`a,b` for an ensemble), not their paths on this machine."""
+    return teacher and ",".join(Path(part).name for part in teacher.split(","))
 
 
 def format_result(result: dict) -> str:

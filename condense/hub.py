@@ -66,6 +66,9 @@ def load_set_source(path: str | Path, config: str | None = None) -> SyntheticSet
     else:
         set_file, eval_file = path, path.with_suffix(".eval.json")
     synthetic = SyntheticSet.load(set_file)
+    if path.is_dir() and (path / "config.json").is_file():  # a run folder knows where its data lies on this machine
+        recorded = read_json(path / "config.json", "run config")
+        synthetic.local_source = recorded.get("resolved_data") if isinstance(recorded, dict) else None
     if not synthetic.evaluation and eval_file.is_file():
         result = read_json(eval_file, "result of `condense eval`")
         try:
@@ -362,7 +365,7 @@ def _card_context(name: str, synthetic: SyntheticSet) -> dict:
         "images": len(synthetic),
         "shape": "x".join(map(str, synthetic.images.shape[1:])),
         "soft_labels": synthetic.soft_labels is not None,
-        "source": synthetic.source_dataset,
+        "source": synthetic.source_dataset + (f" (a local folder; split {synthetic.source_fingerprint})" if synthetic.source_fingerprint else ""),
         "mean": list(synthetic.mean),
         "std": list(synthetic.std),
         "settings": settings,

@@ -21,7 +21,7 @@ import torch
 from .errors import UserError
 from .flags import TYPES
 from .runtime import atomic_path
-from .source import RENAMED_SOURCE_SETTINGS, DataSource
+from .source import RENAMED_SOURCE_SETTINGS, DataSource, is_local
 
 FORMAT = "condensed-set/1"
 JSON_KEYS = ("mean", "std", "class_names", "config", "evaluation")
@@ -53,8 +53,10 @@ class SyntheticSet:
     soft_labels: torch.Tensor | None = None
     canvases: torch.Tensor | None = None
     source_revision: str | None = None
+    source_fingerprint: str | None = None  # for a local folder, named by its name alone: `RealData.fingerprint` of the split
     config: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
+    local_source: str | None = field(default=None, repr=False, compare=False)  # this machine's path of the source; never saved
 
     def __post_init__(self) -> None:
         self.check()
@@ -73,9 +75,14 @@ class SyntheticSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def data_source(self) -> DataSource:
-        """The dataset the set was made from, read as its config recorded it (config, revision, columns, size)."""
-        return DataSource.from_record(self.source_dataset, {**self.config, "revision": self.source_revision or self.config.get("revision")})
+    def data_source(self, path: str | None = None) -> DataSource:
+        """The dataset the set was made from, read as its config recorded it (config, revision, columns, size), from
+        `path` where given. A set made from a local folder records only the folder's name, so it needs `path`."""
+        path = path or self.local_source
+        if path is None and self.source_fingerprint is not None:
+            raise UserError(f"the set was made from a local folder named {self.source_dataset!r} (split {self.source_fingerprint}), "
+                            "whose path sets do not record; pass that folder with --data")
+        return DataSource.from_record(path or self.source_dataset, {**self.config, "revision": self.source_revision or self.config.get("revision")})
 
     def summary(self) -> str:
         n, c, h, w = self.images.shape
@@ -114,6 +121,7 @@ class SyntheticSet:
             "method": self.method,
             "source_dataset": self.source_dataset,
             "source_revision": self.source_revision or "",
+            **({"source_fingerprint": self.source_fingerprint} if self.source_fingerprint else {}),  # absent: files stay as before
             "ipc": str(self.ipc),
             "factor": str(self.factor),
             "version": __version__,
@@ -174,11 +182,20 @@ class SyntheticSet:
             method=metadata["method"],
             source_dataset=metadata["source_dataset"],
             source_revision=metadata.get("source_revision") or None,
+            source_fingerprint=metadata.get("source_fingerprint") or None,
             ipc=decoded["ipc"],
             factor=decoded["factor"],
             config=decoded["config"],
             evaluation=decoded["evaluation"],
         )
+
+
+def published_source(real) -> dict:
+    """The `SyntheticSet` fields that name the `RealData` a set was made from: a Hub id with the commit it was read at,
+    or a local folder's name with the split's fingerprint (a published set never records a path of this machine)."""
+    local = is_local(real.source)
+    return {"source_dataset": real.name, "source_revision": None if local else real.commit or real.revision,
+            "source_fingerprint": real.fingerprint if local else None, "local_source": real.source if local else None}
 
 
 def canonical_json(value) -> str:

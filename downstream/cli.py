@@ -149,7 +149,7 @@ def _train_and_test_sets(args: argparse.Namespace, seed: int):
         from downstream.load import load_condensed
 
         train_set = load_condensed(args.set, args.set_config)
-        return train_set, source_from_args(args, train_set.data_source()).load(args.split)
+        return train_set, source_from_args(args, train_set.data_source(args.data)).load(args.split)
     source = source_from_args(args)
     train_set, test = source.load("train"), source.load(args.split)
     return (real_subset(train_set, args.per_class, seed) if args.per_class is not None else train_set), test
