@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from .runtime import atomic_path, write_json
 from .train import TrainConfig, accuracy, train
 
 MANIFEST = "manifest.json"
+MEMBER_FILE = re.compile(r"member-\d{3,}-(init|trained)\.safetensors")  # the names `build_or_load_pool` writes
 
 # BENCHMARKS.md: SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 128, DSA colour+crop, CutMix 0.5, constant lr.
 POOL_TRAINING = TrainConfig(epochs=1, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, lr_decay_at=(), dsa="color_crop", cutmix_p=0.5)
@@ -156,6 +158,10 @@ def _read_manifest(folder: Path) -> dict | None:
         raise UserError(f"{path} is not valid UTF-8 JSON ({exc}); delete the pool folder to rebuild it") from exc
     if not (isinstance(manifest, dict) and isinstance(manifest.get("spec"), dict) and isinstance(manifest.get("members"), list)):
         raise UserError(f"{path} is not a pool manifest (no spec and members); delete the pool folder to rebuild it")
+    for member in manifest["members"]:  # a copied pool folder's manifest must not name files outside it
+        names = [member.get(key) for key in ("init", "trained")] if isinstance(member, dict) else [None]
+        if not all(isinstance(name, str) and MEMBER_FILE.fullmatch(name) for name in names):
+            raise UserError(f"{path} names member files outside the pool folder or of another shape ({member!r}); delete the pool folder to rebuild it")
     if isinstance(manifest["spec"].get("net_options"), dict):  # old option names read as the current ones
         manifest["spec"]["net_options"] = current_options(manifest["spec"]["net_options"])
     return manifest
