@@ -545,6 +545,7 @@ def test_a_kill_during_the_log_rewrite_keeps_its_lines_and_killed_writes_leave_n
 
 
 def test_distill_records_the_data_revision_in_the_set(image_folder, tmp_path, monkeypatch):
+    """A Hub id at a revision (a local folder has none: refused, tests/test_cli_values.py), read here from the image folder."""
     import condense.data
 
     monkeypatch.chdir(tmp_path)
@@ -552,10 +553,10 @@ def test_distill_records_the_data_revision_in_the_set(image_folder, tmp_path, mo
 
     def recording(source, split, **options):
         asked.append(options["revision"])
-        return load_real(source, split, **options)
+        return dataclasses.replace(load_real(str(image_folder), split, **options), source=source)  # as if read from the Hub
 
     monkeypatch.setattr(condense.data, "load_real", recording)
-    assert main(["distill", "--data", str(image_folder), "--revision", "v1.0", "--out", "run", *TINY_RUN]) == 0
+    assert main(["distill", "--data", "owner/tiny", "--revision", "v1.0", "--out", "run", *TINY_RUN]) == 0
     synthetic = SyntheticSet.load(tmp_path / "run" / "synthetic.safetensors")
     assert asked == ["v1.0", "v1.0"] and synthetic.source_revision == "v1.0" and synthetic.data_source().revision == "v1.0"
 
