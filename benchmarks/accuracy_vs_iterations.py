@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from condense.config import preset
 from condense.distill import Distiller
 from condense.evaluate import eval_preset, evaluate_set
+from condense.flags import run_main
 from condense.loop import Callback, Checkpoints, iterate
 from condense.run import prepare
 from condense.runfolder import load_checkpoint
@@ -58,7 +60,7 @@ def plot(figures: dict, path: Path) -> None:
     save_figure(figure, path)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/cifar10")
     parser.add_argument("--preset", default="cifar10-ipc10-cpu")
@@ -70,7 +72,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="distillation seed")
     parser.add_argument("--out", default="benchmarks/runs/iterations")
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     out, device, counts = Path(args.out), resolve_device(args.device), sorted(int(c) for c in args.counts.split(","))
     out.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(preset(args.preset), data=args.data, iterations=max(counts), seed=args.seed, checkpoint_every=25,
@@ -102,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from condense.baseline import random_subset
 from condense.config import preset
 from condense.data import RealData, load_real
 from condense.evaluate import eval_preset, evaluate_set
+from condense.flags import run_main
 from condense.pool import pretrain_pool
 from condense.run import pool_spec
 from condense.runtime import write_json
@@ -29,14 +31,18 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar1
 CPU = torch.device("cpu")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--steps", type=int, default=50, help="pool pretraining steps of 128 images")
     parser.add_argument("--eval-epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", help="write the figures here (JSON)")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     train, test = load_real(args.data, "train"), load_real(args.data, "test")
     first = train.images[: args.steps * 128]
     part = RealData(first, train.labels[: len(first)], train.class_names, train.mean, train.std, train.source, train.split)
@@ -73,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

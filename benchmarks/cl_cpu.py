@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from condense.data import load_real
+from condense.flags import run_main
 from condense.runtime import resolve_device, write_json
 from downstream.continual import MemorySpec, cl_preset
 from downstream.continual.protocol import run_comparison, summarise
@@ -33,7 +34,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10"
 DEFAULT_SET = ROOT / "benchmarks" / "runs" / "ncfm_cpu" / "gaussian-lr3e-3" / "synthetic.safetensors"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--set", default=str(DEFAULT_SET), help="precomputed condensed set (IPC 10)")
@@ -48,7 +49,11 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
     parser.add_argument("--merge", nargs="+", metavar="FOLDER", help="merge the cl.json of runs with other memories into --out")
     parser.add_argument("--memories", default="random,herding,condensed,condensed-decoded", help="which of the memories to run")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     if args.merge:
         report(merge([json.loads((Path(folder) / "cl.json").read_text()) for folder in args.merge]), Path(args.out), "merged")
         return
@@ -105,4 +110,4 @@ def report(result: dict, out: Path, device) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

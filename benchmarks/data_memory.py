@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from condense.flags import run_main
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
@@ -47,14 +49,18 @@ def measure(data: str, mode: str, batches: int, per_class: int, reservoir: int) 
             "peak_rss_mb": peak, "baseline_rss_mb": baseline, "checksum": checksum}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--per-class", type=int, default=128)
     parser.add_argument("--reservoir", type=int, default=500, help="streamed mode: images kept per class")
     parser.add_argument("--one", choices=list(MODES), help=argparse.SUPPRESS)  # a child process's mode
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     if args.one:
         print(json.dumps(measure(args.data, args.one, args.batches, args.per_class, args.reservoir)))
         return
@@ -75,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -30,6 +30,7 @@ import torch
 
 from condense.baseline import random_subset
 from condense.data import load_real
+from condense.flags import run_main
 from condense.runtime import resolve_device, write_json
 from downstream.dlb import DLB
 from downstream.train import default_config, real_subset, train_model
@@ -45,7 +46,7 @@ def objective(method: str, args: argparse.Namespace) -> DLB | None:
     return None if method.startswith("ce") else DLB(tau=args.tau, alpha=args.alpha, scheme=method.split("-")[1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--per-class", type=int, default=500, help="real images per class (500: the 5,000-image subset)")
@@ -64,7 +65,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: faster than 2 on a CPU shared with other jobs)")
     parser.add_argument("--out", default="benchmarks/runs/dlb_cpu/figures.json")
     parser.add_argument("--timing", type=int, metavar="N", help="only time N interleaved one-epoch rounds per method")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     if args.timing:
         time_epochs(args)
@@ -139,4 +144,4 @@ def time_epochs(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

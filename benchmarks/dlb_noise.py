@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from condense.data import RealData, load_real
+from condense.flags import run_main
 from condense.nets import build_net
 from condense.runtime import write_json
 from condense.train import accuracy, train
@@ -161,7 +162,7 @@ def continued(args: argparse.Namespace) -> dict | None:
     return figures
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--per-class", type=int, default=200, help="training images per class (200: 2,000 images)")
@@ -177,7 +178,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/runs/dlb_noise/figures.json")
     parser.add_argument("--plot", default="benchmarks/runs/dlb_noise/curves.png")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     start, device = time.perf_counter(), torch.device("cpu")
     full_train, test = load_real(args.data, "train"), load_real(args.data, "test")
@@ -204,4 +209,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

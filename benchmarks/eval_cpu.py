@@ -15,17 +15,22 @@ from pathlib import Path
 from condense.baseline import random_subset
 from condense.data import load_real
 from condense.evaluate import eval_preset, evaluate_set, format_result
+from condense.flags import run_main
 from condense.runtime import resolve_device
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random subset")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     train, test = load_real(args.data, "train"), load_real(args.data, "test")
     subset = random_subset(train, ipc=10, seed=args.seed)
@@ -41,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

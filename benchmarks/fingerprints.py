@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from condense.flags import run_main
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TIMING_WORDS = ("second", "time", "elapsed", "rss", "date", "version", "path", "folder", "file", "out", "device")
 
@@ -94,13 +96,17 @@ def fingerprints(work: Path) -> dict[str, str]:
     return figures
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--save", type=Path, help="write the fingerprints to this JSON file")
     action.add_argument("--check", type=Path, help="compare with the fingerprints in this JSON file; exit 1 if any differs")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (to compare the JSON results of two runs)")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     if not SHARED.is_dir():
         sys.exit(f"fingerprints: needs the real data in {SHARED}")
     torch.set_num_threads(1)
@@ -122,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,6 +21,7 @@ import torch
 from condense.data import load_real
 from condense.distill import initial_set, preset
 from condense.evaluate import eval_preset, evaluate_set
+from condense.flags import run_main
 from condense.formation import RESIZE_MODES
 from condense.runtime import resolve_device, write_json
 from condense.synthetic import SyntheticSet
@@ -28,7 +29,7 @@ from condense.synthetic import SyntheticSet
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default="benchmarks/runs/x/init")
@@ -39,7 +40,11 @@ def main() -> None:
                         "random:bilinear-antialias,random:bilinear",
                         help="IMAGES:RESIZE pairs, IMAGES random or first, RESIZE one of " + ", ".join(RESIZE_MODES))
     parser.add_argument("--reference", help="a set file to evaluate beside the rows (the published code's initial set)")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     device, out = resolve_device(args.device), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     real, test = load_real(args.data, "train"), load_real(args.data, "test")
@@ -74,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

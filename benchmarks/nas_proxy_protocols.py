@@ -12,14 +12,15 @@ Usage: python benchmarks/nas_proxy_protocols.py --result benchmarks/results/cpu-
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from condense.data import load_real
-from condense.runtime import write_json
+from condense.flags import run_main
+from condense.runtime import read_json, write_json
 from downstream import nas
 from downstream.load import load_condensed
 
@@ -57,7 +58,7 @@ def rerank(candidates: list[dict], reference: list[float], sets: dict, proxies: 
             write_json(args.out, results)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--result", default=str(HERE / "results" / "cpu-2026-11-23" / "nas.json"), help="a finished search's nas.json")
     parser.add_argument("--condensed", default=str(HERE / "runs" / "ncfm_cpu" / "factor1" / "synthetic.safetensors"),
@@ -74,9 +75,13 @@ if __name__ == "__main__":
                         help="only time: train the reference and the proxies of N candidates (spread over the list), "
                              "interleaved, and print the reference's time over each proxy's (the stored reference "
                              "times come from another run, under another load)")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    stored = json.loads(Path(args.result).read_text())
+    stored = read_json(args.result, "NAS result")
     config = nas.nas_preset("cifar10-cpu")
     for key, value in stored["config"].items():
         if key != "train" and hasattr(config, key):
@@ -101,3 +106,7 @@ if __name__ == "__main__":
         time_against_reference(stored["candidates"][:: max(1, len(names) // args.timing)][: args.timing], sets, proxies, test, config)
     else:
         rerank(stored["candidates"], reference, sets, proxies, test, config, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

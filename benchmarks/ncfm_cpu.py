@@ -27,7 +27,9 @@ import torch
 from condense.baseline import random_subset
 from condense.config import DistillConfig, preset
 from condense.distill import Distiller
+from condense.errors import UserError
 from condense.evaluate import eval_preset, evaluate_set
+from condense.flags import run_main
 from condense.loop import run_distillation
 from condense.run import prepare
 from condense.runtime import resolve_device, write_json
@@ -100,7 +102,7 @@ def parse_override(item: str) -> tuple[str, object]:
     return key, {"int": int, "float": float}.get(kinds[key], str)(text)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default="benchmarks/runs/ncfm_cpu")
@@ -111,20 +113,24 @@ def main() -> None:
     parser.add_argument("--pool-folder", help="reuse this pool (default: <out>/pool, trained if missing)")
     parser.add_argument("--seeds", default="0", help="distillation seeds, comma-separated (each variant is distilled once per seed)")
     parser.add_argument("--skip-baselines", action="store_true", help="evaluate only the distilled sets (not the random subset and initial set)")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     progress = sys.stderr.isatty()
     device = resolve_device(args.device)
     out = Path(args.out)
     try:
         overrides = dict(parse_override(item) for item in args.override)
     except ValueError as exc:
-        parser.error(str(exc))
+        raise UserError(str(exc)) from None
     unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
     if unknown:
-        parser.error(f"unknown variants {unknown}; use {', '.join(VARIANTS)}")
+        raise UserError(f"unknown variants {unknown}; use {', '.join(VARIANTS)}")
     clashes = sorted(key for name in args.variants.split(",") for key in VARIANTS.get(name, {}) if key in overrides)
     if clashes:
-        parser.error(f"--override sets {', '.join(clashes)}, which a chosen variant sets too")
+        raise UserError(f"--override sets {', '.join(clashes)}, which a chosen variant sets too")
     # the overrides reach the pool too (pool_dsa, pool_epochs, ...): they change the base settings
     config = dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data, pool_folder=args.pool_folder or str(out / "pool"), **overrides)
     if args.iterations:
@@ -186,4 +192,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from condense.config import preset
 from condense.data import RealData, _stats_for
 from condense.distill import Distiller
 from condense.evaluate import eval_preset, evaluate_set
+from condense.flags import run_main
 from condense.loop import run_distillation
 from condense.pool import build_or_load_pool
 from condense.run import pool_spec
@@ -55,7 +57,7 @@ def read_parquet_split(folder: str, split: str) -> RealData:
     return RealData(images, torch.tensor(table["label"]), names, mean, std, folder, split)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--preset", default="cifar10-ipc10")
@@ -69,7 +71,11 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--skip-init-eval", action="store_true")
-    args = parser.parse_args()
+    parser.set_defaults(func=command)
+    return run_main(parser, argv)
+
+
+def command(args: argparse.Namespace) -> None:
     device = resolve_device("auto")
     out = Path(args.out)
     overrides = {"pool_size": args.pool_size, "pool_epochs": args.pool_epochs, "iterations": args.iterations, "sampler": args.sampler}
@@ -114,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

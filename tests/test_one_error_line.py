@@ -130,3 +130,37 @@ def test_paper_gpu_tiny_rerun_with_other_sizes_is_one_error_line(tmp_path, capsy
     assert_one_error(paper_gpu.main, [*common, "--pool-epochs", "2"], capsys, contains="the pool in")
     assert_one_error(paper_gpu.main, [*common, "--iterations", "-1"], capsys, contains="--iterations must be at least 0, got -1")
     assert snapshot(tmp_path / "out" / "pool") == pool
+
+
+SCRIPTS = {  # a script of benchmarks/, its arguments past --data/--out, and what its error line says
+    "accuracy_vs_iterations": ([], "no such folder"),
+    "batched_cpu": ([], "no such folder"),
+    "cl_cpu": (["--threads", "{threads}"], "no such folder"),
+    "dlb_cpu": (["--threads", "{threads}"], "no such folder"),
+    "dlb_noise": (["--threads", "{threads}"], "no such folder"),
+    "eval_cpu": ([], "no such folder"),
+    "init_study": ([], "no such folder"),
+    "ncfm_gpu": ([], "no such folder"),
+    "ncfm_cpu": (["--variants", "nope"], "unknown variants ['nope']"),
+    "nas_proxy_protocols": (["--result", "{tmp}/none.json"], "no such NAS result"),
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_scripts_print_a_user_error_as_one_line(script, tmp_path, capsys):
+    """Scripts in benchmarks/ go through the CLIs' `run_main`: a UserError is one `error:` line and exit 2, not a traceback."""
+    module = load_benchmark(script)
+    args, message = SCRIPTS[script]
+    out = [] if script in ("batched_cpu", "eval_cpu", "ncfm_cpu", "nas_proxy_protocols") else ["--out", tmp_path / "out"]
+    argv = ["--data", tmp_path / "no-data", *out, *(a.format(threads=torch.get_num_threads(), tmp=tmp_path) for a in args)]
+    assert_one_error(module.main, argv, capsys, contains=message)
+
+
+def test_every_benchmark_script_runs_through_the_clis_main():
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = [path for path in sorted(benchmarks.glob("*.py")) if '__name__ == "__main__"' in path.read_text()]
+    assert len(scripts) >= 14
+    for path in scripts:
+        text = path.read_text()
+        assert "run_main(" in text or "from downstream.cli import main" in text, f"{path.name} does not report errors through run_main"
+        assert 'if __name__ == "__main__":\n    sys.exit(main())' in text or "sys.exit(code)" in text, path.name
