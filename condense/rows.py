@@ -67,10 +67,14 @@ def read_rows(paths: list[Path], origin: str) -> SyntheticSet:
     tensors = {"images": values["pixel_values"].float(), "labels": values["label"].long()}
     if "soft_label" in values:
         tensors["soft_labels"] = values["soft_label"].float()
-    metadata = json.loads(raw)
-    if rows.features["label"].names != json.loads(metadata["class_names"]):
+    try:
+        metadata = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # json.loads recurses once per level: a deeply nested value exhausts the stack
+        raise UserError(f"{origin}: the parquet rows' condensed-set metadata is not readable JSON ({str(exc)[:200]}); export the set again") from exc
+    synthetic = SyntheticSet.from_parts(tensors, metadata, origin=origin)
+    if rows.features["label"].names != synthetic.class_names:
         raise UserError(f"{origin}: the label column's class names differ from the set's metadata")
-    return SyntheticSet.from_parts(tensors, metadata, origin=origin)
+    return synthetic
 
 
 def read_parquet(path: Path):

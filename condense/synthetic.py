@@ -156,6 +156,8 @@ class SyntheticSet:
     @classmethod
     def from_parts(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str], origin: str) -> SyntheticSet:
         """Rebuild a set from `tensors()` and `metadata()` as read back from a file; `origin` names it in errors."""
+        if not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values()):
+            raise UserError(f"{origin} is not a condensed set (its metadata is not a map of strings)")
         if metadata.get("format") != FORMAT:
             raise UserError(f"{origin} is not a condensed set (metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r})")
         missing = [key for key in ("images", "labels") if key not in tensors]

@@ -164,3 +164,27 @@ def test_every_benchmark_script_runs_through_the_clis_main():
         text = path.read_text()
         assert "run_main(" in text or "from downstream.cli import main" in text, f"{path.name} does not report errors through run_main"
         assert 'if __name__ == "__main__":\n    sys.exit(main())' in text or "sys.exit(code)" in text, path.name
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ("[" * 100_000 + "]" * 100_000, "the parquet rows' condensed-set metadata is not readable JSON"),
+    ("[1]", "is not a condensed set (its metadata is not a map of strings)"),
+    ('{"format": 1}', "is not a condensed set (its metadata is not a map of strings)"),
+    ("{set}", "evaluation 'protocol' must be a JSON object"),
+], ids=["nested 100,000 deep", "a list", "a number", "an evaluation of the wrong shape"])
+def test_parquet_rows_with_crafted_metadata_are_one_error(set_file, tmp_path, capsys, metadata, message):
+    """A Hub folder read from its parquet rows alone (no safetensors file): their metadata goes through the same checks."""
+    import pyarrow.parquet as pq
+
+    from condense.rows import ROWS, ROWS_METADATA_KEY, SET_FILE
+    from downstream.cli import main as downstream_main
+
+    export(set_file, tmp_path / "hub", "ipc2")
+    (tmp_path / "hub" / "ipc2" / SET_FILE).unlink()
+    rows = tmp_path / "hub" / "ipc2" / ROWS
+    table = pq.read_table(rows)
+    if metadata == "{set}":
+        written = json.loads(table.schema.metadata[ROWS_METADATA_KEY])
+        metadata = json.dumps({**written, "evaluation": json.dumps({**EVALUATION, "protocol": "x"})})
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, ROWS_METADATA_KEY: metadata.encode()}), rows)
+    assert_one_error(downstream_main, ["info", tmp_path / "hub"], capsys, contains=message)
