@@ -3,7 +3,9 @@
 The `cifar10-ipc10-cpu` pool (2 ConvNets, width 64, its pretraining settings) trained for `--steps` steps
 (the first steps x 128 images of the train split, one epoch), and the `cpu` evaluation of a random IPC-10
 set for `--eval-epochs` epochs with 2 runs; each alternately one by one and batched, `--repeats` times.
-Prints the median seconds of each and the ratio batched / one by one (below 1: batched is faster).
+Prints the median seconds of each and the ratio batched / one by one (below 1: batched is faster), and how far
+the two end apart: the largest difference in any weight of a pool member (with the largest weight, for scale), and
+the runs' accuracies and final losses.
 Usage: OMP_NUM_THREADS=1 python benchmarks/batched_cpu.py [--data ../shared/data/cifar10] [--out FILE.json]
 """
 
@@ -52,17 +54,19 @@ def command(args: argparse.Namespace) -> None:
     evaluation.train = dataclasses.replace(evaluation.train, epochs=args.eval_epochs)
     subset = random_subset(train, ipc=10, seed=0)
     seconds = {("pool", False): [], ("pool", True): [], ("eval", False): [], ("eval", True): []}
-    checks = {}
+    checks, members, losses = {}, {}, {}
     for repeat in range(args.repeats):
         for batched in (False, True) if repeat % 2 == 0 else (True, False):  # alternate which goes first
             start = time.perf_counter()
             pool = pretrain_pool(spec, config.pool_size, part, CPU, progress=False, batched=batched)
             seconds["pool", batched].append(time.perf_counter() - start)
             checks["pool", batched] = [float(trained["classifier.weight"].norm()) for _, trained in pool.members]
+            members[batched] = [trained for _, trained in pool.members]
             start = time.perf_counter()
             result = evaluate_set(subset, test, evaluation, CPU, progress=False, batched=batched)
             seconds["eval", batched].append(time.perf_counter() - start)
             checks["eval", batched] = [run["accuracy"] for run in result["runs"]]
+            losses[batched] = [run["loss"] for run in result["runs"]]
             print(f"repeat {repeat}: {'batched' if batched else 'one by one'}: pool {seconds['pool', batched][-1]:.1f} s, "
                   f"eval {seconds['eval', batched][-1]:.1f} s", flush=True)
     figures = {"threads": torch.get_num_threads(), "steps": args.steps, "eval_epochs": args.eval_epochs, "repeats": args.repeats,
@@ -74,6 +78,13 @@ def command(args: argparse.Namespace) -> None:
                           "check_one_by_one": checks[phase, False], "check_batched": checks[phase, True]}
         print(f"{phase}: one by one {alone:.2f} s, batched {together:.2f} s (median of {args.repeats}); batched / one by one = "
               f"{together / alone:.2f}; check (pool: classifier weight norms, eval: run accuracies) {checks[phase, False]} vs {checks[phase, True]}")
+    differences = [(alone[name] - together[name]).abs().max().item() for alone, together in zip(members[False], members[True])
+                   for name in alone if alone[name].is_floating_point()]
+    largest = max(value.abs().max().item() for member in members[False] for value in member.values() if value.is_floating_point())
+    figures["pool"].update(max_weight_difference=max(differences), max_abs_weight=largest)
+    figures["eval"].update(loss_one_by_one=losses[False], loss_batched=losses[True])
+    print(f"largest difference in a pool member's weight, batched against one by one: {max(differences):.3g} (largest weight {largest:.3g}); "
+          f"final losses of the runs {losses[False]} vs {losses[True]}")
     if args.out:
         write_json(args.out, figures)
 
