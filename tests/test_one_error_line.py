@@ -67,7 +67,7 @@ def test_eval_refuses_bad_flags_in_one_line(case, set_file, tmp_path, capsys):
     argv, message = EVAL_CASES[case]
     if "{member}" in argv:
         argv = [a.format(member=member_of_other_classes(tmp_path / "pool")) for a in argv]
-    assert_one_error(main, ["eval", set_file, *argv, *TINY_EVAL], capsys, contains=message)
+    assert_one_error(main, ["eval", set_file, *argv, *TINY_EVAL, "--data", tmp_path / "data"], capsys, contains=message)
     assert not set_file.with_suffix(".eval.json").exists()
 
 
