@@ -30,7 +30,7 @@ JSON_TYPES = {"mean": "list of numbers", "std": "list of positive numbers", "cla
 # A non-empty evaluation (`condense.evaluate.evaluation_summary`): the types of its entries, those the card needs, and
 # the parts of the protocol it shows.
 EVALUATION_TYPES = {"accuracy_mean": "percentage", "accuracy_std": "percentage", "run_accuracies": "list of percentages", "labels": "string",
-                    "test": "string", "label_protocol": "string", "protocol": "object"}
+                    "test": "string", "label_protocol": "string", "evaluated_on": "string", "protocol": "object"}
 EVALUATION_REQUIRED = ("accuracy_mean", "accuracy_std", "run_accuracies", "labels", "test")
 PROTOCOL_TYPES = {"name": "string", "net": "string", "net_options": "object", "train": "object"}
 MAX_DEPTH = 32  # how deep config and evaluation may nest: deeper than any set writes, shallow enough for recursive readers

@@ -93,6 +93,7 @@ GOOD = {"images": torch.rand(2, 1, 4, 4), "labels": torch.tensor([0, 1])}
         (GOOD, {"evaluation": json.dumps({**EVALUATION, "run_accuracies": [1, "x"]})}, "evaluation 'run_accuracies' must be a JSON list of percentages"),
         (GOOD, {"evaluation": json.dumps({**EVALUATION, "test": None})}, "evaluation 'test' must be a JSON string, got None"),
         (GOOD, {"evaluation": json.dumps({**EVALUATION, "protocol": "x"})}, "evaluation 'protocol' must be a JSON object, got 'x'"),
+        (GOOD, {"evaluation": json.dumps({**EVALUATION, "evaluated_on": ["test"]})}, "evaluation 'evaluated_on' must be a JSON string"),
         (GOOD, {"evaluation": json.dumps({**EVALUATION, "protocol": {"net_options": [1]}})}, "evaluation protocol 'net_options' must be a JSON object"),
         (GOOD, {"evaluation": json.dumps({**EVALUATION, "protocol": {"train": 3}})}, "evaluation protocol 'train' must be a JSON object"),
     ],
