@@ -123,11 +123,14 @@ def init_world(device: torch.device) -> World:
     if not torch.distributed.is_available():
         raise UserError("this PyTorch build has no torch.distributed; run without torchrun")
     if not torch.distributed.is_initialized():
-        # torchrun's agent keeps its store across the restarts of --max-restarts; a restarted group that read the keys of
-        # the killed one would connect to dead processes (and hang or fail), so each attempt keeps its keys apart
         store, rank, size = next(torch.distributed.rendezvous("env://"))
-        attempt = torch.distributed.PrefixStore(f"condense-attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
-        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", store=attempt, rank=rank, world_size=size)
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # torchrun's agent keeps this store across the restarts of --max-restarts: a restarted group that read the keys of
+            # the killed one would connect to dead processes (and hang or fail), so each attempt keeps its keys apart. (With
+            # several machines the agents may count restarts differently: there TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 gives
+            # every attempt a fresh store instead, and this branch is not taken.)
+            store = torch.distributed.PrefixStore(f"condense-attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=size)
     return World(torch.distributed.get_rank(), torch.distributed.get_world_size(), device, int(os.environ.get("LOCAL_RANK", "0")))
 
 
