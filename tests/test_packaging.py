@@ -82,7 +82,7 @@ def test_export_renders_the_card_from_the_installed_wheel_alone(wheel, tmp_path,
         archive.extractall(site)
     source = tiny_set.save(tmp_path / "tiny.safetensors")
     hub = tmp_path / "hub"
-    script = ("import sys, condense.hub, condense.cli; print(condense.hub.__file__); print(condense.hub.template_path()); "
+    script = ("import sys, condense.card, condense.cli; print(condense.card.__file__); print(condense.card.template_path()); "
               f"sys.exit(condense.cli.main(['export', {str(source)!r}, '--out', {str(hub)!r}]))")
     run = subprocess.run([sys.executable, "-c", script], cwd=site, env={**os.environ, "PYTHONPATH": str(site)},
                          check=False, capture_output=True, text=True)
