@@ -146,7 +146,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     with torchrun_world(resolve_device(args.device)) as (world, device):
         test = world.main_first(lambda: source.load(split) if not args.holdout else source.load(split).holdout_split(args.holdout)[1])
         if world.is_main:
-            print(f"evaluating {synthetic.summary()}\non {test.source} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
+            print(f"evaluating {synthetic.summary()}\non {test.name} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
         result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress and world.is_main, world=world,
                               batched=args.batched_runs, objective=objective)

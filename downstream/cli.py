@@ -130,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         train_set, test = world.main_first(lambda: _train_and_test_sets(args, config.seed))
         if world.is_main:
             print(f"training {config.net} with {objective or 'cross-entropy'} on {describe(train_set)}"
-                  f"{f', {args.label_noise:.0%} label noise' if args.label_noise else ''}\ntesting on {test.source} [{test.split}] on {device}"
+                  f"{f', {args.label_noise:.0%} label noise' if args.label_noise else ''}\ntesting on {test.name} [{test.split}] on {device}"
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
         result = train_model(train_set, test, config, objective=objective, label_noise=args.label_noise, device=device,
                              progress=not args.no_progress and world.is_main, world=world)
