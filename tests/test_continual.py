@@ -303,6 +303,27 @@ def test_dlb_composes_with_memories_and_the_fresh_model(data, distributed, reque
     assert not [w for w in recwarn if "distributed" in str(w.message)]  # Avalanche warns of plugins that do not declare it
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_plugins_under_two_gloo_processes(tmp_path):
+    """Under torchrun (2 gloo ranks, the model in DistributedDataParallel), DLBPlugin and FreshModelPlugin run without
+    Avalanche's warning about plugins that do not support distributed training, and both ranks test one fresh model."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(tests / "avalanche_ranks.py"), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(rank["warnings"] == [] for rank in ranks), ranks  # Avalanche warns of every plugin that does not declare it
+    assert all(rank["dlb_steps"] > 0 and rank["memory_images"] == [12, 12, 12] for rank in ranks)  # each rank's own DLB steps
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # one tested model
+
+
 def test_memory_specs_and_errors(data):
     specs = parse_memories("random, herding,condensed:runs/a/synthetic.safetensors,condensed")
     assert [(s.kind, s.path) for s in specs] == [("random", None), ("herding", None), ("condensed", "runs/a/synthetic.safetensors"), ("condensed", None)]
