@@ -18,7 +18,7 @@ from .flags import check_numbers, flag, setting
 from .formation import DEFAULT_RESIZE, INIT_IMAGES, RESIZE_MODES
 from .ncfd import PHASES
 from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS, current_options
-from .pool import POOL_TRAINING
+from .pool import POOL_TRAINING, SOFT_LABEL_SOURCES
 from .runtime import preset_copy
 from .sampler import mixture_components
 from .source import RENAMED_SOURCE_SETTINGS, DataSource, check_revision
@@ -103,7 +103,8 @@ class DistillConfig:
     seed: int = setting(0, "seed of every random draw")
     checkpoint_every: int = setting(100, "iterations between checkpoints (what --resume continues from)")
     log_every: int = setting(10, "iterations between lines of log.jsonl")
-    soft_labels: str = setting("none", "none, pool (the first trained pool member), ensemble (all the pool's trained members) "
+    soft_labels: str = setting("none", "none, pool (the first trained pool member), ensemble (all the pool's trained members), "
+                                       "teacher (a network trained as the members are, from an initialisation of its own: no member's) "
                                        "or a network file of any pool: the teacher")
     eval_preset: str = setting("paper", f"evaluation after distillation: {choices(EVAL_PRESETS)} (BENCHMARKS.md; paper: ncfm at paper scale, "
                                         "the others at CPU scale)")
@@ -122,9 +123,9 @@ class DistillConfig:
             raise UserError(f"unknown sampler {self.sampler!r}; use learned or gaussian")
         DSA(self.dsa, mode=self.dsa_mode)  # unknown operations or modes: refused here, before any data is loaded
         check_revision(self.data, self.revision)
-        if self.soft_labels not in ("none", "pool", "ensemble") and Path(self.soft_labels).is_dir():
+        if self.soft_labels not in SOFT_LABEL_SOURCES and Path(self.soft_labels).is_dir():
             raise UserError(f"--soft-labels {self.soft_labels} is a folder; pass one network file in it (member-XXX-trained.safetensors), "
-                            "or pool / ensemble for the run's own pool")
+                            "or pool / ensemble / teacher for the run's own pool")
         if self.pool_dsa:
             DSA(self.pool_dsa, mode=self.pool_dsa_mode)
         if self.phase not in PHASES:

@@ -206,7 +206,7 @@ def build_net(name: str, channels: int, num_classes: int, image_size=(32, 32), *
 
 
 # The purposes a network is initialised for, each its own stream of initial weights (`init_seed`).
-INIT_STREAMS = {"pool": 0, "evaluation": 1, "fresh": 2}
+INIT_STREAMS = {"pool": 0, "evaluation": 1, "fresh": 2, "teacher": 3}
 POOL_STREAM_INDICES = 1000  # pool member i of seed s is seeded s * 1000 + i (the seeds every pool so far was trained with)
 MAX_SEED = 2**53  # seeds from 0 up to this keep the pool stream below 2**63, under every other stream
 
@@ -214,8 +214,8 @@ MAX_SEED = 2**53  # seeds from 0 up to this keep the pool stream below 2**63, un
 def init_seed(stream: str, seed: int, index: int = 0) -> int:
     """The torch seed of the initial weights of network `index` drawn for `stream` under `seed`.
 
-    Why: an evaluation run (or a continual fresh model) that started at the initial weights of a pool member
-    the images were matched on would not be an independent test of the images. The pool stream keeps the seeds
+    Why: an evaluation run (or a continual fresh model, or a teacher) that started at the initial weights of a pool
+    member the images were matched on would not be an independent test of the images. The pool stream keeps the seeds
     its members always had (`seed * 1000 + index`, below 2**63, so existing pool folders stay valid); every
     other stream sets the top bit, carries its number in the next 7 bits and a hash of (stream, seed, index) in
     the low 56, so no two streams ever share a seed, whatever the seeds and indices.

@@ -28,6 +28,8 @@ from .runtime import atomic_path, write_json
 from .train import TrainConfig, accuracy, train
 
 MANIFEST = "manifest.json"
+TEACHER_FILE = "teacher-trained.safetensors"  # `--soft-labels teacher`: trained as the members are, from its own initialisation
+SOFT_LABEL_SOURCES = ("none", "pool", "ensemble", "teacher")  # the --soft-labels values that name no file
 MEMBER_FILE = re.compile(r"member-\d{3,}-(init|trained)\.safetensors")  # the names `build_or_load_pool` writes
 
 # BENCHMARKS.md: SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 128, DSA colour+crop, CutMix 0.5, constant lr.
@@ -180,7 +182,8 @@ def _read_progress(path: Path, spec: PoolSpec, indices: list[int]) -> dict | Non
 
 
 def _pretrain_members(spec: PoolSpec, indices: list[int], real: RealData, device: torch.device, progress: bool,
-                      progress_file: Path | None = None, on_saved: Callable[[str], None] | None = None) -> list[tuple[Classifier, Classifier, dict]]:
+                      progress_file: Path | None = None, on_saved: Callable[[str], None] | None = None,
+                      stream: str = "pool") -> list[tuple[Classifier, Classifier, dict]]:
     """Members `indices`, trained at once (`train` on a list): each one's trained network, a copy of its
     random init, and its training figures (with its seed). Each member is seeded by its index alone (the pool's
     stream of `init_seed`, which no evaluation run shares), so it is the same member (to floating-point tolerance)
@@ -188,7 +191,7 @@ def _pretrain_members(spec: PoolSpec, indices: list[int], real: RealData, device
 
     With `progress_file`, every epoch but the last (whose weights go into the member files) is saved there and
     `on_saved(where)` runs after each save; a training of these members saved there continues to the same weights."""
-    seeds = [init_seed("pool", spec.seed, index) for index in indices]
+    seeds = [init_seed(stream, spec.seed, index) for index in indices]
     nets = []
     for seed in seeds:
         with torch.random.fork_rng(devices=[]):
@@ -209,6 +212,17 @@ def _pretrain_members(spec: PoolSpec, indices: list[int], real: RealData, device
                   generator=[torch.Generator().manual_seed(seed) for seed in seeds], device=device, desc=members, progress=progress,
                   state=_read_progress(progress_file, spec, indices) if progress_file is not None else None, after_epoch=save)
     return [(net, init, {**figures, "seed": seed}) for net, init, figures, seed in zip(nets, inits, stats, seeds)]
+
+
+def build_or_load_teacher(folder: str | Path, spec: PoolSpec, real: RealData, device: torch.device, progress: bool = True) -> Path:
+    """The pool's teacher file (`TEACHER_FILE`), trained on the first call: a network trained as the members are but
+    initialised from the teacher's stream of `init_seed`, so that soft labels come from a network whose initial weights
+    are no member's (member 0, `--soft-labels pool`, is among the networks the images were matched on)."""
+    path = Path(folder) / TEACHER_FILE
+    if not path.is_file():
+        ((net, _, _),) = _pretrain_members(spec, [0], real, device, progress, stream="teacher")
+        _save_weights(net, path, spec)
+    return path
 
 
 def pretrain_pool(spec: PoolSpec, size: int, real: RealData, device: torch.device, progress: bool = True, batched: bool = False) -> Pool:

@@ -18,7 +18,7 @@ from .distributed import World, init_world, local_device
 from .errors import UserError
 from .evaluate import eval_preset, evaluate_set, evaluation_summary, load_teacher
 from .loop import run_distillation
-from .pool import POOL_TRAINING, Pool, PoolSpec, build_or_load_pool, load_member, member_spec
+from .pool import POOL_TRAINING, SOFT_LABEL_SOURCES, TEACHER_FILE, Pool, PoolSpec, build_or_load_pool, build_or_load_teacher, load_member, member_spec
 from .runfolder import check_run_folder, claim_run_folder, load_checkpoint, read_checkpoint
 from .runtime import write_json
 
@@ -59,8 +59,9 @@ def pool_folder_for(config: DistillConfig, spec: PoolSpec) -> Path:
 
 
 def teacher_of(soft_labels: str, pool_folder: Path) -> str:
-    """The teacher file(s) a `soft_labels` setting names: the pool's first trained member, all of them, or a file."""
-    return {"pool": str(pool_folder / "member-000-trained.safetensors"), "ensemble": str(pool_folder)}.get(soft_labels, soft_labels)
+    """The teacher file(s) a `soft_labels` setting names: the pool's first trained member, all of them, its teacher, or a file."""
+    named = {"pool": pool_folder / "member-000-trained.safetensors", "ensemble": pool_folder, "teacher": pool_folder / TEACHER_FILE}
+    return str(named.get(soft_labels, soft_labels))
 
 
 def prepare(config: DistillConfig, device: torch.device, progress: bool = True, world: World | None = None,
@@ -106,7 +107,7 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
     train the pool's missing members and the evaluation runs together, and rank 0 alone writes.
     """
     out = Path(out)
-    teacher_file = config.soft_labels not in ("none", "pool", "ensemble")
+    teacher_file = config.soft_labels not in SOFT_LABEL_SOURCES
     if teacher_file:
         member_spec(config.soft_labels)  # readable, and a pool member: checked before anything is loaded
     eval_config = eval_preset(config.eval_preset)
@@ -130,6 +131,8 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
             write_json(out / "config.json", {**config.to_dict(), "resolved_data": real.source, "resolved_pool_folder": str(pool_folder)})
         seconds = run_distillation(distiller, out, progress)
         synthetic = distiller.synthetic_set()  # collective under torchrun: gathers every rank's classes
+        if config.soft_labels == "teacher":  # trained once per pool folder (first by each machine's first process)
+            world.main_first(lambda: build_or_load_teacher(pool_folder, pool.spec, real, device, progress and world.is_main))
         if config.soft_labels != "none":  # stored for users of the file; evaluation asks the teacher on each augmented batch
             eval_config.teacher = teacher_of(config.soft_labels, pool_folder)
             synthetic.soft_labels = teacher_soft_labels(load_teacher(eval_config.teacher, device), synthetic.images, real.mean, real.std, device)
