@@ -499,10 +499,10 @@ def test_downstream_train_cli(tmp_path, capsys):
     from condense.data import load_real
 
     path = random_subset(load_real(str(folder), "train"), 2).save(tmp_path / "random2.safetensors")
-    code = main(["train", str(path), "--loss", "ce", "--depth", "1", "--width", "8", "--epochs", "1", "--runs", "1", "--no-progress",
+    code = main(["train", str(path), "--data", str(folder), "--loss", "ce", "--depth", "1", "--width", "8", "--epochs", "1", "--runs", "1", "--no-progress",
                  "--out", str(tmp_path / "ce.json")])
-    result = json.loads((tmp_path / "ce.json").read_text())  # the test split comes from the set's recorded source
-    assert code == 0 and result["objective"] == {"objective": "ce"} and result["test"] == f"{folder} [test], 24 images"
+    result = json.loads((tmp_path / "ce.json").read_text())  # the test split of --data, read with the set's recorded settings
+    assert code == 0 and result["objective"] == {"objective": "ce"} and result["test"] == "data [test], 24 images"
     capsys.readouterr()
     assert main(["train", "--epochs", "1"]) == 2
     assert "name a condensed set" in capsys.readouterr().err
@@ -516,7 +516,7 @@ def test_condense_eval_objective_dlb_is_downstream_train_on_the_set(tmp_path, ca
 
     folder = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=24)
     path = random_subset(load_real(str(folder), "train"), 4).save(tmp_path / "random4.safetensors")
-    tiny = ["--depth", "1", "--width", "8", "--epochs", "2", "--batch-size", "4", "--runs", "2", "--no-progress"]
+    tiny = ["--data", str(folder), "--depth", "1", "--width", "8", "--epochs", "2", "--batch-size", "4", "--runs", "2", "--no-progress"]
     assert condense_main(["eval", str(path), "--objective", "dlb", "--scheme", "paper", *tiny, "--out", str(tmp_path / "eval.json")]) == 0
     assert "and DLB(tau=3.0, alpha=1.0, scheme='paper')" in capsys.readouterr().out
     evaluated = json.loads((tmp_path / "eval.json").read_text())
