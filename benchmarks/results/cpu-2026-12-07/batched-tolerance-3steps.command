@@ -1,0 +1,1 @@
+OMP_NUM_THREADS=1 nice -n 10 python benchmarks/batched_cpu.py --data ../shared/data/cifar10 --steps 3 --eval-epochs 1 --repeats 1 --out benchmarks/results/cpu-2026-12-07/batched-tolerance-3steps.json  # at commit cd7dc91; seeds: the cifar10-ipc10-cpu pool's (members 0 and 1 of seed 0)
