@@ -17,7 +17,7 @@ from .evaluate import EVAL_PRESETS
 from .flags import check_numbers, flag, setting
 from .formation import DEFAULT_RESIZE, INIT_IMAGES, RESIZE_MODES
 from .ncfd import PHASES
-from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS, current_options
+from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS, current_options, net_class
 from .pool import POOL_TRAINING, SOFT_LABEL_SOURCES
 from .runtime import preset_copy
 from .sampler import mixture_components
@@ -123,6 +123,7 @@ class DistillConfig:
         if self.sampler not in ("learned", "gaussian"):
             raise UserError(f"unknown sampler {self.sampler!r}; use learned or gaussian")
         DSA(self.dsa, mode=self.dsa_mode)  # unknown operations or modes: refused here, before any data is loaded
+        net_class(self.net)
         check_revision(self.data, self.revision)
         if self.soft_labels not in SOFT_LABEL_SOURCES and Path(self.soft_labels).is_dir():
             raise UserError(f"--soft-labels {self.soft_labels} is a folder; pass one network file in it (member-XXX-trained.safetensors), "

@@ -184,6 +184,14 @@ class ResNet18(Classifier):
         super().__init__(body, channels, image_size, num_classes)
 
 
+def net_class(name: str) -> type[Classifier]:
+    """The registered network `name` names (case, - and _ aside); settings check it before any data is read."""
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in NETS:
+        raise UserError(f"unknown network {name!r}; choose one of {', '.join(NETS)}")
+    return NETS[key]
+
+
 def build_net(name: str, channels: int, num_classes: int, image_size=(32, 32), **options) -> Classifier:
     """Build a network by name (`convnet`, `alexnet`, `vgg11`, `resnet18`) with its knobs as options.
 
@@ -191,10 +199,7 @@ def build_net(name: str, channels: int, num_classes: int, image_size=(32, 32), *
     pooling (none/max/avg; `pool`, its old name, still works); the others take `norm`. Options set to None keep the
     network's default.
     """
-    key = name.lower().replace("-", "").replace("_", "")
-    if key not in NETS:
-        raise UserError(f"unknown network {name!r}; choose one of {', '.join(NETS)}")
-    cls = NETS[key]
+    cls = net_class(name)
     options = {k: v for k, v in current_options(options).items() if v is not None}
     allowed = list(inspect.signature(cls.__init__).parameters)[4:]
     unknown = sorted(set(options) - set(allowed))

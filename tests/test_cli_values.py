@@ -136,6 +136,12 @@ def test_constant_images_are_refused_by_name_not_reported_as_a_divergence(tmp_pa
     assert_one_error(downstream_main, argv, capsys, contains="are constant in channel 0")
 
 
+def test_distill_refuses_an_unknown_network_before_reading_the_data(tmp_path, capsys):
+    argv = ["distill", "--data", tmp_path / "missing", "--net", "nosuch", "--out", tmp_path / "run", "--pool-folder", tmp_path / "pool"]
+    assert_one_error(condense_main, argv, capsys, contains="unknown network 'nosuch'")
+    assert not (tmp_path / "pool").exists()
+
+
 def test_pool_files_are_readable_as_every_other_file_and_no_folder_is_left_by_an_unbuildable_network(tmp_path, tiny_pool):
     from condense.pool import PoolSpec, build_or_load_pool
 
