@@ -1,0 +1,1 @@
+OMP_NUM_THREADS=1 nice -n 10 python benchmarks/batched_cpu.py --data ../shared/data/cifar10 --steps 1 --eval-epochs 300 --repeats 1 --out benchmarks/results/cpu-2026-12-07/batched-tolerance-eval300.json  # at commit 0dd4a51; evaluation runs seeds 0 and 1 of the cpu protocol on the seed-0 random IPC-10 set
