@@ -21,7 +21,7 @@ import torch
 
 from .arrow import ArrowImages, chunk_pixels
 from .errors import UserError
-from .source import is_local
+from .runtime import is_local
 
 # The seed of the held-out images (`RealData.holdout_split`): the same for every run, so a distillation and a later
 # `condense eval --holdout` hold out the same images; no other draw uses it (a random subset of seed 0 would pick them first).

@@ -12,7 +12,8 @@ import math
 import sys
 
 from .errors import UserError
-from .source import DataSource, is_local
+from .runtime import is_local
+from .source import DataSource
 
 # Old flags that still work (listed after the new one in --help): the setting they set now.
 OLD_FLAGS = {"dataset_config": ["--data-config"], "pooling": ["--pool"]}

@@ -33,6 +33,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def is_local(path: str) -> bool:
+    """Whether `path` means a local folder rather than a Hub id: it exists, starts as a path does (., /, ~), its first
+    component exists here (work/x beside a folder work), or it is no valid Hub id (a/b/c); so a missing folder is
+    said to be missing at once instead of being looked up on the Hub."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    local = Path(path).expanduser()
+    if local.exists() or path.startswith((".", "/", "~")) or (len(local.parts) > 1 and Path(local.parts[0]).exists()):
+        return True
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        return True
+    return False
+
+
 def preset_copy(table: dict, name: str, what: str):
     """A deep copy of preset `name` of `table` (so a caller's changes never reach the table), or one clear error."""
     if name not in table:

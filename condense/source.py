@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .errors import UserError
+from .runtime import is_local
 
 # Old names of the source's settings, still read from set files and run folders written before the rename.
 RENAMED_SOURCE_SETTINGS = {"data_config": "dataset_config"}
@@ -55,23 +55,6 @@ class DataSource:
             record.pop("revision", None)
         names = [f.name for f in dataclasses.fields(cls)[1:]]
         return cls(path, **{name: record[name] for name in names if record.get(name) is not None})
-
-
-def is_local(path: str) -> bool:
-    """Whether `path` means a local folder rather than a Hub id: it exists, starts as a path does (., /, ~), its first
-    component exists here (work/x beside a folder work), or it is no valid Hub id (a/b/c); so a missing folder is
-    said to be missing at once instead of being looked up on the Hub."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    local = Path(path).expanduser()
-    if local.exists() or path.startswith((".", "/", "~")) or (len(local.parts) > 1 and Path(local.parts[0]).exists()):
-        return True
-    try:
-        validate_repo_id(path)
-    except HFValidationError:
-        return True
-    return False
 
 
 def check_revision(path: str, revision: str | None) -> None:

@@ -20,8 +20,8 @@ import torch
 
 from .errors import UserError
 from .flags import TYPES
-from .runtime import atomic_path
-from .source import RENAMED_SOURCE_SETTINGS, DataSource, is_local
+from .runtime import atomic_path, is_local
+from .source import RENAMED_SOURCE_SETTINGS, DataSource
 
 FORMAT = "condensed-set/1"
 JSON_KEYS = ("mean", "std", "class_names", "config", "evaluation")
