@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("set", help="a .safetensors set, a run folder of `condense distill` or a Hub folder of `condense export`")
     evaluate.add_argument("--config", help="the config of a Hub folder (default: its only one)")
     evaluate.add_argument("--batched-runs", action="store_true",
-                          help="train the runs at once (stacked weights, one vmapped forward): the same figures to float tolerance; slower on CPU")
+                          help="train the runs at once (stacked weights, one vmapped forward): the same draws, other rounding, which training "
+                               "amplifies (cpu protocol: accuracies within 0.1 point); slower on CPU")
     evaluate.add_argument("--split", help="real split to test on (default test); with --holdout, the split the images are held out of "
                                            "(default: the one the set was distilled from)")
     evaluate.add_argument("--holdout", type=int, default=0, metavar="N",

@@ -186,8 +186,8 @@ def _pretrain_members(spec: PoolSpec, indices: list[int], real: RealData, device
                       stream: str = "pool") -> list[tuple[Classifier, Classifier, dict]]:
     """Members `indices`, trained at once (`train` on a list): each one's trained network, a copy of its
     random init, and its training figures (with its seed). Each member is seeded by its index alone (the pool's
-    stream of `init_seed`, which no evaluation run shares), so it is the same member (to floating-point tolerance)
-    whether trained alone or with others.
+    stream of `init_seed`, which no evaluation run shares), so it draws the same alone or with others; only the
+    rounding differs, which training amplifies (`train`).
 
     With `progress_file`, every epoch but the last (whose weights go into the member files) is saved there and
     `on_saved(where)` runs after each save; a training of these members saved there continues to the same weights."""

@@ -98,7 +98,7 @@ def load_checkpoint(distiller: Distiller, path: Path, state: dict | None = None)
 
 
 # A resume may change these: run longer, hold the data another way, fix the teacher of the soft labels, train the
-# pool's missing members at once or one by one (the same weights to float tolerance).
+# pool's missing members at once or one by one (the same draws, other rounding: equally good members).
 RESUMABLE_CHANGES = ("iterations", "memory_mapped", "soft_labels", "batched_pool")
 RUN_LOCK = ".lock"
 RUN_FILES = ("config.json", "log.jsonl", "checkpoint.pt", "synthetic.safetensors", "preview.png", "eval.json")
