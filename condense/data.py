@@ -21,7 +21,7 @@ import torch
 
 from .arrow import ArrowImages, chunk_pixels
 from .errors import UserError
-from .runtime import is_local
+from .runtime import is_local, published_name, source_identity
 
 # The seed of the held-out images (`RealData.holdout_split`): the same for every run, so a distillation and a later
 # `condense eval --holdout` hold out the same images; no other draw uses it (a random subset of seed 0 would pick them first).
@@ -151,19 +151,6 @@ class RealData:
         """Images as float32 in [0, 1] (all of them, or those at `indices`)."""
         images = self.images if indices is None else self.images[indices]
         return images.float().div_(255)
-
-
-def published_name(source: str) -> str:
-    """`source` as a published set names it: a Hub id as it is, a local folder by its name alone."""
-    return Path(source.rstrip("/")).name if is_local(source) else source
-
-
-def source_identity(source: str) -> str:
-    """One name for a dataset however it is written: a local folder's resolved path (./x, x, /abs/x), else the Hub id.
-
-    Pools and resume checks compare it.
-    """
-    return str(Path(source).expanduser().resolve()) if is_local(source) else source
 
 
 def _load(source: str, split: str, config: str | None, revision: str | None, streaming: bool = False):

@@ -52,8 +52,8 @@ def load_set_source(path: str | Path, config: str | None = None) -> SyntheticSet
     else:
         set_file, eval_file = path, path.with_suffix(".eval.json")
     synthetic = SyntheticSet.load(set_file)
-    if path.is_dir() and (path / "config.json").is_file():  # a run folder knows where its data lies on this machine
-        recorded = read_json(path / "config.json", "run config")
+    if set_file.name == SET_FILE and (set_file.parent / "config.json").is_file():  # a run folder knows where its data lies here
+        recorded = read_json(set_file.parent / "config.json", "run config")
         synthetic.local_source = recorded.get("resolved_data") if isinstance(recorded, dict) else None
     if not synthetic.evaluation and eval_file.is_file():
         result = read_json(eval_file, "result of `condense eval`")

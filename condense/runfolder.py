@@ -15,11 +15,10 @@ from pathlib import Path
 import torch
 
 from .config import RENAMED_SETTINGS, DistillConfig
-from .data import source_identity
 from .distill import Distiller
 from .distributed import World
 from .errors import UserError
-from .runtime import atomic_leftovers, atomic_path
+from .runtime import atomic_leftovers, atomic_path, source_identity
 
 
 def read_log(path: Path) -> list[dict]:

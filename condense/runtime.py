@@ -50,6 +50,19 @@ def is_local(path: str) -> bool:
     return False
 
 
+def published_name(source: str) -> str:
+    """`source` as a published set names it: a Hub id as it is, a local folder by its name alone."""
+    return Path(source.rstrip("/")).name if is_local(source) else source
+
+
+def source_identity(source: str) -> str:
+    """One name for a dataset however it is written: a local folder's resolved path (./x, x, /abs/x), else the Hub id.
+
+    Pools and resume checks compare it.
+    """
+    return str(Path(source).expanduser().resolve()) if is_local(source) else source
+
+
 def preset_copy(table: dict, name: str, what: str):
     """A deep copy of preset `name` of `table` (so a caller's changes never reach the table), or one clear error."""
     if name not in table:
