@@ -146,7 +146,7 @@ def test_two_processes_share_the_evaluation_runs(tmp_path, monkeypatch, command)
     monkeypatch.chdir(tmp_path)
     assert main(["baseline", "random", "--data", str(data), "--ipc", "2", "--out", "set.safetensors"]) == 0
     program, name = command.split()
-    args = [name, "set.safetensors", "--runs", "3", "--epochs", "3", "--width", "4", "--depth", "2",
+    args = [name, "set.safetensors", "--data", str(data), "--runs", "3", "--epochs", "3", "--width", "4", "--depth", "2",
             "--no-progress", *(["--label-noise", "0.25"] if program == "downstream" else [])]  # DLB, and labels noisy per run
     assert (main if program == "condense" else downstream_main)([*args, "--out", "single.json"]) == 0
     ranks = torchrun([*args, "--out", "ranks.json"], tmp_path, module=program)  # runs 0 and 2 on rank 0, run 1 on rank 1

@@ -15,6 +15,7 @@ from condense.evaluate import (
     format_result,
 )
 from condense.nets import build_net, seeded_net
+from condense.runtime import write_json
 from condense.synthetic import SyntheticSet
 from condense.train import TrainConfig, accuracy, soft_targets, train
 
@@ -118,7 +119,7 @@ def test_random_mnist_ipc10_end_to_end(mnist_train, mnist_test):
 def test_cli_baseline_then_eval(mnist_dir, mnist_test, tmp_path, capsys):
     out = tmp_path / "random.safetensors"
     assert main(["baseline", "random", "--data", str(mnist_dir), "--ipc", "2", "--seed", "1", "--out", str(out)]) == 0
-    assert main(["eval", str(out), "--epochs", "2", "--runs", "1", "--width", "8", "--no-progress"]) == 0
+    assert main(["eval", str(out), "--data", str(mnist_dir), "--epochs", "2", "--runs", "1", "--width", "8", "--no-progress"]) == 0
     result = json.loads(out.with_suffix(".eval.json").read_text())
     assert result["protocol"]["train"]["epochs"] == 2 and result["protocol"]["net_options"]["width"] == 8
     accuracy = result["runs"][0]["accuracy"]
@@ -167,6 +168,7 @@ def run_folder(tmp_path):
     synthetic = random_subset(load_real(str(data), "train"), 2)
     synthetic.soft_labels = torch.softmax(torch.randn(len(synthetic.labels), 3, generator=torch.Generator().manual_seed(0)), 1)
     synthetic.save(tmp_path / "run" / "synthetic.safetensors")
+    write_json(tmp_path / "run" / "config.json", {"resolved_data": str(data)})  # where a run folder records its data
     return tmp_path / "run"
 
 
@@ -205,7 +207,7 @@ def test_cli_eval_takes_a_hub_folder_and_writes_beside_it(run_folder, tmp_path, 
 
     export(run_folder, tmp_path / "hub", "ipc2", repo_id="tester/tiny")
     before = sorted(p.relative_to(tmp_path / "hub") for p in (tmp_path / "hub").rglob("*"))
-    assert main(["eval", str(tmp_path / "hub"), "--config", "ipc2", *TINY_EVAL]) == 0
+    assert main(["eval", str(tmp_path / "hub"), "--config", "ipc2", "--data", str(tmp_path / "data"), *TINY_EVAL]) == 0
     from_hub = json.loads((tmp_path / "hub-ipc2.eval.json").read_text())
     assert sorted(p.relative_to(tmp_path / "hub") for p in (tmp_path / "hub").rglob("*")) == before  # nothing added to what push uploads
     assert main(["eval", str(run_folder), *TINY_EVAL]) == 0
@@ -218,7 +220,7 @@ def test_cli_eval_takes_a_hub_folder_and_writes_beside_it(run_folder, tmp_path, 
     (["{tmp}/none.safetensors"], "no such file"),
     (["{tmp}/data"], "has no synthetic.safetensors"),
     (["{run}", "--labels", "stored", "--teacher", "{tmp}/teacher.safetensors"], "two sources of soft labels; drop one"),
-    (["{hard}", "--labels", "stored"], "no soft labels; use --labels hard"),
+    (["{hard}", "--labels", "stored", "--data", "{tmp}/data"], "no soft labels; use --labels hard"),
 ])
 def test_cli_eval_bad_input(run_folder, tmp_path, capsys, argv, contains):
     hard = SyntheticSet.load(run_folder / "synthetic.safetensors")
