@@ -102,8 +102,6 @@ def export(source: str | Path, out: str | Path, config: str | None = None, *, re
     or the new ones, never one of each. Other configs are kept untouched.
     """
     synthetic = load_set_source(source)
-    if not len(synthetic):
-        raise UserError(f"{source} holds no images; export a set with at least one image per class")
     config = config or f"ipc{synthetic.ipc}"
     if not is_config_name(config):
         raise UserError(f"invalid config name {config!r}: use letters, digits, '-', '_' or '.' (e.g. ipc10), not {' or '.join(RESERVED_NAMES)}")
