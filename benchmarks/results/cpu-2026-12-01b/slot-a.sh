@@ -1,6 +1,6 @@
 #!/bin/bash
 # slot A: stop psi-a after psi-lr1e-2 seed 0, then DLB on the condensed sets (issue 17 item 3)
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-01b
 until grep -q "psi-lr1e-2, 200 iterations, seed 0" $R/psi-a.log; do sleep 20; done

@@ -1,6 +1,6 @@
 #!/bin/bash
 # slot B: after gaussian-decoupled in psi-b2 (psi-penalty dropped for time), accuracy against iterations for the new preset (issue 15 item 9)
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-01b
 until grep -q "gaussian-decoupled-lr1e-2, 200 iterations" $R/psi-b2.log; do sleep 20; done

@@ -1,6 +1,6 @@
 #!/bin/bash
 # slot A (issue 15 item 2): the protocol table, hard columns first, then the soft columns
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-01c
 P="python benchmarks/protocols.py --data ../shared/data/cifar10 --out benchmarks/runs/t/protocols --device cpu --best benchmarks/runs/lead/lr1e-2-seed0"

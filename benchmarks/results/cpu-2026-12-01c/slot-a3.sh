@@ -1,7 +1,7 @@
 #!/bin/bash
 # slot A, cut at 22:12 to what fits the session (400-image cells take ~19 min here): after the ours-best row, soft
 # labels beside random real + the same teacher, then the pool-ensemble teacher and T = 4 (issue 15 item 7)
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-01c
 until grep -q "this project, best set (--best) | dc:hard" $R/protocols.log; do sleep 15; done

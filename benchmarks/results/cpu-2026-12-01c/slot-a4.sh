@@ -1,7 +1,7 @@
 #!/bin/bash
 # slot A at 22:30 (slot-a3.sh stopped during its cpu:soft command, pid 8050, which runs on): the ensemble teacher, CE
 # for twice the epochs (DLB's equal-time baseline, issue 17 item 1), then T = 4 as far as the session allows
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-01c
 while kill -0 8050 2>/dev/null; do sleep 10; done

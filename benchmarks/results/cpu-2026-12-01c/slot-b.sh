@@ -1,6 +1,6 @@
 #!/bin/bash
 # slot B (issue 17 items 3, 4): continual learning with DLB vs CE, then DLB on the random set and the seed-1 set
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-01c
 CL="downstream cl --data ../shared/data/cifar10 --memory random,condensed:benchmarks/runs/lead/lr1e-2-seed0 --seeds 0,1 --epochs 100 --no-progress --device cpu"

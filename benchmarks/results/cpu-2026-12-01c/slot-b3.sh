@@ -1,7 +1,7 @@
 #!/bin/bash
 # slot B, reordered at 21:44 (slot-b2.sh stopped while waiting): DLB with CutMix on the best set first, then the fresh
 # model with DLB, Avalanche's experience replay with DLBPlugin, DLB on the random and the seed-1 sets, KD + DLB
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-01c
 while kill -0 4432 2>/dev/null; do sleep 10; done   # downstream cl --objective ce (slot-b.sh's first command)

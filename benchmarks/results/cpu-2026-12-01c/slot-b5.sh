@@ -2,7 +2,7 @@
 # slot B, cut at 22:12 to what fits the session: DLB on the random set (its CE cell is the protocol table's, the same
 # set and protocol), the fresh model with DLB (2 seeds), experience replay with the condensed memory with and without
 # DLBPlugin (seed 0), then seed 1's set with DLB + CutMix if time is left
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-01c
 while kill -0 6883 2>/dev/null; do sleep 10; done   # ours-best cpu:hard:dlb-official-cutmix

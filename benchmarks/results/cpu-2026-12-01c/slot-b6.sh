@@ -2,7 +2,7 @@
 # slot B at 22:31 (slot-b5.sh stopped during the random row's last cell, pid 7343, which runs on): the fresh model with
 # DLB (official scheme, which now keeps the preset's CutMix on its new samples), 2 seeds; then experience replay with
 # the condensed memory with and without DLBPlugin (seed 0)
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-01c
 while kill -0 7343 2>/dev/null; do sleep 10; done

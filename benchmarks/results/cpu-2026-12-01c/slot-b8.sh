@@ -1,6 +1,6 @@
 #!/bin/bash
 # slot B at 23:34, the session's last half hour: KD + DLB on the random set, then DLB + CutMix on the seed-1 set
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-01c
 P="python benchmarks/protocols.py --data ../shared/data/cifar10 --device cpu"

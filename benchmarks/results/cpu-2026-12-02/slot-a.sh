@@ -1,6 +1,6 @@
 #!/bin/bash
 # slot A (issue 17, then issue 15 item 7): two single-threaded processes side by side all session (slot-b.sh beside)
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-02
 P="python benchmarks/protocols.py --data ../shared/data/cifar10 --device cpu"

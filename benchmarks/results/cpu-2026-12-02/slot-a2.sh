@@ -1,7 +1,7 @@
 #!/bin/bash
 # slot A from 01:22 (slot-a.sh stopped after its first command, pid 18817, KD + DLB on the best set, which runs on):
 # replay with the condensed memory at a second seed, the teacher trained 5 epochs, psi + sigma penalty at seed 1
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-02
 while kill -0 18817 2>/dev/null; do sleep 10; done

@@ -1,6 +1,6 @@
 #!/bin/bash
 # slot B (issue 15 items 6, 5, 4): two single-threaded processes side by side all session (slot-a.sh beside)
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-02
 POOL=pools/cifar10-convnet-2x1ep-11d062a7ac

@@ -1,7 +1,7 @@
 #!/bin/bash
 # slot B from 01:22 (slot-b.sh stopped during MNIST lr 1e-2, pid 19728, which runs on): MNIST lr 1e-3, the pool
 # pretrained with colour + crop + cutout at once, then the initial set downsized by nearest neighbour, 200 iterations
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-02
 while kill -0 19728 2>/dev/null; do sleep 10; done

@@ -1,6 +1,6 @@
 #!/bin/bash
 # after slot-b2.sh (it ends first): the random row's soft cells under ncfm and dc (the baseline of those soft columns)
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-02
 while pgrep -f slot-b2.sh > /dev/null; do sleep 10; done

@@ -1,6 +1,6 @@
 #!/bin/bash
 # after slot-b3.sh: this project's best set with soft labels under dc (beside random real + the same teacher)
-cd /work/main && . .venv/bin/activate
+cd "$(git rev-parse --show-toplevel)" && . .venv/bin/activate
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 R=benchmarks/results/cpu-2026-12-02
 while pgrep -f slot-b3.sh > /dev/null; do sleep 10; done
