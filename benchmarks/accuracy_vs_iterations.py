@@ -12,12 +12,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 from condense.config import preset
-from condense.distill import Distiller
+from condense.distill import make_method
 from condense.evaluate import eval_preset, evaluate_set
 from condense.flags import run_main
 from condense.loop import Callback, Checkpoints, iterate
@@ -35,7 +34,7 @@ class Snapshots(Callback):
     def __init__(self, out: Path, counts: list[int]):
         self.out, self.counts = out, set(counts)
 
-    def on_step(self, distiller: Distiller, record: dict) -> None:
+    def on_step(self, distiller, record: dict) -> None:
         if distiller.iteration in self.counts:
             distiller.synthetic_set().save(self.out / f"snapshot-{distiller.iteration}.safetensors")
 
@@ -79,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
 def command(args: argparse.Namespace) -> None:
     out, device, counts = Path(args.out), resolve_device(args.device), sorted(int(c) for c in args.counts.split(","))
     out.mkdir(parents=True, exist_ok=True)
-    config = dataclasses.replace(preset(args.preset), data=args.data, iterations=max(counts), seed=args.seed, checkpoint_every=25,
+    config = preset(args.preset).changed(data=args.data, iterations=max(counts), seed=args.seed, checkpoint_every=25,
                                  **({"pool_folder": args.pool_folder} if args.pool_folder else {}))
     real, test, pool, _ = prepare(config, device, progress=False)
-    distiller = Distiller(config, real, pool, device)
+    distiller = make_method(config, real, pool, device)
     if (out / "checkpoint.pt").is_file():
         load_checkpoint(distiller, out / "checkpoint.pt")
     if 0 in counts and not (out / "snapshot-0.safetensors").is_file():

@@ -26,11 +26,12 @@ import torch
 
 from condense.baseline import random_subset
 from condense.config import DistillConfig, preset
-from condense.distill import Distiller
+from condense.distill import make_method
 from condense.errors import UserError
 from condense.evaluate import eval_preset, evaluate_set
 from condense.flags import run_main
 from condense.loop import run_distillation
+from condense.methods import METHODS
 from condense.run import prepare
 from condense.runtime import resolve_device, write_json
 
@@ -91,7 +92,8 @@ class PeakMemory:
 
 def parse_override(item: str) -> tuple[str, object]:
     """FIELD=VALUE as the DistillConfig field's type (a bool takes true or false: bool("False") would be True)."""
-    kinds = {field.name: str(field.type).replace(" | None", "") for field in dataclasses.fields(DistillConfig)}
+    kinds = {field.name: str(field.type).replace(" | None", "") for cls in (DistillConfig, *(m.Settings for m in METHODS.values()))
+             for field in dataclasses.fields(cls)}
     key, _, text = item.partition("=")
     if key not in kinds:
         raise ValueError(f"--override {item!r}: no setting {key!r}; see `condense distill -h`")
@@ -132,7 +134,7 @@ def command(args: argparse.Namespace) -> None:
     if clashes:
         raise UserError(f"--override sets {', '.join(clashes)}, which a chosen variant sets too")
     # the overrides reach the pool too (pool_dsa, pool_epochs, ...): they change the base settings
-    config = dataclasses.replace(preset("cifar10-ipc10-cpu"), data=args.data, pool_folder=args.pool_folder or str(out / "pool"), **overrides)
+    config = preset("cifar10-ipc10-cpu").changed(data=args.data, pool_folder=args.pool_folder or str(out / "pool"), **overrides)
     if args.iterations:
         config.iterations = args.iterations
     rows, figures = [], {"overrides": overrides, "config": config.to_dict(), "device": str(device), "torch_threads": torch.get_num_threads()}
@@ -153,12 +155,12 @@ def command(args: argparse.Namespace) -> None:
 
     if not args.skip_baselines:
         evaluate("random real IPC 10", random_subset(real, 10, seed=0))
-        evaluate("NCFM initial set (0 iterations)", Distiller(config, real, pool, device).synthetic_set())
+        evaluate("NCFM initial set (0 iterations)", make_method(config, real, pool, device).synthetic_set())
     seeds = [int(seed) for seed in args.seeds.split(",")]
     for name in args.variants.split(","):
         for seed in seeds:
-            run_config = dataclasses.replace(config, **VARIANTS[name], seed=seed)
-            distiller = Distiller(run_config, real, pool, device)
+            run_config = config.changed(**VARIANTS[name], seed=seed)
+            distiller = make_method(run_config, real, pool, device)
             run_folder = out / (name if len(seeds) == 1 else f"{name}-seed{seed}")
             run_folder.mkdir(parents=True, exist_ok=True)
             with PeakMemory() as memory:

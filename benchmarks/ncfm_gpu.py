@@ -20,7 +20,7 @@ import torch
 
 from condense.config import preset
 from condense.data import RealData, _stats_for
-from condense.distill import Distiller
+from condense.distill import make_method
 from condense.evaluate import eval_preset, evaluate_set
 from condense.flags import run_main
 from condense.loop import run_distillation
@@ -80,7 +80,7 @@ def command(args: argparse.Namespace) -> None:
     out = Path(args.out)
     overrides = {"pool_size": args.pool_size, "pool_epochs": args.pool_epochs, "iterations": args.iterations, "sampler": args.sampler}
     overrides = {k: v for k, v in overrides.items() if v}
-    config = dataclasses.replace(preset(args.preset), data=args.data, amp=args.amp, channels_last=args.channels_last, **overrides)
+    config = preset(args.preset).changed(data=args.data, amp=args.amp, channels_last=args.channels_last, **overrides)
     start = time.perf_counter()
     real, test = load_split(args.data, "train"), load_split(args.data, "test")
     print(f"data loaded in {time.perf_counter() - start:.0f} s", flush=True)
@@ -98,7 +98,7 @@ def command(args: argparse.Namespace) -> None:
         evaluation.runs = args.eval_runs
     figures = {"config": config.to_dict(), "evaluation": evaluation.to_dict(), "pretrain_seconds": pretrain_seconds,
                "pool_accuracies": [m["test_accuracy"] for m in manifest["members"]], "device": torch.cuda.get_device_name() if device.type == "cuda" else str(device)}
-    distiller = Distiller(config, real, pool, device)
+    distiller = make_method(config, real, pool, device)
     if not args.skip_init_eval:
         result = evaluate_set(distiller.synthetic_set(), test, evaluation, device, progress=False)
         figures["init"] = {"accuracy_mean": result["accuracy_mean"], "accuracy_std": result["accuracy_std"]}

@@ -31,12 +31,12 @@ import torch
 
 from condense.config import preset
 from condense.data import RealData
-from condense.distill import Distiller
+from condense.distill import make_method
 from condense.distributed import World
 from condense.errors import UserError
 from condense.evaluate import eval_preset, evaluate_set, evaluation_summary
 from condense.flags import run_main
-from condense.loop import run_distillation
+from condense.loop import Callback, run_distillation
 from condense.pool import MANIFEST, build_or_load_pool
 from condense.run import pool_spec
 from condense.runfolder import check_run_folder, claim_run_folder, load_checkpoint
@@ -75,21 +75,21 @@ class Budget:
         self.check(where)
 
 
-class BudgetedDistiller(Distiller):
-    """Stops before a step once the budget is spent, when the last checkpoint holds the current state; times each step."""
+class TimeBudget(Callback):
+    """Ends the command (BudgetSpent) before a step once the budget is spent, where the last checkpoint holds the current
+    state; keeps each step's seconds."""
 
-    def __init__(self, *args, budget: Budget, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, budget: Budget):
         self.budget, self.step_seconds = budget, []
 
-    def step(self) -> dict:
-        if self.iteration % self.config.checkpoint_every == 0:
-            self.budget.check(f"distillation, at the checkpoint of iteration {self.iteration}")
-        start = time.perf_counter()
-        record = super().step()
-        self.step_seconds.append(time.perf_counter() - start)
+    def stop(self, distiller) -> bool:
+        if distiller.iteration % distiller.config.checkpoint_every == 0:
+            self.budget.check(f"distillation, at the checkpoint of iteration {distiller.iteration}")
+        return False
+
+    def on_step(self, distiller, record: dict) -> None:
+        self.step_seconds.append(record["seconds"])
         self.budget.worked = True
-        return record
 
 
 def residence(on_device: bool | None, device: torch.device) -> torch.device:
@@ -146,7 +146,7 @@ def settings(args: argparse.Namespace):
                  "channels_last": args.channels_last, "compile": args.compile}
     config = preset(args.preset)
     given = {k: v for k, v in overrides.items() if v is not None}  # over --tiny's sizes
-    config = dataclasses.replace(config, data=args.data, batched_pool=args.batched_pool, **{**(TINY if args.tiny else {}), **given})
+    config = config.changed(data=args.data, batched_pool=args.batched_pool, **{**(TINY if args.tiny else {}), **given})
     evaluation = eval_preset(config.eval_preset)
     epochs, runs = (TINY_EVAL["epochs"], TINY_EVAL["runs"]) if args.tiny else (evaluation.train.epochs, evaluation.runs)
     evaluation.train = dataclasses.replace(evaluation.train, epochs=args.eval_epochs or epochs)
@@ -216,15 +216,15 @@ def run(args: argparse.Namespace) -> dict:
 
         resume = (run_folder / "config.json").is_file()
         check_run_folder(run_folder, config, resume)
-        distiller = BudgetedDistiller(config, real, pool, device, budget=budget)
+        distiller, timer = make_method(config, real, pool, device), TimeBudget(budget)
         if (run_folder / "checkpoint.pt").is_file():
             load_checkpoint(distiller, run_folder / "checkpoint.pt")
         write_json(run_folder / "config.json", {**config.to_dict(), "resolved_data": real.source, "resolved_pool_folder": str(pool_folder)})
         began, first = phases.begin(), distiller.iteration
         try:
-            run_distillation(distiller, run_folder, progress)
+            run_distillation(distiller, run_folder, progress, [timer])
         finally:
-            steps = distiller.step_seconds[5:] or distiller.step_seconds  # after warm-up
+            steps = timer.step_seconds[5:] or timer.step_seconds  # after warm-up
             previous = phases.figures["phases"].get("distill", {}).get("s_per_iteration_median")
             phases.end("distill", began, iterations_done=distiller.iteration, iterations=config.iterations,
                        s_per_iteration_median=statistics.median(steps) if steps else previous)

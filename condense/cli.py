@@ -157,21 +157,34 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote {out}")
 
 
-def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--preset` plus one flag per DistillConfig field (the preset's value when not given)."""
+def add_distill_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
+    """`--preset` plus one flag per DistillConfig field and per setting of the method `--method` in `argv` names (the
+    preset's value when not given); the other methods' settings are accepted but hidden, so that one is refused by name."""
     from .config import PRESETS, DistillConfig
+    from .methods import METHODS
 
     parser.add_argument("--preset", default="cifar10-ipc10-cpu", help=f"one of {', '.join(PRESETS)} (default cifar10-ipc10-cpu)")
     add_runtime_arguments(parser)
     add_dataclass_arguments(parser.add_argument_group("settings (override the preset)"), DistillConfig)
+    chosen = argparse.ArgumentParser(add_help=False)
+    chosen.add_argument("--method")
+    method = chosen.parse_known_args(sys.argv[1:] if argv is None else argv)[0].method
+    method = method if method in METHODS else DistillConfig.method
+    added = {f.name for f in dataclasses.fields(METHODS[method].Settings)}
+    add_dataclass_arguments(parser.add_argument_group(f"settings of the method {method} (override the preset)"), METHODS[method].Settings)
+    for other in METHODS.values():
+        add_dataclass_arguments(parser, other.Settings, skip=tuple(added), hidden=True)
+        added |= {f.name for f in dataclasses.fields(other.Settings)}
 
 
 def distill_config(args: argparse.Namespace):
-    from .config import DistillConfig, preset
+    from .config import preset
+    from .methods import METHODS
 
-    config = preset(args.preset)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig) if getattr(args, f.name) is not None}
-    return dataclasses.replace(config, **given)
+    config = preset(args.preset, args.method)
+    names = {f.name for f in dataclasses.fields(config)} - {"method", "method_settings"}
+    names |= {f.name for method in METHODS.values() for f in dataclasses.fields(method.Settings)}
+    return config.changed(**{name: getattr(args, name) for name in sorted(names) if getattr(args, name, None) is not None})
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
@@ -228,7 +241,8 @@ def cmd_push(args: argparse.Namespace) -> None:
     print(f"pushed {args.folder} to {args.repo}: {url}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of `condense`; `argv` (default: this process's arguments) names the method whose settings `distill` lists."""
     parser = argparse.ArgumentParser(prog="condense", description="Dataset condensation (NCFM) and the train-on-small-set, test-on-real evaluation.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -241,17 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_arguments(baseline, required=True)
     baseline.set_defaults(func=cmd_baseline)
 
-    distill = commands.add_parser("distill", help="condense a real dataset with NCFM")
+    distill = commands.add_parser("distill", help="condense a real dataset (NCFM, DANCE, DM or another registered method)")
     distill.add_argument("--out", help="run folder (default runs/<preset>)")
     distill.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"], metavar="auto",
                          help="continue the run in --out from its last checkpoint; --resume auto: continue it if --out holds a "
                               "checkpoint, start it otherwise (for torchrun --max-restarts N, which restarts every process "
                               "with the same arguments); settings that differ from the run's are refused either way")
-    add_distill_arguments(distill)
+    add_distill_arguments(distill, argv)
     distill.set_defaults(func=cmd_distill)
 
     pretrain = commands.add_parser("pretrain", help="train (or complete) the extractor pool of a preset")
-    add_distill_arguments(pretrain)
+    add_distill_arguments(pretrain, argv)
     pretrain.set_defaults(func=cmd_pretrain)
 
     evaluate = commands.add_parser("eval", help="train on a set, report final-epoch accuracy on the real test split")
@@ -290,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), argv)
+    return run_main(build_parser(argv), argv)
 
 
 if __name__ == "__main__":

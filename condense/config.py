@@ -16,17 +16,12 @@ from .errors import UserError
 from .evaluate import EVAL_PRESETS
 from .flags import check_numbers, flag, setting
 from .formation import DEFAULT_RESIZE, INIT_IMAGES, RESIZE_MODES
-from .ncfd import PHASES
+from .methods import method_class
 from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS, current_options, net_class
 from .pool import POOL_TRAINING, SOFT_LABEL_SOURCES
 from .runtime import preset_copy
-from .sampler import mixture_components
 from .source import RENAMED_SOURCE_SETTINGS, DataSource, check_revision
 
-PSI_OBJECTIVES = {
-    "ncfd": "the matching loss itself (the paper's min-max)",
-    "normalised": "per class, NCFD(real, synthetic) / NCFD(two disjoint halves of the real batch): psi cannot win by chasing sampling noise",
-}
 # Old names of settings, still read from run folders (resume) and set files written before the rename.
 RENAMED_SETTINGS = {**RENAMED_SOURCE_SETTINGS, "pool": "pooling"}
 
@@ -78,21 +73,13 @@ class DistillConfig:
                                         "preset's one epoch a weight differs by up to 0.036, a member's accuracy by up to 0.7 points)")
 
     real_batch: int = setting(1024, "real images per class drawn every iteration (at most the smallest class; CIFAR-100 presets: 500, the whole class)")
-    frequencies: int = setting(4096, "frequencies of the characteristic functions per iteration")
-    alpha: float = setting(0.5, "NCFD weights: alpha on the amplitude term, 1 - alpha on the phase term")
-    loss_scale: float = setting(300.0, "factor on the matching loss")
     dsa: str = setting(MATCHING_STRATEGY, "DSA operations joined by _ applied to real and synthetic images alike")
     dsa_mode: str = setting("one", "one (one random operation per class and iteration, DSA's convention) or all (every operation, as the published code's matching)")
-    # gaussian for every preset: no variant of psi beat it at CPU scale (README, issue 15's min-max study)
-    sampler: str = setting("gaussian", "frequency sampler: gaussian (every preset) or learned (psi, the paper's min-max, trained by ascent)")
-    sampler_lr: float = setting(1e-3, "learning rate of psi")
-    sigma_min: float = setting(0.1, "smallest scale of psi's mixture")
-    sigma_max: float = setting(10.0, "largest scale of psi's mixture")
-    sigma_penalty: float = setting(0.0, "weight of a penalty on psi's scales, mean (log sigma)^2: psi ascends its objective minus it")
-    psi_objective: str = setting("ncfd", "what psi ascends: " + "; ".join(f"{k}: {v}" for k, v in PSI_OBJECTIVES.items()))
-    phase: str = setting("coupled", "NCFD phase term: coupled (the paper's, weighted by the two moduli) or decoupled "
-                                    "(unit phasors: phase errors count where the CFs are small)")
-    calibration_weight: float = setting(1.0, "weight of the trained matcher's cross-entropy on the synthetic images")
+    method: str = setting("ncfm", "distillation method: ncfm, dance, dm or another registered one (condense.methods); "
+                                  "--method NAME --help lists its own settings")
+    # The chosen method's own settings (its Settings dataclass; a dict of them is read into it): set by field or flag name
+    # through `DistillConfig.changed`, so `frequencies=64` reaches NCFM's settings.
+    method_settings: object = dataclasses.field(default=None, metadata={"help": "the method's own settings", "nested": True})
 
     optimizer: str = setting("adamw", "optimiser of the images: adamw or sgd")
     lr: float = setting(1e-3, "learning rate of the images (the presets: 1e-2 x sqrt(classes / 10) under AdamW, see README)")
@@ -116,12 +103,10 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         """Refuse an impossible setting at once, before any data is loaded (from the command line or Python)."""
-        check_numbers(self, AT_LEAST, POSITIVE, NOT_NEGATIVE, fractions=("alpha",))
+        check_numbers(self, AT_LEAST, POSITIVE, NOT_NEGATIVE)
         if self.init_images not in INIT_IMAGES or self.init_resize not in RESIZE_MODES:
             raise UserError(f"--init-images takes {' or '.join(INIT_IMAGES)} and --init-resize {', '.join(RESIZE_MODES)}; "
                             f"got {self.init_images!r} and {self.init_resize!r}")
-        if self.sampler not in ("learned", "gaussian"):
-            raise UserError(f"unknown sampler {self.sampler!r}; use learned or gaussian")
         DSA(self.dsa, mode=self.dsa_mode)  # unknown operations or modes: refused here, before any data is loaded
         net_class(self.net)
         check_revision(self.data, self.revision)
@@ -130,20 +115,9 @@ class DistillConfig:
                             "or pool / ensemble / teacher for the run's own pool")
         if self.pool_dsa:
             DSA(self.pool_dsa, mode=self.pool_dsa_mode)
-        if self.phase not in PHASES:
-            raise UserError(f"--phase must be {' or '.join(PHASES)}, got {self.phase!r}")
-        if self.psi_objective not in PSI_OBJECTIVES:
-            raise UserError(f"--psi-objective must be {' or '.join(PSI_OBJECTIVES)}, got {self.psi_objective!r}")
-        shaping = [flag(name) for name in PSI_SHAPING if getattr(self, name) != DistillConfig.__dataclass_fields__[name].default]
-        if self.sampler == "gaussian" and shaping:
-            raise UserError(f"{', '.join(shaping)} shape psi, the learned sampler, which the Gaussian sampler does not use; "
-                            "use them with --sampler learned or drop them")
-        if self.psi_objective == "normalised" and self.real_batch < 2:
-            raise UserError("--psi-objective normalised splits the real batch into two halves; use --real-batch 2 or more")
-        if self.sampler == "learned":
-            mixture_components(self.frequencies)
-            if not self.sigma_min < 1 < self.sigma_max:
-                raise UserError(f"psi starts at scale 1: --sigma-min ({self.sigma_min}) must be below 1 and --sigma-max ({self.sigma_max}) above 1")
+        method = method_class(self.method)
+        self.method_settings = own_settings(method, self.method_settings)
+        method.check(self)
 
     @property
     def source(self) -> DataSource:
@@ -155,23 +129,65 @@ class DistillConfig:
         return {k: v for k, v in options.items() if v is not None} if self.net == "convnet" else {"norm": self.norm}
 
     def to_dict(self) -> dict:
+        """The settings as plain values, the method's own nested under `method_settings`."""
         return dataclasses.asdict(self)
+
+    def flat(self) -> dict:
+        """The settings as plain values, the method's own beside the shared ones (each named as its flag is)."""
+        return {**{k: v for k, v in self.to_dict().items() if k != "method_settings"}, **dataclasses.asdict(self.method_settings)}
+
+    def changed(self, **changes) -> DistillConfig:
+        """This config with settings changed by name, the method's own included (`frequencies=64` reaches NCFM's);
+        a new `method` starts from that method's defaults."""
+        shared = {k: v for k, v in changes.items() if k in SHARED_SETTINGS}
+        own = {k: v for k, v in changes.items() if k not in shared}
+        method = method_class(shared.get("method", self.method))
+        known = {f.name for f in dataclasses.fields(method.Settings)}
+        unknown = sorted(set(own) - known)
+        if unknown:
+            raise UserError(f"{', '.join(flag(name) for name in unknown)}: not a setting of method {method.name} "
+                            f"(its own: {', '.join(flag(name) for name in sorted(known)) or 'none'}); drop it or choose the method it belongs to")
+        if "method_settings" not in shared:
+            base = self.method_settings if method.name == self.method else method.Settings()
+            shared["method_settings"] = dataclasses.replace(base, **own)
+        return dataclasses.replace(self, **shared)
 
     @classmethod
     def from_dict(cls, record: dict) -> DistillConfig:
-        """The settings a run folder or a set file recorded (old setting names included; unknown keys dropped)."""
+        """The settings a run folder or a set file recorded (old setting names included, and a method's own settings
+        recorded beside the shared ones, as before methods had their own; unknown keys dropped)."""
         record = current_options({RENAMED_SETTINGS.get(k, k): v for k, v in record.items()})
-        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record})
+        method = method_class(record.get("method", "ncfm"))
+        own = {f.name: record[f.name] for f in dataclasses.fields(method.Settings) if f.name in record}
+        own.update(record.get("method_settings") or {})
+        shared = {f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record and f.name != "method_settings"}
+        return cls(**shared, method_settings=own)
+
+
+def own_settings(method, settings):
+    """`settings` as the method's Settings: None gives its defaults, a dict its fields (an unknown one is refused)."""
+    if settings is None:
+        return method.Settings()
+    if isinstance(settings, dict):
+        known = {f.name for f in dataclasses.fields(method.Settings)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise UserError(f"{', '.join(flag(name) for name in unknown)}: not a setting of method {method.name}; drop it")
+        return method.Settings(**settings)
+    if not isinstance(settings, method.Settings):
+        raise UserError(f"method {method.name} takes settings of type {method.Settings.__name__}, got {type(settings).__name__}")
+    return settings
+
+
+SHARED_SETTINGS = {f.name for f in dataclasses.fields(DistillConfig)}
 
 
 # The smallest value of every counted setting (None, where a setting allows it, means its default).
 AT_LEAST = {"ipc": 1, "factor": 1, "depth": 1, "width": 1, "image_size": 1, "stream_per_class": 1, "pool_size": 1, "pool_epochs": 1,
-            "real_batch": 1, "frequencies": 1, "iterations": 0, "plateau_patience": 0, "checkpoint_every": 1, "log_every": 1, "eval_runs": 0,
+            "real_batch": 1, "iterations": 0, "plateau_patience": 0, "checkpoint_every": 1, "log_every": 1, "eval_runs": 0,
             "holdout": 0, "seed": 0}
-# Settings of psi alone: refused with the Gaussian sampler unless left at their defaults.
-PSI_SHAPING = ("sigma_min", "sigma_max", "sigma_penalty", "psi_objective")
-POSITIVE = ("lr", "sampler_lr", "sigma_min", "sigma_max", "loss_scale")
-NOT_NEGATIVE = ("weight_decay", "momentum", "calibration_weight", "sigma_penalty")
+POSITIVE = ("lr",)
+NOT_NEGATIVE = ("weight_decay", "momentum")
 
 
 def image_lr(classes: int) -> float:
@@ -185,8 +201,9 @@ def image_lr(classes: int) -> float:
     return round(1e-2 * math.sqrt(classes / 10), 4)
 
 
-# BENCHMARKS.md: the CPU presets match with 1024 Gaussian frequencies (the paper presets with 4096, Gaussian too since issue 15).
-_CPU = {"width": 64, "pool_size": 2, "pool_epochs": 1, "real_batch": 128, "frequencies": 1024, "iterations": 200,
+# BENCHMARKS.md: the CPU presets (the shared settings; each method's own are its `preset_settings`, NCFM's 1024 Gaussian
+# frequencies at CPU scale and 4096 at paper scale, Gaussian since issue 15).
+_CPU = {"width": 64, "pool_size": 2, "pool_epochs": 1, "real_batch": 128, "iterations": 200,
         "eval_preset": "cpu", "checkpoint_every": 50, "lr": image_lr(10)}
 PRESETS: dict[str, DistillConfig] = {
     "cifar10-ipc10-cpu": DistillConfig(data="uoft-cs/cifar10", ipc=10, **_CPU),
@@ -205,5 +222,13 @@ PRESETS: dict[str, DistillConfig] = {
 }
 
 
-def preset(name: str) -> DistillConfig:
-    return preset_copy(PRESETS, name, "distillation")
+for _name, _config in PRESETS.items():
+    _config.method_settings = method_class(_config.method).preset_settings(_name)
+
+
+def preset(name: str, method: str | None = None) -> DistillConfig:
+    """The preset `name`, with `method` (by default the preset's, ncfm) and that method's settings in the preset."""
+    config = preset_copy(PRESETS, name, "distillation")
+    if method is not None and method != config.method:
+        config = dataclasses.replace(config, method=method, method_settings=method_class(method).preset_settings(name))
+    return config

@@ -48,17 +48,19 @@ def check_numbers(settings, at_least: dict[str, int], positive: tuple[str, ...] 
             raise UserError(f"{flag(name)} must be between 0 and 1, got {value}")
 
 
-def add_dataclass_arguments(group, cls, skip: tuple[str, ...] = (), flags: dict[str, str] | None = None) -> None:
-    """One flag per field of `cls` (but `skip`), named as in `flags` or after the field, help from its metadata."""
+def add_dataclass_arguments(group, cls, skip: tuple[str, ...] = (), flags: dict[str, str] | None = None, hidden: bool = False) -> None:
+    """One flag per field of `cls` (but `skip`, and nested settings), named as in `flags` or after the field, help from its
+    metadata (`hidden`: left out of --help)."""
     for item in dataclasses.fields(cls):
-        if item.name in skip:
+        if item.name in skip or item.metadata.get("nested"):
             continue
+        help = argparse.SUPPRESS if hidden else item.metadata["help"]
         names = [(flags or {}).get(item.name, flag(item.name)), *OLD_FLAGS.get(item.name, [])]
         kind = str(item.type).replace(" | None", "")
         if kind == "bool":
-            group.add_argument(*names, dest=item.name, action=argparse.BooleanOptionalAction, default=None, help=item.metadata["help"])
+            group.add_argument(*names, dest=item.name, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
-            group.add_argument(*names, dest=item.name, type=TYPES[kind], default=None, metavar=kind.upper(), help=item.metadata["help"])
+            group.add_argument(*names, dest=item.name, type=TYPES[kind], default=None, metavar=kind.upper(), help=help)
 
 
 def add_source_arguments(parser: argparse.ArgumentParser, required: bool) -> None:

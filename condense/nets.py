@@ -211,7 +211,7 @@ def build_net(name: str, channels: int, num_classes: int, image_size=(32, 32), *
 
 
 # The purposes a network is initialised for, each its own stream of initial weights (`init_seed`).
-INIT_STREAMS = {"pool": 0, "evaluation": 1, "fresh": 2, "teacher": 3}
+INIT_STREAMS = {"pool": 0, "evaluation": 1, "fresh": 2, "teacher": 3, "matcher": 4}  # matcher: DM's network of each iteration
 POOL_STREAM_INDICES = 1000  # pool member i of seed s is seeded s * 1000 + i (the seeds every pool so far was trained with)
 MAX_SEED = 2**53  # seeds from 0 up to this keep the pool stream below 2**63, under every other stream
 
@@ -227,7 +227,7 @@ def init_seed(stream: str, seed: int, index: int = 0) -> int:
     """
     if stream not in INIT_STREAMS:
         raise ValueError(f"unknown initialisation stream {stream!r}; one of {', '.join(INIT_STREAMS)}")
-    if not (0 <= seed < MAX_SEED and 0 <= index < POOL_STREAM_INDICES):
+    if not (0 <= seed < MAX_SEED and index >= 0 and (stream != "pool" or index < POOL_STREAM_INDICES)):
         raise UserError(f"seeds must be whole numbers from 0 to 2**53 and network indices below {POOL_STREAM_INDICES}, "
                         f"got seed {seed} and index {index}; pass a --seed of at least 0 (and a pool of at most {POOL_STREAM_INDICES})")
     if stream == "pool":

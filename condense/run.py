@@ -13,11 +13,12 @@ import torch
 
 from .config import DistillConfig
 from .data import RealData, normalise
-from .distill import Distiller, check_class_sizes
+from .distill import check_class_sizes, make_method
 from .distributed import World, init_world, local_device
 from .errors import UserError
 from .evaluate import eval_preset, evaluate_set, evaluation_summary, load_teacher
 from .loop import run_distillation
+from .methods import method_class
 from .pool import POOL_TRAINING, SOFT_LABEL_SOURCES, TEACHER_FILE, Pool, PoolSpec, build_or_load_pool, build_or_load_teacher, load_member, member_spec
 from .runfolder import check_run_folder, claim_run_folder, load_checkpoint, read_checkpoint
 from .runtime import write_json
@@ -65,8 +66,9 @@ def teacher_of(soft_labels: str, pool_folder: Path) -> str:
 
 
 def prepare(config: DistillConfig, device: torch.device, progress: bool = True, world: World | None = None,
-            check_data=None) -> tuple[RealData, RealData, Pool, Path]:
-    """Load the train and test splits and build (or reuse) the extractor pool.
+            check_data=None) -> tuple[RealData, RealData, Pool | None, Path | None]:
+    """Load the train and test splits and build (or reuse) the extractor pool, where the method or the soft labels use one
+    (else the pool and its folder are None).
 
     `check_data(real)` runs between the two, so that a run that cannot start trains no pool.
     Under torchrun rank 0 loads first (it fills `datasets`' cache the others then read) and the
@@ -76,10 +78,17 @@ def prepare(config: DistillConfig, device: torch.device, progress: bool = True, 
     real, test = world.main_first(lambda: load_splits(config))
     if check_data is not None:
         check_data(real)
+    if not uses_pool(config):
+        return real, test, None, None
     spec = pool_spec(config, real)
     folder = pool_folder_for(config, spec)
     return real, test, build_or_load_pool(folder, spec, config.pool_size, real, test, device, progress and world.is_main, world,
                                          batched=config.batched_pool), folder
+
+
+def uses_pool(config: DistillConfig) -> bool:
+    """Whether a run of `config` needs the pool: its method matches through one, or its soft labels come from one."""
+    return method_class(config.method).uses_pool or config.soft_labels in SOFT_LABEL_SOURCES[1:]
 
 
 def load_splits(config: DistillConfig) -> tuple[RealData, RealData]:
@@ -124,11 +133,11 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
                 check_teacher(config.soft_labels, real, device)
 
         real, test, pool, pool_folder = prepare(config, device, progress, world, check_data)
-        distiller = Distiller(config, real, pool, device, world=world)
+        distiller = make_method(config, real, pool, device, world=world)
         if resume:
             load_checkpoint(distiller, out / "checkpoint.pt", checkpoint)
         if world.is_main:
-            write_json(out / "config.json", {**config.to_dict(), "resolved_data": real.source, "resolved_pool_folder": str(pool_folder)})
+            write_json(out / "config.json", {**config.to_dict(), "resolved_data": real.source, "resolved_pool_folder": pool_folder and str(pool_folder)})
         seconds = run_distillation(distiller, out, progress)
         synthetic = distiller.synthetic_set()  # collective under torchrun: gathers every rank's classes
         if config.soft_labels == "teacher":  # trained once per pool folder (first by each machine's first process)

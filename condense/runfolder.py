@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from .config import RENAMED_SETTINGS, DistillConfig
-from .distill import Distiller
 from .distributed import World
 from .errors import UserError
+from .methods import Method, method_class
 from .runtime import atomic_leftovers, atomic_path, source_identity
 
 
@@ -60,7 +60,7 @@ class RunLog:
 CHECKPOINT_KEYS = {"iteration", "canvases", "optimizer", "plateau", "generator"}
 
 
-def save_checkpoint(distiller: Distiller, path: Path) -> None:
+def save_checkpoint(distiller: Method, path: Path) -> None:
     """Write the resumable state atomically (collective under torchrun: every rank gathers, rank 0 writes)."""
     state = distiller.state_dict()
     if distiller.world.is_main:
@@ -87,7 +87,7 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
-def load_checkpoint(distiller: Distiller, path: Path, state: dict | None = None) -> None:
+def load_checkpoint(distiller: Method, path: Path, state: dict | None = None) -> None:
     """Continue from the checkpoint at `path` (`state`: its content, if already read by `read_checkpoint`)."""
     try:
         distiller.load_state_dict(read_checkpoint(path) if state is None else state)
@@ -118,10 +118,11 @@ def check_run_folder(out: Path, config: DistillConfig, resume: bool | str) -> bo
             raise UserError(f"--resume: {saved} is damaged ({exc}); restore it, or start the run again in another --out") from exc
         if not isinstance(previous, dict):
             raise UserError(f"--resume: {saved} is not the settings of a run; restore it, or start the run again in another --out")
-        now = {**config.to_dict(), "data": source_identity(config.data)}  # ../data and /abs/data are one folder
-        previous = {**previous, "data": previous.get("resolved_data", previous.get("data"))}
+        now = {**config.flat(), "data": source_identity(config.data)}  # ../data and /abs/data are one folder
+        previous = {**previous, **previous.get("method_settings", {}), "data": previous.get("resolved_data", previous.get("data"))}
         previous = {RENAMED_SETTINGS.get(k, k): v for k, v in previous.items()}  # a run from before a setting's rename
-        defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)}  # a setting added since the run: its default then
+        defaults = {**{f.name: f.default for f in dataclasses.fields(DistillConfig)}, "method": "ncfm",  # a setting added since
+                    **dataclasses.asdict(method_class(config.method).Settings())}  # the run: its default then (runs before methods: ncfm)
         changed = sorted(k for k, v in now.items() if previous.get(k, defaults[k]) != v and k not in RESUMABLE_CHANGES)
         if changed:
             raise UserError(f"--resume: settings differ from the run in {out} ({', '.join(changed)}); resume with the same settings")

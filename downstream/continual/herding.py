@@ -1,14 +1,15 @@
-"""Herding (iCaRL): a model's features of a dataset, and the greedy order that matches their mean."""
+"""Herding (iCaRL) for the replay memories: a model's features of a dataset; the greedy order is `condense.baseline.herding_order`."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from condense.baseline import herding_order
 from condense.errors import UserError
+
+__all__ = ["herding_order", "layer_features"]
 
 
 def layer_features(model: nn.Module, layer_name: str, data, batch_size: int, device) -> torch.Tensor:
@@ -28,23 +29,3 @@ def layer_features(model: nn.Module, layer_name: str, data, batch_size: int, dev
         handle.remove()
         model.train(training)
     return torch.cat(captured)
-
-
-def herding_order(features: torch.Tensor, count: int) -> list[int]:
-    """Greedy herding (iCaRL): `count` picks, each making the mean of the picked the closest to the mean of all.
-
-    Avalanche's `HerdingSelectionStrategy` ranks all N (N steps over all N features: 5000 steps over
-    5000 x 1024 values per CIFAR-10 class); a memory needs only its first picks, which are the same.
-    """
-    center = features.mean(0)
-    total = torch.zeros_like(center)
-    taken = torch.zeros(len(features), dtype=torch.bool)
-    picks: list[int] = []
-    for step in range(min(count, len(features))):
-        distances = ((total + features) / (step + 1) - center).square().sum(1)
-        distances[taken] = math.inf
-        pick = int(distances.argmin())
-        picks.append(pick)
-        taken[pick] = True
-        total += features[pick]
-    return picks

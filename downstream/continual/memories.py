@@ -20,9 +20,10 @@ from avalanche.distributed import DistributedHelper
 from avalanche.training.storage_policy import ExemplarsBuffer
 
 from condense.data import RealData
-from condense.distill import Distiller
+from condense.distill import make_method
 from condense.errors import UserError
 from condense.loop import Callback, ProgressBar, iterate
+from condense.methods import method_class
 from condense.pool import pretrain_pool
 from condense.run import pool_spec
 
@@ -191,8 +192,8 @@ class CondensingMemory(ClassMemory):
         config = replace(self.config, seed=self.config.seed * 1000 + k)
         seen_real, current = real(self.seen), real(self.seen[-1:])
         pool = pretrain_pool(pool_spec(config, seen_real), config.pool_size, seen_real, self.device, self.progress,
-                             batched=config.batched_pool)
-        distiller = Distiller(config, current, pool, self.device, classes=classes)
+                             batched=config.batched_pool) if method_class(config.method).uses_pool else None
+        distiller = make_method(config, current, pool, self.device, classes=classes)
         drawn = _DrawnRows()
         iterate(distiller, [ProgressBar(distiller, self.progress, desc=f"condensing experience {k}", leave=False), drawn])
         self.reads.append({

@@ -9,7 +9,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from functools import partial
 
 import torch
@@ -18,7 +18,7 @@ from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 from avalanche.training.supervised import Naive
 from tqdm.auto import tqdm
 
-from condense.config import DistillConfig, preset
+from condense.config import preset
 from condense.data import RealData
 from condense.errors import UserError
 from condense.nets import build_net, seeded_net
@@ -59,10 +59,7 @@ def make_memory(spec: MemorySpec, benchmark, config: CLConfig, seed: int, device
         synthetic = (loaded or {}).get(spec.path) or load_condensed(spec.path)
         _check_set(synthetic, benchmark)
         return CondensedMemory(mem_size, synthetic, config.ipc, count=count)
-    unknown = set(config.condense) - set(DistillConfig.__dataclass_fields__)
-    if unknown:
-        raise UserError(f"condense-as-you-go has no setting {', '.join(sorted(unknown))}; see `condense distill -h`")
-    condense = replace(preset(config.condense_preset), **{**config.condense, "ipc": config.ipc, "seed": seed})
+    condense = preset(config.condense_preset, config.condense.get("method")).changed(**{**config.condense, "ipc": config.ipc, "seed": seed})
     return CondensingMemory(mem_size, benchmark, condense, device, config.ipc, count=count, progress=progress)
 
 
