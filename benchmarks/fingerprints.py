@@ -1,8 +1,8 @@
 """Fingerprints of what the commands compute, to show a restructuring moved no result.
 
 Runs, at tiny sizes on the real data in ../shared/data and single-threaded on the CPU: a seeded MNIST and two
-CIFAR-10 distillations (Gaussian frequencies with soft labels, and ψ), a `condense eval` of one of them, a NAS
-table and a CL table. Each result is reduced to the sha256 of its tensors or of its JSON without timings.
+CIFAR-10 NCFM distillations (Gaussian frequencies with soft labels, and ψ), a DANCE and a DM distillation, a
+k-center coreset, a `condense eval` of one of them, a NAS table and a CL table. Each result is reduced to the sha256 of its tensors or of its JSON without timings.
 
     python benchmarks/fingerprints.py --save benchmarks/results/<machine>-<date>/fingerprints.json   # before a change
     python benchmarks/fingerprints.py --check benchmarks/results/<machine>-<date>/fingerprints.json  # after it: exit 1 if any moved
@@ -79,6 +79,12 @@ def fingerprints(work: Path) -> dict[str, str]:
     run(condense, ["distill", "--data", cifar, *tiny, "--sampler", "learned", "--frequencies", "64", "--out", work / "cifar-psi",
                    "--pool-folder", work / "cifar-pool"])
     figures["distill cifar10 (psi)"] = digest_tensors(work / "cifar-psi" / "synthetic.safetensors", ("canvases",))
+    for method in ("dance", "dm"):  # since issue 25
+        run(condense, ["distill", "--method", method, "--data", cifar, *tiny, "--out", work / f"cifar-{method}", "--pool-folder", work / "cifar-pool"])
+        figures[f"distill cifar10 ({method})"] = digest_tensors(work / f"cifar-{method}" / "synthetic.safetensors", ("canvases",))
+    run(condense, ["baseline", "kcenter", "--data", cifar, "--ipc", "2", "--device", "cpu",
+                   "--network", work / "cifar-pool" / "member-000-trained.safetensors", "--out", work / "kcenter.safetensors"])
+    figures["baseline cifar10 (kcenter)"] = digest_tensors(work / "kcenter.safetensors", ("images", "labels"))
     run(condense, ["eval", work / "cifar", "--data", cifar, "--epochs", "2", "--runs", "2", "--width", "16", "--device", "cpu",
                    "--no-progress", "--out", work / "eval.json"])
     figures["condense eval (cpu protocol, 2 runs)"] = digest_json(work / "eval.json", work)

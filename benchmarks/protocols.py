@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from condense.baseline import random_subset
+from condense.baseline import coreset, random_subset
 from condense.config import preset
-from condense.data import RealData, load_real, normalise
+from condense.data import RealData, load_real
 from condense.distill import initial_set
 from condense.errors import UserError
 from condense.evaluate import EVAL_PRESETS, eval_preset, evaluate_set, teacher_files
@@ -51,28 +51,11 @@ ROWS = {
 }
 
 
-@torch.no_grad()
-def herding_set(real: RealData, teacher_file: str, ipc: int, device: torch.device) -> SyntheticSet:
-    """`ipc` real images per class picked by herding on the teacher's L2-normalised features (no multi-formation)."""
-    from downstream.continual import herding_order
-
-    net = load_member(teacher_file, device)
-    picks = []
-    for members in real.by_class:
-        features = torch.cat([torch.nn.functional.normalize(net.features(normalise(real.floats(chunk).to(device), real.mean, real.std)), dim=1).cpu()
-                              for chunk in members.split(1000)])
-        picks.append(members[herding_order(features, ipc)])
-    indices = torch.cat(picks)
-    return SyntheticSet(images=real.floats(indices), labels=real.labels[indices].clone(), class_names=list(real.class_names), mean=real.mean,
-                        std=real.std, method="herding", source_dataset=real.source, ipc=ipc,
-                        config={"baseline": "herding", "teacher": teacher_file, "indices": indices.tolist()})
-
-
 def build_row(name: str, args, real: RealData, device: torch.device) -> SyntheticSet:
     if name == "random":
         return random_subset(real, 10, seed=0)
     if name == "herding":
-        return herding_set(real, args.teacher, 10, device)
+        return coreset(real, 10, "herding", load_member(args.teacher, device), device, Path(args.teacher).name)
     if name.startswith("published-"):
         return SyntheticSet.load(PUBLISHED / published_file(name))
     if name == "ours-init":

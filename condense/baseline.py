@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .data import RealData, normalise
 from .errors import UserError
@@ -66,9 +67,9 @@ def random_subset(data: RealData, ipc: int, seed: int = 0) -> SyntheticSet:
 
 @torch.no_grad()
 def coreset(data: RealData, ipc: int, kind: str, network: torch.nn.Module, device: torch.device, network_name: str = "",
-            batch_size: int = 500) -> SyntheticSet:
-    """`ipc` real images of every class chosen by `kind` (herding or kcenter) on `network`'s features of the class's
-    (normalised, un-augmented) images, as a `SyntheticSet` with method `kind`."""
+            batch_size: int = 1000) -> SyntheticSet:
+    """`ipc` real images of every class chosen by `kind` (herding or kcenter) on `network`'s L2-normalised features (as
+    iCaRL's herding) of the class's un-augmented images, as a `SyntheticSet` with method `kind`."""
     if kind not in ORDERS:
         raise UserError(f"unknown coreset {kind!r}; use {' or '.join(ORDERS)}")
     if ipc < 1:
@@ -76,7 +77,7 @@ def coreset(data: RealData, ipc: int, kind: str, network: torch.nn.Module, devic
     network.eval()
     chosen = []
     for members in data.by_class:
-        features = torch.cat([network.features(normalise(data.floats(members[i : i + batch_size]).to(device), data.mean, data.std)).float().cpu()
-                              for i in range(0, len(members), batch_size)])
+        features = torch.cat([F.normalize(network.features(normalise(data.floats(chunk).to(device), data.mean, data.std)).float(), dim=1).cpu()
+                              for chunk in members.split(batch_size)])
         chosen.append(members[ORDERS[kind](features, ipc)])
     return _subset(data, torch.cat(chosen), ipc, kind, {"network": network_name})

@@ -28,6 +28,34 @@ CITATIONS = {
         "  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},\n"
         "  year      = {2025}\n}"
     ),
+    "dance": (
+        "@inproceedings{dance2024,\n"
+        "  title     = {{DANCE}: Dual-View Distribution Alignment for Dataset Condensation},\n"
+        "  author    = {Zhang, Hansong and Li, Shikun and Lin, Fanzhao and Wang, Weiping and Qian, Zhenxing and Ge, Shiming},\n"
+        "  booktitle = {Proceedings of the International Joint Conference on Artificial Intelligence (IJCAI)},\n"
+        "  year      = {2024}\n}"
+    ),
+    "dm": (
+        "@inproceedings{dm2023,\n"
+        "  title     = {Dataset Condensation with Distribution Matching},\n"
+        "  author    = {Zhao, Bo and Bilen, Hakan},\n"
+        "  booktitle = {Proceedings of the IEEE/CVF Winter Conference on Applications of Computer Vision (WACV)},\n"
+        "  year      = {2023}\n}"
+    ),
+    "herding": (
+        "@inproceedings{icarl2017,\n"
+        "  title     = {{iCaRL}: Incremental Classifier and Representation Learning},\n"
+        "  author    = {Rebuffi, Sylvestre-Alvise and Kolesnikov, Alexander and Sperl, Georg and Lampert, Christoph H.},\n"
+        "  booktitle = {Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},\n"
+        "  year      = {2017}\n}"
+    ),
+    "kcenter": (
+        "@inproceedings{coreset2018,\n"
+        "  title     = {Active Learning for Convolutional Neural Networks: A Core-Set Approach},\n"
+        "  author    = {Sener, Ozan and Savarese, Silvio},\n"
+        "  booktitle = {International Conference on Learning Representations (ICLR)},\n"
+        "  year      = {2018}\n}"
+    ),
 }
 
 
@@ -114,7 +142,9 @@ def render_card(config_folders: dict[str, Path], *, repo_id: str, source_id: str
 
 def _card_context(name: str, synthetic: SyntheticSet) -> dict:
     """What the card template shows of one config."""
-    settings = {k: v for k, v in synthetic.config.items() if k not in ("data", "pool_folder")}
+    recorded = dict(synthetic.config)
+    own = recorded.pop("method_settings", None) or {}  # a method's own settings, shown beside the shared ones
+    settings = {k: v for k, v in {**recorded, **own}.items() if k not in ("data", "pool_folder")}
     evaluation = synthetic.evaluation
     protocol = evaluation.get("protocol", {})
     return {

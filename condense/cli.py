@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .baseline import CORESETS
 from .errors import UserError
 from .flags import add_dataclass_arguments, add_runtime_arguments, add_source_arguments, flag, run_main, source_from_args
 from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS
@@ -17,12 +18,28 @@ from .train import TrainConfig, keeps_cutmix
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
-    from .baseline import random_subset
+    from .baseline import coreset, random_subset
+    from .pool import load_member, member_spec
+    from .run import check_teacher
+    from .runtime import resolve_device
 
+    if args.kind != "random" and not args.network:
+        raise UserError(f"{args.kind} chooses real images by a network's features: pass --network, a trained pool member "
+                        "(e.g. pools/<pool>/member-000-trained.safetensors; `condense pretrain` builds a pool)")
+    if args.kind == "random" and args.network:
+        raise UserError("a random subset uses no network; drop --network (or choose herding or kcenter)")
+    if args.network:
+        member_spec(args.network)  # readable, and a pool member: checked before the data is loaded
     source = source_from_args(args)
-    synthetic = random_subset(source.load(args.split), args.ipc, args.seed)
+    real = source.load(args.split)
+    if args.kind == "random":
+        synthetic = random_subset(real, args.ipc, args.seed)
+    else:
+        device = resolve_device(args.device)
+        check_teacher(args.network, real, device, "--network")
+        synthetic = coreset(real, args.ipc, args.kind, load_member(args.network, device), device, Path(args.network).name)
     synthetic.config.update(data=args.data, **source.options())
-    out = Path(args.out or f"{Path(args.data.rstrip('/')).name}-random-ipc{args.ipc}.safetensors")
+    out = Path(args.out or f"{Path(args.data.rstrip('/')).name}-{args.kind}-ipc{args.ipc}.safetensors")
     synthetic.save(out)
     print(f"wrote {out}: {synthetic.summary()}")
 
@@ -241,19 +258,28 @@ def cmd_push(args: argparse.Namespace) -> None:
     print(f"pushed {args.folder} to {args.repo}: {url}")
 
 
+def add_baseline_parser(commands) -> None:
+    """`condense baseline random|herding|kcenter`."""
+    baseline = commands.add_parser("baseline", help="make a baseline set: random real images, or the coresets herding and k-center")
+    baseline.add_argument("kind", choices=["random", *CORESETS],
+                          help="random: IPC random real images per class; herding: the images whose feature mean best follows the "
+                               "class's (iCaRL); kcenter: greedy k-center cover of the class's features (both by --network)")
+    baseline.add_argument("--ipc", type=int, default=10, help="images per class (default 10)")
+    baseline.add_argument("--seed", type=int, default=0, help="seed of the random subset")
+    baseline.add_argument("--network", help="herding, kcenter: the network whose features rank the images (a trained pool member file)")
+    baseline.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (herding, kcenter)")
+    baseline.add_argument("--split", default="train")
+    baseline.add_argument("--out", help="output .safetensors (default: <dataset>-<kind>-ipc<K>.safetensors)")
+    add_source_arguments(baseline, required=True)
+    baseline.set_defaults(func=cmd_baseline)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser of `condense`; `argv` (default: this process's arguments) names the method whose settings `distill` lists."""
     parser = argparse.ArgumentParser(prog="condense", description="Dataset condensation (NCFM) and the train-on-small-set, test-on-real evaluation.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    baseline = commands.add_parser("baseline", help="make a baseline set (random real subset)")
-    baseline.add_argument("kind", choices=["random"], help="random: IPC random real images per class")
-    baseline.add_argument("--ipc", type=int, default=10, help="images per class (default 10)")
-    baseline.add_argument("--seed", type=int, default=0)
-    baseline.add_argument("--split", default="train")
-    baseline.add_argument("--out", help="output .safetensors (default: <dataset>-random-ipc<K>.safetensors)")
-    add_source_arguments(baseline, required=True)
-    baseline.set_defaults(func=cmd_baseline)
+    add_baseline_parser(commands)
 
     distill = commands.add_parser("distill", help="condense a real dataset (NCFM, DANCE, DM or another registered method)")
     distill.add_argument("--out", help="run folder (default runs/<preset>)")

@@ -56,7 +56,7 @@ def add_dataclass_arguments(group, cls, skip: tuple[str, ...] = (), flags: dict[
             continue
         help = argparse.SUPPRESS if hidden else item.metadata["help"]
         names = [(flags or {}).get(item.name, flag(item.name)), *OLD_FLAGS.get(item.name, [])]
-        kind = str(item.type).replace(" | None", "")
+        kind = getattr(item.type, "__name__", str(item.type)).replace(" | None", "")  # a class, or its name as a string annotation
         if kind == "bool":
             group.add_argument(*names, dest=item.name, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:

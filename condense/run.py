@@ -42,13 +42,13 @@ def teacher_soft_labels(teacher: torch.nn.Module, images: torch.Tensor, mean, st
     return probabilities
 
 
-def check_teacher(path: str, real: RealData, device: torch.device) -> None:
-    """A --soft-labels file fits the data (classes, channels, image size) and gives finite outputs on real images."""
+def check_teacher(path: str, real: RealData, device: torch.device, flag: str = "--soft-labels") -> None:
+    """A network file given by `flag` fits the data (classes, channels, image size) and gives finite outputs on real images."""
     spec = member_spec(path)
     theirs, ours = (spec.num_classes, spec.channels, tuple(spec.image_size)), (real.num_classes, real.channels, real.image_size)
     if theirs != ours:
         describe = "{} classes, {} channels, {}x{} images".format
-        raise UserError(f"--soft-labels {path}: the teacher is for {describe(*theirs[:2], *theirs[2])} ({spec.dataset}), "
+        raise UserError(f"{flag} {path}: the network is for {describe(*theirs[:2], *theirs[2])} ({spec.dataset}), "
                         f"but {real.source} has {describe(*ours[:2], *ours[2])}; pass a member file of a pool trained on this data")
     teacher_soft_labels(load_member(path, device), real.floats(torch.arange(min(len(real), 64))), real.mean, real.std, device)
 

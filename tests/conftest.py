@@ -155,3 +155,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def kill_before_iteration(monkeypatch, iteration: int):
+    """Make `Method.step` raise KeyboardInterrupt (a Ctrl-C) when it would run `iteration`; returns the real step."""
+    from condense.methods import Method
+
+    original = Method.step
+
+    def killed(self):
+        if self.iteration == iteration - 1:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Method, "step", killed)
+    return original

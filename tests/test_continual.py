@@ -174,8 +174,8 @@ def test_condense_as_you_go_never_reads_unseen_classes(data):
 
     train, _ = data
     bench = condensed_benchmark(*data, 3, seed=2)
-    config = DistillConfig(ipc=1, factor=2, width=8, depth=1, pool_size=1, pool_epochs=1, real_batch=4, frequencies=16,
-                           sampler="gaussian", iterations=3, seed=0)
+    config = DistillConfig(ipc=1, factor=2, width=8, depth=1, pool_size=1, pool_epochs=1, real_batch=4, iterations=3,
+                           seed=0).changed(frequencies=16, sampler="gaussian")
     memory = CondensingMemory(12, bench, config, CPU, progress=False)
     for k, exp in enumerate(bench.train_stream):
         memory.post_adapt(fake_agent(), exp)

@@ -148,7 +148,7 @@ def test_memory_mapped_split_reads_the_same_pixels_row_by_row(tmp_path):
 
 
 def test_distillation_over_a_memory_mapped_split_gives_the_same_set(tmp_path):
-    from condense.distill import DistillConfig, Distiller
+    from condense.distill import DistillConfig, make_method
     from condense.pool import POOL_TRAINING, PoolSpec, build_or_load_pool
 
     folder = write_image_folder(tmp_path / "ds", {"img": "image", "label": "label"}, rows=36)
@@ -156,10 +156,10 @@ def test_distillation_over_a_memory_mapped_split_gives_the_same_set(tmp_path):
     training = {**POOL_TRAINING.to_dict(), "epochs": 1, "batch_size": 8}
     spec = PoolSpec(loaded.source, loaded.split, 3, 3, (8, 8), "convnet", {"depth": 2, "width": 8}, training)
     pool = build_or_load_pool(tmp_path / "pool", spec, 1, loaded, None, torch.device("cpu"), progress=False)
-    config = DistillConfig(data=str(folder), ipc=1, factor=2, depth=2, width=8, real_batch=6, frequencies=64, pool_size=1)
+    config = DistillConfig(data=str(folder), ipc=1, factor=2, depth=2, width=8, real_batch=6, pool_size=1).changed(frequencies=64)
     sets = []
     for real in (loaded, load_real(str(folder), "train", memory_mapped=True)):
-        distiller = Distiller(config, real, pool, torch.device("cpu"))
+        distiller = make_method(config, real, pool, torch.device("cpu"))
         for _ in range(2):
             distiller.step()
         sets.append(distiller.canvases.detach())

@@ -7,14 +7,15 @@ import torch
 
 from condense.cli import main
 from condense.config import PRESETS, DistillConfig, preset
-from condense.distill import Distiller
+from condense.distill import make_method
 from condense.errors import UserError
 from condense.loop import run_distillation
+from condense.methods import Method
 from condense.run import distill
 from condense.runfolder import load_checkpoint
 from condense.synthetic import SyntheticSet
 
-from conftest import make_real, write_image_folder
+from conftest import kill_before_iteration, make_real, write_image_folder
 
 CPU = torch.device("cpu")
 
@@ -22,12 +23,12 @@ CPU = torch.device("cpu")
 def _config(**overrides):
     base = {"data": "tiny-real", "ipc": 1, "factor": 2, "depth": 2, "width": 8, "real_batch": 6, "frequencies": 64, "sampler": "learned",
             "iterations": 4, "checkpoint_every": 2, "log_every": 1, "eval_runs": 0, "pool_size": 2, "pool_epochs": 1}
-    return DistillConfig(**{**base, **overrides})
+    return DistillConfig().changed(**{**base, **overrides})
 
 
 def test_real_batch_is_redrawn_every_iteration(tiny_pool):
     pool, real, _ = tiny_pool
-    distiller = Distiller(_config(), real, pool, CPU)
+    distiller = make_method(_config(), real, pool, CPU)
     first, second = distiller.step()["real_indices"], distiller.step()["real_indices"]
     assert not torch.equal(first, second)
     assert real.labels[first].tolist() == [0] * 6 + [1] * 6 + [2] * 6
@@ -42,7 +43,7 @@ def test_an_image_moves_only_with_its_own_class(tiny_pool, sampler, steps):
     altered.images[altered.labels == 1] = other.images[other.labels == 1]
     runs = []
     for data in (real, altered):
-        distiller = Distiller(_config(sampler=sampler), data, pool, CPU)
+        distiller = make_method(_config(sampler=sampler), data, pool, CPU)
         start = distiller.canvases.detach().clone()
         for _ in range(steps):
             distiller.step()
@@ -58,10 +59,10 @@ def test_an_image_moves_only_with_its_own_class(tiny_pool, sampler, steps):
 
 def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tiny_pool, tmp_path):
     pool, real, _ = tiny_pool
-    whole = Distiller(_config(iterations=6), real, pool, CPU)
+    whole = make_method(_config(iterations=6), real, pool, CPU)
     run_distillation(whole, tmp_path / "whole", progress=False)
 
-    first = Distiller(_config(iterations=6), real, pool, CPU)
+    first = make_method(_config(iterations=6), real, pool, CPU)
     step = first.step
 
     def killed():  # killed after iteration 5, whose work (past the checkpoint at 4) is lost
@@ -72,7 +73,7 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tiny_pool, tmp_path
     first.step = killed
     with pytest.raises(KeyboardInterrupt):
         run_distillation(first, tmp_path / "split", progress=False)
-    resumed = Distiller(_config(iterations=6), real, pool, CPU)
+    resumed = make_method(_config(iterations=6), real, pool, CPU)
     load_checkpoint(resumed, tmp_path / "split" / "checkpoint.pt")
     assert resumed.iteration == 4
     run_distillation(resumed, tmp_path / "split", progress=False)
@@ -87,8 +88,8 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tiny_pool, tmp_path
 def test_psi_schedule_after_a_resume_with_more_iterations_follows_the_new_total(tiny_pool, tmp_path):
     """ψ's cosine lr after resuming a finished 4-iteration run as an 8-iteration one is that of an 8-iteration run."""
     pool, real, _ = tiny_pool
-    run_distillation(Distiller(_config(iterations=4), real, pool, CPU), tmp_path / "short", progress=False)
-    resumed, whole = Distiller(_config(iterations=8), real, pool, CPU), Distiller(_config(iterations=8), real, pool, CPU)
+    run_distillation(make_method(_config(iterations=4), real, pool, CPU), tmp_path / "short", progress=False)
+    resumed, whole = make_method(_config(iterations=8), real, pool, CPU), make_method(_config(iterations=8), real, pool, CPU)
     load_checkpoint(resumed, tmp_path / "short" / "checkpoint.pt")
     for _ in range(4):
         whole.step()
@@ -100,7 +101,7 @@ def test_psi_schedule_after_a_resume_with_more_iterations_follows_the_new_total(
 
 def test_psi_learns_during_distillation(tiny_pool):
     pool, real, _ = tiny_pool
-    distiller = Distiller(_config(), real, pool, CPU)
+    distiller = make_method(_config(), real, pool, CPU)
     sigmas = [distiller.step()["sigma_mean"] for _ in range(4)]
     assert abs(sigmas[0] - 1) < 0.05 and sigmas[-1] != sigmas[0]
 
@@ -108,11 +109,11 @@ def test_psi_learns_during_distillation(tiny_pool):
 def test_bad_input_gets_clear_errors(tiny_pool):
     pool, real, _ = tiny_pool
     with pytest.raises(UserError, match="IPC 4 with factor 2 needs 16 real images per class .* has 12; lower --ipc or --factor"):
-        Distiller(_config(ipc=4), real, pool, CPU)
+        make_method(_config(ipc=4), real, pool, CPU)
     with pytest.raises(UserError, match="unknown distillation preset 'cifar11-ipc10'; choose one of cifar10-ipc10-cpu"):
         preset("cifar11-ipc10")
     with pytest.raises(UserError, match="unknown sampler 'uniform'"):
-        Distiller(_config(sampler="uniform"), real, pool, CPU)
+        make_method(_config(sampler="uniform"), real, pool, CPU)
 
 
 # (classes, channels, images in the smallest class of the training split) of every preset's dataset
@@ -125,7 +126,7 @@ def _every_preset_run() -> dict:
 
     runs = {name: preset(name) for name in PRESETS}
     for name, cl in CL_PRESETS.items():
-        runs[f"continual {name}"] = dataclasses.replace(preset(cl.condense_preset), **{**cl.condense, "ipc": cl.ipc, "data": cl.data})
+        runs[f"continual {name}"] = preset(cl.condense_preset).changed(**{**cl.condense, "ipc": cl.ipc, "data": cl.data})
     return runs
 
 
@@ -140,10 +141,10 @@ def test_every_preset_takes_a_step_on_its_datasets_class_sizes(config):
     labels = torch.arange(classes).repeat_interleave(per_class)
     images = torch.randint(0, 256, (len(labels), channels, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     real = RealData(images, labels, [str(c) for c in range(classes)], (0.5,) * channels, (0.25,) * channels, config.data, "train")
-    config = dataclasses.replace(config, depth=1, width=2, frequencies=64)
+    config = config.changed(depth=1, width=2, **({"frequencies": 64} if config.method == "ncfm" else {}))
     spec = pool_spec(config, real)
     weights = spec.build().state_dict()
-    record = Distiller(config, real, Pool(spec, [(weights, weights)], CPU), CPU).step()
+    record = make_method(config, real, Pool(spec, [(weights, weights)], CPU), CPU).step()
     assert record["iteration"] == 1 and torch.isfinite(torch.tensor(record["loss"]))
     drawn = record["real_indices"].view(classes, -1)
     assert drawn.shape[1] == min(config.real_batch, per_class)
@@ -153,9 +154,9 @@ def test_every_preset_takes_a_step_on_its_datasets_class_sizes(config):
 
 def test_presets_follow_benchmarks_md():
     cpu = preset("cifar10-ipc10-cpu")
-    assert (cpu.width, cpu.pool_size, cpu.pool_epochs, cpu.real_batch, cpu.frequencies, cpu.iterations) == (64, 2, 1, 128, 1024, 200)
+    assert (cpu.width, cpu.pool_size, cpu.pool_epochs, cpu.real_batch, cpu.method_settings.frequencies, cpu.iterations) == (64, 2, 1, 128, 1024, 200)
     paper = preset("cifar100-ipc10")
-    assert (paper.width, paper.pool_size, paper.pool_epochs, paper.real_batch, paper.frequencies, paper.iterations) == (128, 20, 60, 500, 4096, 20000)
+    assert (paper.width, paper.pool_size, paper.pool_epochs, paper.real_batch, paper.method_settings.frequencies, paper.iterations) == (128, 20, 60, 500, 4096, 20000)
     assert preset("cifar10-ipc10").real_batch == 1024
     assert (paper.optimizer, paper.lr, paper.momentum, paper.label_column) == ("sgd", 0.01, 0.5, "fine_label")
     assert preset("cifar10-ipc50").optimizer == "adamw"
@@ -193,19 +194,6 @@ def test_distill_without_multi_formation_stores_images_equal_to_canvases(image_f
     assert torch.equal(synthetic.images, synthetic.canvases)
 
 
-def kill_before_iteration(monkeypatch, iteration: int):
-    """Make `Distiller.step` raise KeyboardInterrupt (a Ctrl-C) when it would run `iteration`; returns the real step."""
-    original = Distiller.step
-
-    def killed(self):
-        if self.iteration == iteration - 1:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Distiller, "step", killed)
-    return original
-
-
 def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["distill", "--data", str(image_folder), "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch", "4", "--frequencies", "32",
@@ -216,7 +204,7 @@ def test_cli_distill_resume_after_a_kill(image_folder, tmp_path, monkeypatch, ca
     original = kill_before_iteration(monkeypatch, 4)
     assert main([*args, "--iterations", "4", "--out", "killed"]) == 130
     assert not (tmp_path / "killed" / "synthetic.safetensors").exists()
-    monkeypatch.setattr(Distiller, "step", original)
+    monkeypatch.setattr(Method, "step", original)
     assert main([*args, "--iterations", "4", "--out", "killed"]) == 2  # without --resume
     assert main([*args, "--iterations", "4", "--out", "killed", "--resume"]) == 0
     a = SyntheticSet.load(tmp_path / "whole" / "synthetic.safetensors")
@@ -238,10 +226,10 @@ def test_resume_auto_starts_a_new_run_and_continues_a_checkpointed_one(image_fol
     assert main([*args, "--out", "whole"]) == 0  # nothing there: starts
     original = kill_before_iteration(monkeypatch, 2)  # killed before its first checkpoint: auto starts again
     assert main([*args, "--out", "killed"]) == 130 and not (tmp_path / "killed" / "checkpoint.pt").exists()
-    monkeypatch.setattr(Distiller, "step", original)
+    monkeypatch.setattr(Method, "step", original)
     kill_before_iteration(monkeypatch, 4)
     assert main([*args, "--out", "killed"]) == 130
-    monkeypatch.setattr(Distiller, "step", original)
+    monkeypatch.setattr(Method, "step", original)
     assert_one_error(main, [*args, "--out", "killed", "--lr", "0.5"], capsys, contains="--resume: settings differ from the run in killed (lr)")
     assert main([*args, "--out", "killed"]) == 0
     a, b = (SyntheticSet.load(tmp_path / name / "synthetic.safetensors") for name in ("whole", "killed"))
@@ -289,7 +277,7 @@ def test_every_setting_has_a_line_of_help_and_a_flag_that_sets_it():
 
 def test_a_diverged_run_says_so_and_blames_the_learning_rate(tiny_pool):
     pool, real, _ = tiny_pool
-    distiller = Distiller(_config(), real, pool, CPU)
+    distiller = make_method(_config(), real, pool, CPU)
     distiller.optimizer.step = lambda: distiller.canvases.data.fill_(float("nan"))  # what lr = inf leaves (inf x 0)
     with pytest.raises(UserError, match=r"the run diverged at iteration 1 \(the loss or the images are no longer finite\); lower --lr"):
         distiller.step()
@@ -412,7 +400,7 @@ BAD_DISTILL_INPUT = {
     "teacher not a member file": (_fresh_with(lambda case, base: ["--soft-labels", str(_junk(case / "t.safetensors"))]),
                                   "t.safetensors is not a pool member file"),
     "teacher of other classes": (_fresh_with(lambda case, base: ["--soft-labels", str(_pool_member_for(case / "t.safetensors", classes=5))]),
-                                 "the teacher is for 5 classes, 3 channels, 8x8 images"),
+                                 "the network is for 5 classes, 3 channels, 8x8 images"),
     "teacher with NaN weights": (_fresh_with(lambda case, base: ["--soft-labels", str(_pool_member_for(case / "t.safetensors", fill=float("nan")))]),
                                  "the teacher's outputs are not finite"),
 }
@@ -447,7 +435,7 @@ def test_config_is_checked_in_python_too():
     with pytest.raises(UserError, match="--sigma-min .* must be below 1"):
         _config(sigma_min=2.0)
     with pytest.raises(UserError, match="--alpha must be between 0 and 1"):
-        dataclasses.replace(_config(), alpha=1.5)
+        _config().changed(alpha=1.5)
 
 
 def test_a_second_run_into_the_same_folder_is_refused_at_once(image_folder, tmp_path, monkeypatch):
@@ -455,7 +443,7 @@ def test_a_second_run_into_the_same_folder_is_refused_at_once(image_folder, tmp_
 
     monkeypatch.chdir(tmp_path)
     config = _config(data=str(image_folder), width=4, real_batch=4, iterations=2, pool_size=1)
-    original, refusals = Distiller.step, []
+    original, refusals = Method.step, []
 
     def step_while_another_run_starts(self):
         with monkeypatch.context() as inner:
@@ -465,7 +453,7 @@ def test_a_second_run_into_the_same_folder_is_refused_at_once(image_folder, tmp_
         refusals.append(refusal)
         return original(self)
 
-    monkeypatch.setattr(Distiller, "step", step_while_another_run_starts)
+    monkeypatch.setattr(Method, "step", step_while_another_run_starts)
     distill(config, tmp_path / "run", CPU, progress=False)
     assert len(refusals) == 2 and SyntheticSet.load(tmp_path / "run" / "synthetic.safetensors").config["iterations_done"] == 2
 
@@ -500,7 +488,7 @@ def test_resume_drops_a_torn_last_log_line_and_may_change_the_teacher_and_how_th
     args = ["distill", "--pool-folder", "pool", *TINY_RUN, "--iterations", "4", "--log-every", "1", "--out", "run"]
     original = kill_before_iteration(monkeypatch, 4)
     assert main([*args, "--data", "data", "--soft-labels", "pool"]) == 130
-    monkeypatch.setattr(Distiller, "step", original)
+    monkeypatch.setattr(Method, "step", original)
     with (tmp_path / "run" / "log.jsonl").open("a") as log:
         log.write('{"iteration": 4, "lo')
     teacher = str(tmp_path / "pool" / "member-000-trained.safetensors")
@@ -520,7 +508,7 @@ def test_a_kill_during_the_log_rewrite_keeps_its_lines_and_killed_writes_leave_n
     args = ["distill", "--data", str(image_folder), "--pool-folder", "pool", *TINY_RUN, "--iterations", "4", "--log-every", "1", "--out", "run"]
     original = kill_before_iteration(monkeypatch, 4)  # log lines 1-3, checkpoint at 2
     assert main(args) == 130
-    monkeypatch.setattr(Distiller, "step", original)
+    monkeypatch.setattr(Method, "step", original)
     write_text = Path.write_text
 
     def killed_mid_write(self, data, *rest, **options):  # the log's rewrite is cut in the middle, as by a kill
@@ -580,7 +568,7 @@ def test_psi_variants_change_what_psi_ascends_and_leave_the_images_step_alone(ti
     pool, real, _ = tiny_pool
     after = {}
     for name, overrides in {"ncfd": {}, "normalised": {"psi_objective": "normalised"}, "penalty": {"sigma_penalty": 10.0}}.items():
-        distiller = Distiller(_config(sampler="learned", sampler_lr=0.1, **overrides), real, pool, CPU)
+        distiller = make_method(_config(sampler="learned", sampler_lr=0.1, **overrides), real, pool, CPU)
         distiller.step()
         after[name] = (distiller.canvases.detach().clone(), [p.detach().clone() for p in distiller.sampler.parameters()])
     for name in ("normalised", "penalty"):
@@ -594,20 +582,24 @@ def test_psi_gradients_are_those_of_its_own_objective(tiny_pool):
     from condense.ncfd import ncfd
 
     pool, real, _ = tiny_pool
-    distiller = Distiller(_config(sampler="learned", psi_objective="normalised", sigma_penalty=3.0), real, pool, CPU)
+    distiller = make_method(_config(sampler="learned", psi_objective="normalised", sigma_penalty=3.0), real, pool, CPU)
     dim = distiller.sampler.dim
     features = torch.nn.functional.normalize(torch.randn(3, 6, dim, generator=torch.Generator().manual_seed(0)), dim=-1)
     synthetic = torch.nn.functional.normalize(torch.randn(3, 4, dim, generator=torch.Generator().manual_seed(1)), dim=-1)
     frequencies = distiller.sampler(torch.Generator().manual_seed(2))
     matching = 300 * ncfd(features, synthetic, frequencies)
-    got = distiller._psi_gradients(matching, features, frequencies)
+    distiller.frequencies = frequencies
+    distiller.before_backward(matching, features)
+    got = distiller.psi_gradients
     ratio = (ncfd(features, synthetic, frequencies) / ncfd(features[:, :3], features[:, 3:], frequencies)).sum()
     objective = ratio - 3.0 * distiller.sampler.log_scale_penalty()
     expected = torch.autograd.grad(objective, list(distiller.sampler.parameters()))
     assert all(torch.allclose(g, e, rtol=1e-4, atol=1e-7) for g, e in zip(got, expected))
     assert any(e.abs().sum() > 0 for e in expected)
-    plain = Distiller(_config(sampler="learned"), real, pool, CPU)
-    assert plain._psi_gradients(matching, features, frequencies) is None
+    plain = make_method(_config(sampler="learned"), real, pool, CPU)
+    plain.frequencies = frequencies
+    plain.before_backward(matching, features)
+    assert plain.psi_gradients is None
 
 
 def test_initialisation_and_pool_augmentation_settings_reach_the_run(tiny_pool):
@@ -618,12 +610,12 @@ def test_initialisation_and_pool_augmentation_settings_reach_the_run(tiny_pool):
 
     pool, real, _ = tiny_pool
     config = _config(init_images="first", init_resize="nearest")
-    distiller = Distiller(config, real, pool, CPU)
+    distiller = make_method(config, real, pool, CPU)
     expected, _ = init_canvases(real, 1, 2, torch.Generator(), resize="nearest", images="first")
     assert torch.equal(distiller.canvases.detach(), expected)
     assert torch.equal(initial_set(config, real).images, distiller.synthetic_set().images)
     random_start = _config()
-    assert torch.equal(initial_set(random_start, real).canvases, Distiller(random_start, real, pool, CPU).canvases.detach())
+    assert torch.equal(initial_set(random_start, real).canvases, make_method(random_start, real, pool, CPU).canvases.detach())
     assert pool_spec(_config(), real).training == {**POOL_TRAINING.to_dict(), "epochs": 1}  # defaults: the same pools as before
     assert pool_spec(_config(pool_dsa_mode="all"), real).training["dsa_mode"] == "all"
     for bad, message in [({"init_resize": "cubic"}, "--init-resize"), ({"pool_dsa_mode": "some"}, "DSA mode must be one of"),
@@ -637,7 +629,7 @@ def test_a_run_written_before_a_setting_existed_resumes_when_the_setting_keeps_i
     from condense.runfolder import check_run_folder
 
     config = _config()
-    saved = {k: v for k, v in config.to_dict().items() if k not in ("init_images", "init_resize", "phase")}
+    saved = {k: v for k, v in config.flat().items() if k not in ("init_images", "init_resize", "phase", "method")}  # as before methods
     (tmp_path / "config.json").write_text(json.dumps(saved))
     check_run_folder(tmp_path, config, resume=True)  # the settings it lacks are at their defaults: the same run
     with pytest.raises(UserError, match=r"settings differ from the run in .* \(init_resize\)"):

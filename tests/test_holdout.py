@@ -64,9 +64,9 @@ def held_out_run(tmp_path, monkeypatch, capsys):
     the distiller drew from and what the evaluation tested on."""
     folder = write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=36)
     seen = {"pool": [], "distiller": [], "tested": []}
-    pool_train, distiller, evaluate_set = condense.pool.train, condense.run.Distiller, condense.evaluate.evaluate_set
+    pool_train, distiller, evaluate_set = condense.pool.train, condense.run.make_method, condense.evaluate.evaluate_set
     monkeypatch.setattr(condense.pool, "train", lambda nets, images, *a, **k: seen["pool"].append(images) or pool_train(nets, images, *a, **k))
-    monkeypatch.setattr(condense.run, "Distiller", lambda config, real, *a, **k: seen["distiller"].append(real) or distiller(config, real, *a, **k))
+    monkeypatch.setattr(condense.run, "make_method", lambda config, real, *a, **k: seen["distiller"].append(real) or distiller(config, real, *a, **k))
 
     def recording_evaluate_set(synthetic, test, config, *args, **kwargs):
         seen["tested"].append(test)

@@ -64,7 +64,7 @@ def test_the_adamw_presets_take_the_image_lr_rule_and_sgd_keeps_its_published_lr
 
 def test_every_preset_matches_with_gaussian_frequencies():
     """No variant of psi beat Gaussian frequencies at CPU scale (README), so no preset asks for psi."""
-    assert {config.sampler for config in PRESETS.values()} == {"gaussian"}
+    assert {config.method_settings.sampler for config in PRESETS.values()} == {"gaussian"}
 
 
 def test_the_paper_presets_evaluate_with_ncfm_at_paper_scale_and_the_cpu_presets_with_cpu():

@@ -59,7 +59,11 @@ def make_memory(spec: MemorySpec, benchmark, config: CLConfig, seed: int, device
         synthetic = (loaded or {}).get(spec.path) or load_condensed(spec.path)
         _check_set(synthetic, benchmark)
         return CondensedMemory(mem_size, synthetic, config.ipc, count=count)
-    condense = preset(config.condense_preset, config.condense.get("method")).changed(**{**config.condense, "ipc": config.ipc, "seed": seed})
+    base = preset(config.condense_preset, config.condense.get("method"))
+    unknown = set(config.condense) - set(base.flat())
+    if unknown:
+        raise UserError(f"condense-as-you-go has no setting {', '.join(sorted(unknown))}; see `condense distill --method {base.method} -h`")
+    condense = base.changed(**{**config.condense, "ipc": config.ipc, "seed": seed})
     return CondensingMemory(mem_size, benchmark, condense, device, config.ipc, count=count, progress=progress)
 
 
