@@ -34,8 +34,10 @@ from condense.distill import make_method
 from condense.errors import UserError
 from condense.evaluate import eval_preset, evaluate_set
 from condense.flags import run_main
+from condense.loop import run_distillation
 from condense.pool import load_member
-from condense.run import distill, prepare
+from condense.run import prepare
+from condense.runfolder import load_checkpoint
 from condense.runtime import resolve_device, write_json
 from condense.synthetic import SyntheticSet
 
@@ -102,10 +104,12 @@ class Study:
     def make_set(self, row: str, seed: int) -> None:
         spec = dict(ROWS[row])
         real, _, pool, _ = self.data()
-        if "method" in spec:
-            config = self.base.changed(**spec, seed=seed)
-            result = distill(config, self.out / "runs" / f"{row}-seed{seed}", self.device, resume="auto", progress=False)
-            synthetic = result["set"]
+        if "method" in spec:  # every seed matches through the one pool (seed 0's), as every method does
+            method, run = make_method(self.base.changed(**spec, seed=seed), real, pool, self.device), self.out / "runs" / f"{row}-seed{seed}"
+            if (run / "checkpoint.pt").is_file():  # a killed study continues the run
+                load_checkpoint(method, run / "checkpoint.pt")
+            run_distillation(method, run, progress=False)
+            synthetic = method.synthetic_set()
         elif spec["baseline"] == "random":
             synthetic = random_subset(real, self.base.ipc, seed)
         else:
