@@ -178,17 +178,20 @@ def add_distill_arguments(parser: argparse.ArgumentParser, argv: list[str] | Non
     """`--preset` plus one flag per DistillConfig field and per setting of the method `--method` in `argv` names (the
     preset's value when not given); the other methods' settings are accepted but hidden, so that one is refused by name."""
     from .config import PRESETS, DistillConfig
-    from .methods import METHODS
+    from .methods import METHODS, method_class
 
     parser.add_argument("--preset", default="cifar10-ipc10-cpu", help=f"one of {', '.join(PRESETS)} (default cifar10-ipc10-cpu)")
     add_runtime_arguments(parser)
     add_dataclass_arguments(parser.add_argument_group("settings (override the preset)"), DistillConfig)
     chosen = argparse.ArgumentParser(add_help=False)
     chosen.add_argument("--method")
-    method = chosen.parse_known_args(sys.argv[1:] if argv is None else argv)[0].method
-    method = method if method in METHODS else DistillConfig.method
-    added = {f.name for f in dataclasses.fields(METHODS[method].Settings)}
-    add_dataclass_arguments(parser.add_argument_group(f"settings of the method {method} (override the preset)"), METHODS[method].Settings)
+    method = chosen.parse_known_args(sys.argv[1:] if argv is None else argv)[0].method or DistillConfig.method
+    try:
+        settings = method_class(method).Settings  # an installed package's method is loaded here
+    except UserError:  # refused, naming the registered methods, once the flags are parsed
+        method, settings = DistillConfig.method, method_class(DistillConfig.method).Settings
+    added = {f.name for f in dataclasses.fields(settings)}
+    add_dataclass_arguments(parser.add_argument_group(f"settings of the method {method} (override the preset)"), settings)
     for other in METHODS.values():
         add_dataclass_arguments(parser, other.Settings, skip=tuple(added), hidden=True)
         added |= {f.name for f in dataclasses.fields(other.Settings)}

@@ -186,3 +186,21 @@ def test_coreset_baselines_from_the_command_line(image_folder, tmp_path, monkeyp
         assert chosen.method == kind and chosen.labels.bincount().tolist() == [2, 2, 2]
         assert chosen.config["network"] == "member-000-trained.safetensors"
     assert_one_error(main, ["baseline", "herding", "--data", str(image_folder)], capsys, contains="pass --network")
+
+
+def test_an_installed_packages_method_is_found_through_its_entry_point(monkeypatch, capsys):
+    """`[project.entry-points."condense.methods"] NAME = "module"`: `--method NAME` loads the module, which registers it."""
+    import condense.methods
+
+    loaded = []
+
+    class EntryPoint:
+        def load(self):
+            loaded.append(register_method("from-a-package")(type("FromAPackage", (PixelMeans,), {})))
+
+    monkeypatch.setattr(condense.methods, "entry_points", lambda group, name: [EntryPoint()] if name == "from-a-package" else [])
+    monkeypatch.delitem(condense.methods.METHODS, "from-a-package", raising=False)
+    with pytest.raises(SystemExit):
+        main(["distill", "--method", "from-a-package", "--help"])
+    assert loaded and "--scale" in capsys.readouterr().out
+    monkeypatch.delitem(condense.methods.METHODS, "from-a-package")
