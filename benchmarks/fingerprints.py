@@ -6,6 +6,7 @@ k-center coreset, a `condense eval` of one of them, a NAS table and a CL table. 
 
     python benchmarks/fingerprints.py --save benchmarks/results/<machine>-<date>/fingerprints.json   # before a change
     python benchmarks/fingerprints.py --check benchmarks/results/<machine>-<date>/fingerprints.json  # after it: exit 1 if any moved
+    python benchmarks/fingerprints.py --check OLD.json --save NEW.json  # both: results added since OLD are printed as new
 
 Bit-for-bit equality holds on one machine and one torch build; another CPU may round differently.
 """
@@ -104,15 +105,16 @@ def fingerprints(work: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--save", type=Path, help="write the fingerprints to this JSON file")
-    action.add_argument("--check", type=Path, help="compare with the fingerprints in this JSON file; exit 1 if any differs")
+    parser.add_argument("--save", type=Path, help="write the fingerprints to this JSON file")
+    parser.add_argument("--check", type=Path, help="compare with the fingerprints in this JSON file; exit 1 if any differs")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (to compare the JSON results of two runs)")
     parser.set_defaults(func=command)
     return run_main(parser, argv)
 
 
 def command(args: argparse.Namespace) -> None:
+    if not (args.save or args.check):
+        sys.exit("fingerprints: pass --save FILE, --check FILE, or both (check against one record, save a new one)")
     if not SHARED.is_dir():
         sys.exit(f"fingerprints: needs the real data in {SHARED}")
     torch.set_num_threads(1)
@@ -128,7 +130,8 @@ def command(args: argparse.Namespace) -> None:
     expected = json.loads(args.check.read_text())["fingerprints"] if args.check else figures
     moved = [name for name in expected if figures.get(name) != expected[name]]
     for name, value in figures.items():
-        print(f"{name:<42} {value[:16]}  {'MOVED' if name in moved else 'same' if args.check else ''}")
+        state = "MOVED" if name in moved else "same" if name in expected else "new"
+        print(f"{name:<42} {value[:16]}  {state if args.check else ''}")
     if moved:
         sys.exit(f"fingerprints: {len(moved)} of {len(expected)} results moved: {', '.join(moved)}")
 

@@ -236,7 +236,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from .runtime import resolve_device
 
     with torchrun_world(resolve_device(args.device)) as (world, device):
-        _, _, _, folder = prepare(distill_config(args), device, progress=not args.no_progress, world=world)
+        _, _, _, folder = prepare(distill_config(args), device, progress=not args.no_progress, world=world, with_pool=True)
     if not world.is_main:
         return
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -66,9 +66,9 @@ def teacher_of(soft_labels: str, pool_folder: Path) -> str:
 
 
 def prepare(config: DistillConfig, device: torch.device, progress: bool = True, world: World | None = None,
-            check_data=None) -> tuple[RealData, RealData, Pool | None, Path | None]:
-    """Load the train and test splits and build (or reuse) the extractor pool, where the method or the soft labels use one
-    (else the pool and its folder are None).
+            check_data=None, with_pool: bool | None = None) -> tuple[RealData, RealData, Pool | None, Path | None]:
+    """Load the train and test splits and build (or reuse) the extractor pool, where `with_pool` asks for it (default: where
+    the method or the soft labels use one; else the pool and its folder are None).
 
     `check_data(real)` runs between the two, so that a run that cannot start trains no pool.
     Under torchrun rank 0 loads first (it fills `datasets`' cache the others then read) and the
@@ -78,7 +78,7 @@ def prepare(config: DistillConfig, device: torch.device, progress: bool = True, 
     real, test = world.main_first(lambda: load_splits(config))
     if check_data is not None:
         check_data(real)
-    if not uses_pool(config):
+    if not (uses_pool(config) if with_pool is None else with_pool):
         return real, test, None, None
     spec = pool_spec(config, real)
     folder = pool_folder_for(config, spec)

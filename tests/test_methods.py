@@ -177,8 +177,8 @@ def test_kcenter_and_herding_orders_by_hand():
 
 def test_coreset_baselines_from_the_command_line(image_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["pretrain", "--data", str(image_folder), "--width", "4", "--depth", "2", "--pool-size", "1", "--pool-folder", "pool",
-                 "--no-progress"]) == 0
+    assert main(["pretrain", "--method", "dm", "--data", str(image_folder), "--width", "4", "--depth", "2", "--pool-size", "1",
+                 "--pool-folder", "pool", "--no-progress"]) == 0  # asked for, a pool is trained whatever the method
     network = tmp_path / "pool" / "member-000-trained.safetensors"
     for kind in ("herding", "kcenter"):
         assert main(["baseline", kind, "--data", str(image_folder), "--ipc", "2", "--network", str(network), "--out", f"{kind}.safetensors"]) == 0
