@@ -279,7 +279,7 @@ def add_baseline_parser(commands) -> None:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser of `condense`; `argv` (default: this process's arguments) names the method whose settings `distill` lists."""
-    parser = argparse.ArgumentParser(prog="condense", description="Dataset condensation (NCFM) and the train-on-small-set, test-on-real evaluation.")
+    parser = argparse.ArgumentParser(prog="condense", description="Dataset condensation (NCFM, DANCE, DM or a registered method) and the train-on-small-set, test-on-real evaluation.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add_baseline_parser(commands)
