@@ -86,16 +86,17 @@ class Study:
         return self.out / "evals" / f"{row}-seed{seed}-{protocol}.json"
 
     def tasks(self):
-        """(what, done file, work) in order: the rows two at a time in --rows order (their sets, then their evaluations,
-        so the first rows' cells finish first), then the timing."""
+        """(what, done file, work) in order: the rows two at a time in --rows order (their sets, then their evaluations
+        protocol by protocol in --protocols order, so the first rows' cells and the first protocol's finish first), then
+        the timing."""
         for first in range(0, len(self.rows), 2):
             rows = self.rows[first : first + 2]
             for seed in self.seeds:
                 for row in rows:
                     yield f"{row} seed {seed}", self.set_file(row, seed), lambda row=row, seed=seed: self.make_set(row, seed)
-            for seed in self.seeds:
-                for row in rows:
-                    for protocol in row_protocols(row, self.protocols):
+            for protocol in self.protocols:
+                for seed in self.seeds:
+                    for row in (row for row in rows if protocol in row_protocols(row, self.protocols)):
                         yield (f"{row} seed {seed} under {protocol}", self.eval_file(row, seed, protocol),
                                lambda row=row, seed=seed, protocol=protocol: self.evaluate(row, seed, protocol))
         if self.args.timing_steps and all(row in self.rows for row in TIMED):
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="cifar10-ipc10-cpu")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default="benchmarks/runs/methods/cifar10")
-    parser.add_argument("--rows", default="ncfm,dance,dm,random,herding,kcenter,ncfm-no-calibration,dance-no-calibration",
+    parser.add_argument("--rows", default="ncfm,dance,dm,random,ncfm-no-calibration,dance-no-calibration,herding,kcenter",
                         help=f"comma-separated, from {', '.join(ROWS)}; done two at a time in this order (the table keeps its own)")
     parser.add_argument("--seeds", default="0,1", help="distillation (and subset) seeds")
     parser.add_argument("--protocols", default="cpu,ncfm,dc", help="evaluation protocols (ncfm only for the ncfm and dance rows)")
