@@ -20,6 +20,7 @@ Writes OUT/methods.json, OUT/methods.md and OUT/methods.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -29,12 +30,13 @@ from pathlib import Path
 import torch
 
 from condense.baseline import coreset, random_subset
-from condense.config import preset
+from condense.config import SHARED_SETTINGS, DistillConfig, parse_setting, preset
 from condense.distill import make_method
 from condense.errors import UserError
 from condense.evaluate import eval_preset, evaluate_set
 from condense.flags import run_main
 from condense.loop import run_distillation
+from condense.methods import method_class
 from condense.pool import load_member
 from condense.run import prepare
 from condense.runfolder import load_checkpoint
@@ -70,7 +72,9 @@ class Study:
         unknown = [r for r in self.rows if r not in ROWS]
         if unknown:
             raise UserError(f"unknown rows {', '.join(unknown)}; choose from {', '.join(ROWS)}")
-        self.base = preset(args.preset).changed(data=args.data, pool_folder=str(self.out / "pool"), eval_runs=0, soft_labels="none")
+        self.given = dict(parse_setting(item) for item in args.set)
+        shared = {k: v for k, v in self.given.items() if k in SHARED_SETTINGS}
+        self.base = preset(args.preset).changed(**shared, data=args.data, pool_folder=str(self.out / "pool"), eval_runs=0, soft_labels="none")
         self.device = resolve_device(args.device)
         self._data = None
 
@@ -102,11 +106,19 @@ class Study:
         if self.args.timing_steps and all(row in self.rows for row in TIMED):
             yield "seconds per iteration", self.out / "timing.json", self.time_methods
 
+    def row_config(self, row: str, seed: int = 0) -> DistillConfig:
+        """The settings of a method's row: the preset's, --set's (a method's own where it has them), the row's own."""
+        spec = dict(ROWS[row])
+        method = spec.pop("method")
+        known = {f.name for f in dataclasses.fields(method_class(method).Settings)}
+        own = {k: v for k, v in self.given.items() if k in known}
+        return self.base.changed(method=method).changed(**{**own, **spec}, seed=seed)
+
     def make_set(self, row: str, seed: int) -> None:
         spec = dict(ROWS[row])
         real, _, pool, _ = self.data()
         if "method" in spec:  # every seed matches through the one pool (seed 0's), as every method does
-            method, run = make_method(self.base.changed(**spec, seed=seed), real, pool, self.device), self.out / "runs" / f"{row}-seed{seed}"
+            method, run = make_method(self.row_config(row, seed), real, pool, self.device), self.out / "runs" / f"{row}-seed{seed}"
             if (run / "checkpoint.pt").is_file():  # a killed study continues the run
                 load_checkpoint(method, run / "checkpoint.pt")
             run_distillation(method, run, progress=False)
@@ -123,6 +135,8 @@ class Study:
         _, test, _, _ = self.data()
         config = eval_preset(protocol)
         config.runs = self.args.runs
+        if self.args.epochs:
+            config.train.epochs = self.args.epochs
         result = evaluate_set(SyntheticSet.load(self.set_file(row, seed)), test, config, self.device, progress=False)
         write_json(self.eval_file(row, seed, protocol), {"row": row, "seed": seed, "protocol": protocol, **result})
 
@@ -130,7 +144,7 @@ class Study:
         """Seconds per iteration of each timed method, in one process, taking turns step by step (so a loaded machine
         slows all alike): the median of each after one warm-up step, and its ratio to ncfm's."""
         real, _, pool, _ = self.data()
-        methods = {row: make_method(self.base.changed(**ROWS[row]), real, pool, self.device) for row in TIMED}
+        methods = {row: make_method(self.row_config(row), real, pool, self.device) for row in TIMED}
         seconds = {row: [] for row in TIMED}
         for _ in range(self.args.timing_steps + 1):
             for row, method in methods.items():
@@ -181,7 +195,8 @@ class Study:
 
 def write_table(study: Study) -> dict:
     """methods.json (every cell: mean ± population std over seeds x runs, each seed's mean, the runs), methods.md, methods.png."""
-    table = {"preset": study.args.preset, "seeds": study.seeds, "runs": study.args.runs, "rows": {}}
+    table = {"preset": study.args.preset, "settings": study.args.set, "epochs": study.args.epochs or "the protocol's",
+             "seeds": study.seeds, "runs": study.args.runs, "rows": {}}
     for row in sorted(study.rows, key=list(ROWS).index):
         cells = {}
         for protocol in row_protocols(row, study.protocols):
@@ -240,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", default="cpu,ncfm,dc", help="evaluation protocols (ncfm only for the ncfm and dance rows)")
     parser.add_argument("--runs", type=int, default=2, help="evaluation runs per set and protocol")
     parser.add_argument("--timing-steps", type=int, default=10, help="steps of each method for the seconds per iteration (0: none)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="settings over the preset's for every row "
+                        "(shared, or a method's own where that method has it)")
+    parser.add_argument("--epochs", type=int, help="evaluation epochs instead of each protocol's (a quick look, not the table)")
     parser.add_argument("--table", action="store_true", help="only write the table from what is done")
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(func=lambda args: write_table(Study(args)) if args.table else Study(args).run())

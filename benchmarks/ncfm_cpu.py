@@ -14,7 +14,6 @@ Usage: python benchmarks/ncfm_cpu.py [--data ../shared/data/cifar10] [--out benc
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -25,13 +24,12 @@ from pathlib import Path
 import torch
 
 from condense.baseline import random_subset
-from condense.config import DistillConfig, preset
+from condense.config import parse_setting, preset
 from condense.distill import make_method
 from condense.errors import UserError
 from condense.evaluate import eval_preset, evaluate_set
 from condense.flags import run_main
 from condense.loop import run_distillation
-from condense.methods import METHODS
 from condense.run import prepare
 from condense.runtime import resolve_device, write_json
 
@@ -90,20 +88,6 @@ class PeakMemory:
             self.peak = max(self.peak, self._rss())
 
 
-def parse_override(item: str) -> tuple[str, object]:
-    """FIELD=VALUE as the DistillConfig field's type (a bool takes true or false: bool("False") would be True)."""
-    kinds = {field.name: str(field.type).replace(" | None", "") for cls in (DistillConfig, *(m.Settings for m in METHODS.values()))
-             for field in dataclasses.fields(cls)}
-    key, _, text = item.partition("=")
-    if key not in kinds:
-        raise ValueError(f"--override {item!r}: no setting {key!r}; see `condense distill -h`")
-    if kinds[key] == "bool":
-        if text.lower() not in ("true", "false"):
-            raise ValueError(f"--override {item!r}: {key} takes true or false")
-        return key, text.lower() == "true"
-    return key, {"int": int, "float": float}.get(kinds[key], str)(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -123,10 +107,7 @@ def command(args: argparse.Namespace) -> None:
     progress = sys.stderr.isatty()
     device = resolve_device(args.device)
     out = Path(args.out)
-    try:
-        overrides = dict(parse_override(item) for item in args.override)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    overrides = dict(parse_setting(item, "--override") for item in args.override)
     unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
     if unknown:
         raise UserError(f"unknown variants {unknown}; use {', '.join(VARIANTS)}")

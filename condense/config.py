@@ -164,6 +164,26 @@ class DistillConfig:
         return cls(**shared, method_settings=own)
 
 
+def parse_setting(item: str, option: str = "--set") -> tuple[str, object]:
+    """FIELD=VALUE (given to the benchmarks' `option`) as the shared or a method's setting's type (a bool takes true or
+    false: bool("False") would be True); a UserError for an unknown setting or a value of another type."""
+    from .methods import METHODS
+
+    kinds = {field.name: getattr(field.type, "__name__", str(field.type)).replace(" | None", "")
+             for cls in (DistillConfig, *(method.Settings for method in METHODS.values())) for field in dataclasses.fields(cls)}
+    key, _, text = item.partition("=")
+    if key not in kinds or key == "method_settings":
+        raise UserError(f"{option} {item!r}: no setting {key!r}; see `condense distill --method NAME -h`")
+    if kinds[key] == "bool":
+        if text.lower() not in ("true", "false"):
+            raise UserError(f"{option} {item!r}: {key} takes true or false")
+        return key, text.lower() == "true"
+    try:
+        return key, {"int": int, "float": float}.get(kinds[key], str)(text)
+    except ValueError:
+        raise UserError(f"{option} {item!r}: {key} takes a number ({kinds[key]})") from None
+
+
 def own_settings(method, settings):
     """`settings` as the method's Settings: None gives its defaults, a dict its fields (an unknown one is refused)."""
     if settings is None:

@@ -549,18 +549,17 @@ def test_distill_records_the_data_revision_in_the_set(image_folder, tmp_path, mo
     assert asked == ["v1.0", "v1.0"] and synthetic.source_revision == "v1.0" and synthetic.data_source().revision == "v1.0"
 
 
-def test_the_cpu_benchmark_reads_overrides_by_the_settings_type():
-    import importlib.util
-    from pathlib import Path
+def test_benchmark_overrides_are_read_by_the_settings_type():
+    from condense.config import parse_setting
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ncfm_cpu.py"
-    spec = importlib.util.spec_from_file_location("ncfm_cpu", path)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    parsed = dict(map(benchmark.parse_override, ["amp=False", "compile=true", "depth=2", "lr=3e-3", "sampler=gaussian"]))
-    assert parsed == {"amp": False, "compile": True, "depth": 2, "lr": 3e-3, "sampler": "gaussian"}
-    with pytest.raises(ValueError, match="amp takes true or false"):
-        benchmark.parse_override("amp=0")
+    parsed = dict(map(parse_setting, ["amp=False", "compile=true", "depth=2", "lr=3e-3", "sampler=gaussian", "loss_scale=2"]))
+    assert parsed == {"amp": False, "compile": True, "depth": 2, "lr": 3e-3, "sampler": "gaussian", "loss_scale": 2.0}
+    with pytest.raises(UserError, match="amp takes true or false"):
+        parse_setting("amp=0")
+    with pytest.raises(UserError, match="depth takes a number"):
+        parse_setting("depth=two")
+    with pytest.raises(UserError, match="no setting 'depht'"):
+        parse_setting("depht=2")
 
 
 def test_psi_variants_change_what_psi_ascends_and_leave_the_images_step_alone(tiny_pool):

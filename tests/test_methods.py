@@ -204,3 +204,26 @@ def test_an_installed_packages_method_is_found_through_its_entry_point(monkeypat
         main(["distill", "--method", "from-a-package", "--help"])
     assert loaded and "--scale" in capsys.readouterr().out
     monkeypatch.delitem(condense.methods.METHODS, "from-a-package")
+
+
+def test_the_methods_table_is_written_and_a_partial_one_continued(image_folder, tmp_path, monkeypatch):
+    from conftest import load_benchmark
+
+    monkeypatch.chdir(tmp_path)
+    methods = load_benchmark("methods")
+    args = ["--data", str(image_folder), "--out", "table", "--rows", "ncfm,dance,dm,random", "--seeds", "0,1", "--protocols", "cpu,ncfm",
+            "--runs", "1", "--epochs", "1", "--timing-steps", "1", "--set", "ipc=1", "width=4", "depth=2", "real_batch=4", "iterations=2",
+            "pool_size=1", "frequencies=32", "loss_scale=2"]
+    assert methods.main(args) == 0
+    table = json.loads((tmp_path / "table" / "methods.json").read_text())
+    assert set(table["rows"]["ncfm"]) == set(table["rows"]["dance"]) == {"cpu", "ncfm"} and set(table["rows"]["dm"]) == {"cpu"}
+    assert len(table["rows"]["dance"]["cpu"]["runs"]) == 2 and table["rows"]["dance"]["cpu"]["seeds_done"] == [0, 1]
+    assert table["timing"]["ratio_to_ncfm"]["ncfm"] == 1.0 and (tmp_path / "table" / "methods.png").is_file()
+    dance = SyntheticSet.load(tmp_path / "table" / "sets" / "dance-seed0.safetensors")
+    assert dance.method == "dance" and dance.config["method_settings"]["loss_scale"] == 2.0  # --set reaches a method's own setting
+    assert SyntheticSet.load(tmp_path / "table" / "sets" / "ncfm-seed1.safetensors").config["method_settings"]["frequencies"] == 32
+    kept = {path: path.stat().st_mtime_ns for path in (tmp_path / "table" / "evals").iterdir()}
+    (tmp_path / "table" / "evals" / "dm-seed1-cpu.json").unlink()  # a study killed before this cell
+    assert methods.main(args) == 0
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items() if path.name != "dm-seed1-cpu.json")
+    assert json.loads((tmp_path / "table" / "methods.json").read_text())["rows"]["dm"]["cpu"]["seeds_done"] == [0, 1]
