@@ -180,7 +180,8 @@ def add_distill_arguments(parser: argparse.ArgumentParser, argv: list[str] | Non
     from .config import PRESETS, DistillConfig
     from .methods import METHODS, method_class
 
-    parser.add_argument("--preset", default="cifar10-ipc10-cpu", help=f"one of {', '.join(PRESETS)} (default cifar10-ipc10-cpu)")
+    parser.add_argument("--preset", default="cifar10-ipc10-cpu", help=f"one of {', '.join(PRESETS)} (default cifar10-ipc10-cpu); "
+                                                                      "each runs any --method at its shared settings")
     add_runtime_arguments(parser)
     add_dataclass_arguments(parser.add_argument_group("settings (override the preset)"), DistillConfig)
     chosen = argparse.ArgumentParser(add_help=False)
