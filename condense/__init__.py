@@ -1,4 +1,4 @@
-"""Dataset condensation with NCFM: real data, networks, augmentation, condensed sets, evaluation."""
+"""Dataset condensation (NCFM, DANCE, DM and registered methods): real data, networks, augmentation, condensed sets, evaluation."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -32,7 +32,7 @@ class CLConfig:
     eval_batch: int = 500
     condensed_count: str = "stored"  # how a condensed class's budget counts: stored canvases | decoded images
     condense_preset: str = "cifar10-ipc10-cpu"  # condense-as-you-go: distillation settings (ipc from `ipc`)
-    condense: dict = field(default_factory=dict)  # condense-as-you-go: DistillConfig fields over the preset's (iterations, pool_size, ...)
+    condense: dict = field(default_factory=dict)  # condense-as-you-go: settings over the preset's (iterations, pool_size, method, frequencies, ...)
 
     def to_dict(self) -> dict:
         return asdict(self)
