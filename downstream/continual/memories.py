@@ -163,9 +163,9 @@ class _DrawnRows(Callback):
 
 
 class CondensingMemory(ClassMemory):
-    """Condense-as-you-go: at the end of each experience, NCFM on that experience's classes only.
+    """Condense-as-you-go: at the end of each experience, the config's method (NCFM by default) on that experience's classes only.
 
-    The matchers are pretrained (in memory) on the images of the experiences seen so far, the
+    The matchers of a method with a pool are pretrained (in memory) on the images of the experiences seen so far, the
     distillation reads only the current experience's images; both come from the stream's items.
     `reads` records, per experience, the source rows the pool and the distillation were given
     and the rows every distillation step drew.
@@ -198,7 +198,7 @@ class CondensingMemory(ClassMemory):
         iterate(distiller, [ProgressBar(distiller, self.progress, desc=f"condensing experience {k}", leave=False), drawn])
         self.reads.append({
             "experience": k, "classes": classes,
-            "pool_rows": torch.cat([p[2] for p in self.seen]), "distill_rows": source,
+            "pool_rows": torch.cat([p[2] for p in self.seen]) if pool is not None else source[:0], "distill_rows": source,
             "step_rows": source[torch.cat(drawn.rows).unique()] if drawn.rows else source[:0],
         })
         synthetic = distiller.synthetic_set()
