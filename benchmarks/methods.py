@@ -181,7 +181,7 @@ class Study:
                 finally:
                     lock.release()
             write_table(self)
-            if not waiting:
+            if not waiting or self.args.no_wait:
                 return
             time.sleep(30)
 
@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="settings over the preset's for every row "
                         "(shared, or a method's own where that method has it)")
     parser.add_argument("--epochs", type=int, help="evaluation epochs instead of each protocol's (a quick look, not the table)")
+    parser.add_argument("--no-wait", action="store_true", help="end when every task left is another process's (instead of waiting "
+                        "for them), e.g. to go on to the next command of a list")
     parser.add_argument("--table", action="store_true", help="only write the table from what is done")
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(func=lambda args: write_table(Study(args)) if args.table else Study(args).run())
