@@ -107,7 +107,7 @@ def load_splits(config: DistillConfig) -> tuple[RealData, RealData]:
 
 
 def distill(config: DistillConfig, out: str | Path, device: torch.device, resume: bool | str = False, progress: bool = True) -> dict:
-    """The whole job: data, pool, min-max loop, soft labels, evaluation; writes the run folder.
+    """The whole job: data, pool (where used), the method's loop, soft labels, evaluation; writes the run folder.
 
     Folder: config.json (resolved settings), log.jsonl, checkpoint.pt, synthetic.safetensors,
     preview.png and eval.json. The set file appears only once everything before it succeeded.
