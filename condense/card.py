@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .rows import ROWS, SET_FILE, read_parquet
-from .synthetic import SyntheticSet
+from .synthetic import IMAGE_SPACES, SyntheticSet
 
 CARD = "README.md"
 CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one plain name inside the folder: no '/', not '..', not hidden
@@ -156,6 +156,8 @@ def _card_context(name: str, synthetic: SyntheticSet) -> dict:
         "images": len(synthetic),
         "shape": "x".join(map(str, synthetic.images.shape[1:])),
         "soft_labels": synthetic.soft_labels is not None,
+        "image_space": IMAGE_SPACES[synthetic.image_space],
+        "imported": synthetic.config.get("import"),
         "source": synthetic.source_dataset + (f" (a local folder; split {synthetic.source_fingerprint})" if synthetic.source_fingerprint else ""),
         "mean": list(synthetic.mean),
         "std": list(synthetic.std),

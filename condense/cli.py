@@ -44,6 +44,46 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {synthetic.summary()}")
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from .importers import import_set
+
+    numbers = {}
+    for name in ("mean", "std"):
+        text = getattr(args, name)
+        try:
+            numbers[name] = tuple(float(v) for v in text.split(",")) if text else None
+        except ValueError:
+            raise UserError(f"--{name} takes numbers separated by commas, one per channel, got {text!r}") from None
+    if (numbers["mean"] is None) != (numbers["std"] is None):
+        raise UserError("--mean and --std go together: pass both, or neither (the method's own values for the dataset)")
+    source = source_from_args(args)
+    real = source.load(args.split)
+    synthetic = import_set(args.source, args.format, real, ipc=args.ipc, factor=args.factor, experiment=args.experiment, **numbers)
+    synthetic.config["import"]["data"] = args.data if not Path(args.data).exists() else Path(args.data.rstrip("/")).name
+    out = Path(args.out or f"{Path(args.source.rstrip('/')).stem}-{args.format}.safetensors")
+    synthetic.save(out)
+    print(f"wrote {out}: {synthetic.summary()} (imported from {Path(args.source).name}, image space {synthetic.image_space})")
+
+
+def add_import_parser(commands) -> None:
+    """`condense import SOURCE --format F --data D`."""
+    from .importers import LAYOUTS
+
+    parser = commands.add_parser("import", help="read a set another method published (DC/DSA/DM, DataDAM, IDC, NCFM, DD-Ranking, image folders)")
+    parser.add_argument("source", help="the file (or folder, for ddranking and imagefolder) the method wrote")
+    parser.add_argument("--format", required=True, choices=list(LAYOUTS),
+                        help="its layout (../shared/FORMATS.md): " + "; ".join(f"{name}: {layout.method}" for name, layout in LAYOUTS.items()))
+    parser.add_argument("--factor", type=int, help="idc, ncfm: the multi-formation factor (IDC: in the run's folder name; NCFM: 2)")
+    parser.add_argument("--experiment", type=int, default=-1, help="dc: which experiment of the file (default -1, the last, as IDC reads them)")
+    parser.add_argument("--mean", help="the mean the method normalised with, per channel, comma-separated (default: its value for the dataset)")
+    parser.add_argument("--std", help="the std the method normalised with (with --mean)")
+    parser.add_argument("--ipc", type=int, help="images per class as stored (default: from the set)")
+    parser.add_argument("--split", default="train", help="the split of --data the set was distilled from (its classes, image size)")
+    parser.add_argument("--out", help="output .safetensors (default: <source>-<format>.safetensors)")
+    add_source_arguments(parser, required=True)
+    parser.set_defaults(func=cmd_import)
+
+
 def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
     """`--objective ce|dlb` and DLB's settings (`eval_objective` builds the objective)."""
     objective = parser.add_argument_group("objective")
@@ -284,6 +324,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add_baseline_parser(commands)
+    add_import_parser(commands)
 
     distill = commands.add_parser("distill", help="condense a real dataset (NCFM, DANCE, DM or another registered method)")
     distill.add_argument("--out", help="run folder (default runs/<preset>)")

@@ -41,7 +41,8 @@ def write_rows(synthetic: SyntheticSet, path: Path) -> None:
     from torchvision.transforms.functional import to_pil_image
 
     columns = {
-        "image": [to_pil_image(image) for image in synthetic.images.mul(255).round().to(torch.uint8)],
+        # the PNG preview clamps to [0, 1]; pixel_values keep the exact values (an imported set's may overshoot it)
+        "image": [to_pil_image(image) for image in synthetic.images.mul(255).round().clamp(0, 255).to(torch.uint8)],
         "pixel_values": synthetic.images.numpy(),
         "label": synthetic.labels.numpy(),
     }

@@ -1,6 +1,7 @@
 """`SyntheticSet`: a condensed (or baseline) image set, and its safetensors file.
 
-File contract (DESIGN.md): tensors `images` [N,C,H,W] float32 in [0, 1], `labels` [N] int64,
+File contract (DESIGN.md): tensors `images` [N,C,H,W] float32 in [0, 1] (`image_space` pixels01; `pixels`: an imported
+set's pixels as the method left them, which may overshoot [0, 1]), `labels` [N] int64,
 optional `soft_labels` [N,K] float32 and `canvases` [M,C,H,W] float32; string metadata with the
 method, source dataset and revision, ipc, factor, mean, std, class names, the full config, the
 evaluation figures and the package version (JSON for structured values).
@@ -33,6 +34,7 @@ EVALUATION_TYPES = {"accuracy_mean": "percentage", "accuracy_std": "percentage",
                     "test": "string", "label_protocol": "string", "evaluated_on": "string", "protocol": "object"}
 EVALUATION_REQUIRED = ("accuracy_mean", "accuracy_std", "run_accuracies", "labels", "test")
 PROTOCOL_TYPES = {"name": "string", "net": "string", "net_options": "object", "train": "object"}
+IMAGE_SPACES = {"pixels01": "pixels in [0, 1]", "pixels": "pixels, not clamped: an imported method's values may overshoot [0, 1]"}
 MAX_DEPTH = 32  # how deep config and evaluation may nest: deeper than any set writes, shallow enough for recursive readers
 SOFT_LABEL_TOLERANCE = 1e-3  # how far a row of soft labels may sum from 1 (float32 softmax is within 1e-6)
 
@@ -56,6 +58,7 @@ class SyntheticSet:
     source_fingerprint: str | None = None  # for a local folder, named by its name alone: `RealData.fingerprint` of the split
     config: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
+    image_space: str = "pixels01"  # IMAGE_SPACES; saved only where it is not pixels01, so older files and readers are unchanged
     local_source: str | None = field(default=None, repr=False, compare=False)  # this machine's path of the source; never saved
 
     def __post_init__(self) -> None:
@@ -122,6 +125,7 @@ class SyntheticSet:
             "source_dataset": self.source_dataset,
             "source_revision": self.source_revision or "",
             **({"source_fingerprint": self.source_fingerprint} if self.source_fingerprint else {}),  # absent: files stay as before
+            **({"image_space": self.image_space} if self.image_space != "pixels01" else {}),
             "ipc": str(self.ipc),
             "factor": str(self.factor),
             "version": __version__,
@@ -166,7 +170,7 @@ class SyntheticSet:
             raise UserError(f"{origin} lacks {', '.join(missing)}; the file is incomplete or was written by another tool")
         try:
             decoded = {key: json.loads(metadata[key]) for key in JSON_KEYS}
-            decoded.update(ipc=int(metadata["ipc"]), factor=int(metadata["factor"]))
+            decoded.update(ipc=int(metadata["ipc"]), factor=int(metadata["factor"]), image_space=metadata.get("image_space", "pixels01"))
         except (ValueError, RecursionError) as exc:  # json.loads recurses once per level: a deeply nested value exhausts the stack
             raise UserError(f"{origin} has malformed metadata ({str(exc)[:200]}); "
                             "the file was edited or written by another tool: write it again with `condense`") from exc
@@ -187,6 +191,7 @@ class SyntheticSet:
             source_fingerprint=metadata.get("source_fingerprint") or None,
             ipc=decoded["ipc"],
             factor=decoded["factor"],
+            image_space=decoded["image_space"],
             config=decoded["config"],
             evaluation=decoded["evaluation"],
         )
@@ -224,7 +229,9 @@ def _problem(images, labels, soft_labels, canvases, values: dict) -> str | None:
     if wrong:
         return f"{wrong!r} must be a JSON {JSON_TYPES[wrong]}, got {reprlib.repr(values[wrong])}"
     names, ipc, factor = values["class_names"], values["ipc"], values["factor"]
-    problem = _check_tensors(images, labels, soft_labels, canvases, len(names))
+    if values["image_space"] not in IMAGE_SPACES:
+        return f"image space {values['image_space']!r} is not one of {', '.join(IMAGE_SPACES)}"
+    problem = _check_tensors(images, labels, soft_labels, canvases, len(names), within_01=values["image_space"] == "pixels01")
     if problem:
         return problem
     if not len(images):
@@ -319,7 +326,7 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return result
 
 
-def _check_tensors(images, labels, soft_labels, canvases, num_classes: int) -> str | None:
+def _check_tensors(images, labels, soft_labels, canvases, num_classes: int, within_01: bool = True) -> str | None:
     """What is wrong with these tensors as a synthetic set, or None."""
     if images.dtype != torch.float32 or images.dim() != 4:
         return f"'images' must be float32 [N,C,H,W], got {images.dtype} {list(images.shape)}"
@@ -329,8 +336,8 @@ def _check_tensors(images, labels, soft_labels, canvases, num_classes: int) -> s
         return "there are no class names"
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         return f"labels range over [{labels.min()}, {labels.max()}] but there are {num_classes} classes"
-    if not torch.isfinite(images).all() or (len(images) and (images.min() < 0 or images.max() > 1)):
-        return "'images' must be finite and within [0, 1]"
+    if not torch.isfinite(images).all() or (within_01 and len(images) and (images.min() < 0 or images.max() > 1)):
+        return "'images' must be finite and within [0, 1]" if within_01 else "'images' must be finite"
     if soft_labels is not None and (soft_labels.dtype != torch.float32 or list(soft_labels.shape) != [len(images), num_classes]):
         return f"'soft_labels' must be float32 [{len(images)}, {num_classes}], got {soft_labels.dtype} {list(soft_labels.shape)}"
     if soft_labels is not None and len(soft_labels):

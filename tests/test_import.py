@@ -1,0 +1,164 @@
+"""Issue 26: `condense import` reads the layouts of ../shared/FORMATS.md, built here the way each method's code writes them;
+the tensors equal a hand decoding in float64; crafted pickles run nothing; bad input is one error and no output."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from condense.cli import main
+from condense.synthetic import SyntheticSet
+
+from conftest import assert_one_error, write_image_folder
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+STATS = ["--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD))]
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_image_folder(tmp_path / "data", {"img": "image", "label": "label"}, rows=36)
+
+
+def pixels(n, seed=0, low=-0.05, high=1.05):
+    """Pixels as a method leaves them: mostly in [0, 1], overshooting a little (DC never clamps; IDC/NCFM not before saving)."""
+    return torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * (high - low) + low
+
+
+def normalised(images):
+    return (images - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def unnormalised64(images):
+    """The hand decoding: x * std + mean in float64."""
+    return images.double() * torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1) + torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+
+
+def imported(tmp_path, args) -> SyntheticSet:
+    assert main(["import", *map(str, args), "--out", str(tmp_path / "imported.safetensors")]) == 0
+    return SyntheticSet.load(tmp_path / "imported.safetensors")
+
+
+def test_dc_results_import_the_chosen_experiment_as_pixels(tmp_path, data):
+    labels = torch.arange(3).repeat_interleave(2)
+    experiments = [[normalised(pixels(6, seed)), labels] for seed in (0, 1)]
+    torch.save({"data": experiments, "accs_all_exps": {"ConvNet": [np.float64(0.51), np.float64(0.49)]}}, tmp_path / "res_DM_X_ConvNet_2ipc.pt")
+    synthetic = imported(tmp_path, [tmp_path / "res_DM_X_ConvNet_2ipc.pt", "--format", "dc", "--data", data, *STATS, "--experiment", "0"])
+    assert torch.allclose(synthetic.images.double(), unnormalised64(experiments[0][0]), atol=1e-6)
+    assert torch.equal(synthetic.labels, labels) and synthetic.image_space == "pixels" and synthetic.images.max() > 1
+    provenance = synthetic.config["import"]
+    assert (provenance["method"], provenance["settings"]["experiment"], provenance["settings"]["experiments"]) == ("DM", 0, 2)
+    assert provenance["file"] == "res_DM_X_ConvNet_2ipc.pt" and len(provenance["sha256"]) == 64 and provenance["data"] == "data"
+    last = imported(tmp_path, [tmp_path / "res_DM_X_ConvNet_2ipc.pt", "--format", "dc", "--data", data, *STATS])  # default: the last
+    assert torch.allclose(last.images.double(), unnormalised64(experiments[1][0]), atol=1e-6)
+
+
+def idc_decode64(canvases, factor, size):
+    """FORMATS.md §2 by hand, in float64: pad with 0.5, ceil tiles, tile-major, bilinear to the canvas size."""
+    h = canvases.shape[-1]
+    pad = (factor - h % factor) % factor
+    padded = F.pad(canvases.double(), (0, pad, 0, pad), value=0.5)
+    s = -(-h // factor)
+    tiles = [padded[:, :, i * s : (i + 1) * s, j * s : (j + 1) * s] for i in range(factor) for j in range(factor)]
+    return F.interpolate(torch.cat(tiles), size=(size, size), mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("layout", ["idc", "ncfm"])
+@pytest.mark.parametrize("factor", [2, 3])
+def test_canvases_decode_by_idcs_rule(tmp_path, data, layout, factor):
+    canvases, labels = pixels(6).clamp(0, 1), torch.arange(3).repeat_interleave(2)
+    torch.save([canvases, labels], tmp_path / "data.pt")
+    synthetic = imported(tmp_path, [tmp_path / "data.pt", "--format", layout, "--data", data, "--factor", factor])
+    expected = torch.cat([idc_decode64(canvases[labels == c], factor, 8) for c in range(3)])
+    assert torch.allclose(synthetic.images.double(), expected, atol=1e-6)
+    assert torch.equal(synthetic.labels, torch.arange(3).repeat_interleave(2 * factor**2))
+    assert torch.equal(synthetic.canvases, canvases) and (synthetic.factor, synthetic.ipc) == (factor, 2)
+    if factor == 2:  # where the factor divides the size, our own decode makes the same images, canvas-major instead of tile-major
+        from condense.formation import decode
+
+        ours = decode(canvases[:2], 2)  # class 0: canvas 0's four crops, then canvas 1's
+        theirs = synthetic.images[:8]  # class 0: tile (0,0) of both canvases, then tile (0,1), ...
+        assert torch.equal(ours, theirs.view(4, 2, 3, 8, 8).transpose(0, 1).reshape(8, 3, 8, 8))
+
+
+def test_datadam_ddranking_and_image_folders(tmp_path, data):
+    from PIL import Image
+
+    images, labels = normalised(pixels(6, 3)), torch.arange(3).repeat_interleave(2)
+    torch.save({"data": [images, labels]}, tmp_path / "syn_data_X_ipc_2.pt")
+    dam = imported(tmp_path, [tmp_path / "syn_data_X_ipc_2.pt", "--format", "datadam", "--data", data, *STATS])
+    assert torch.allclose(dam.images.double(), unnormalised64(images), atol=1e-6) and torch.equal(dam.labels, labels)
+    (tmp_path / "ddr").mkdir()
+    torch.save(images, tmp_path / "ddr" / "images.pt")
+    torch.save(torch.tensor(0.0123), tmp_path / "ddr" / "lr.pt")
+    ranking = imported(tmp_path, [tmp_path / "ddr", "--format", "ddranking", "--data", data, *STATS])
+    assert torch.equal(ranking.labels, labels) and ranking.config["import"]["settings"]["learned_lr"] == pytest.approx(0.0123)
+    uint8 = (pixels(6, 4, 0, 1) * 255).round().to(torch.uint8)
+    for k, image in enumerate(uint8):
+        folder = tmp_path / "folder" / f"new{k // 2:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"class{k // 2:03d}_id{k % 2:03d}.png")
+    folder = imported(tmp_path, [tmp_path / "folder", "--format", "imagefolder", "--data", data])
+    assert torch.equal(folder.images, uint8.float() / 255) and torch.equal(folder.labels, labels) and folder.image_space == "pixels01"
+
+
+def test_an_imported_set_exports_and_loads_with_datasets_exactly(tmp_path, data, monkeypatch):
+    from datasets import load_dataset
+
+    monkeypatch.chdir(tmp_path)
+    torch.save({"data": [[normalised(pixels(6)), torch.arange(3).repeat_interleave(2)]]}, tmp_path / "res_DSA_X_ConvNet_2ipc.pt")
+    synthetic = imported(tmp_path, [tmp_path / "res_DSA_X_ConvNet_2ipc.pt", "--format", "dc", "--data", data, *STATS])
+    assert main(["export", str(tmp_path / "imported.safetensors"), "--out", "hub"]) == 0
+    rows = load_dataset(str(tmp_path / "hub"), "ipc2", split="train").with_format("torch")[:]
+    assert torch.equal(rows["pixel_values"], synthetic.images) and torch.equal(rows["label"], synthetic.labels)
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "Imported" in card and "DSA" in card and "res_DSA_X_ConvNet_2ipc.pt" in card and "not clamped" in card
+
+
+class RunsCode:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch PWNED",)
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+@pytest.mark.parametrize("layout", ["dc", "datadam", "idc", "ncfm", "ddranking"])
+def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, data, monkeypatch, capsys, layout, writer):
+    monkeypatch.chdir(tmp_path)
+    payloads = {"dc": {"data": [[RunsCode(), torch.zeros(1)]]}, "datadam": {"data": [RunsCode(), torch.zeros(1)]}}
+    (tmp_path / "ddr").mkdir()
+    path = tmp_path / "ddr" / "images.pt" if layout == "ddranking" else tmp_path / "set.pt"
+    payload = payloads.get(layout, [RunsCode(), torch.zeros(1)])
+    if writer == "pickle.dump":  # a legacy (non-zip) pickle: torch.load reads those too
+        with path.open("wb") as handle:
+            pickle.dump(payload, handle)
+    else:
+        torch.save(payload, path)
+    args = ["import", path.parent if layout == "ddranking" else path, "--format", layout, "--data", data, *STATS, "--factor", "2",
+            "--out", "out.safetensors"]
+    assert_one_error(main, args, capsys, contains="never loaded (it could run code); nothing was run")
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "out.safetensors").exists()
+
+
+def test_bad_input_is_one_error_and_leaves_nothing(tmp_path, data, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    torch.save([pixels(6).clamp(0, 1), torch.arange(3).repeat_interleave(2)], "idc.pt")
+    cases = {
+        "the wrong format": (["idc.pt", "--format", "dc"], "is not a DC/DSA/DM result"),
+        "no factor": (["idc.pt", "--format", "idc"], "pass --factor"),
+        "the wrong format (datadam)": (["idc.pt", "--format", "datadam"], "is not a DataDAM set"),
+    }
+    torch.save([torch.rand(6, 1, 8, 8), torch.arange(3).repeat_interleave(2)], "gray.pt")
+    cases["another dataset's images"] = (["gray.pt", "--format", "idc", "--factor", "1"], "a set of another dataset?")
+    torch.save([torch.rand(6, 3, 8, 8), torch.arange(6)], "many.pt")
+    cases["another dataset's classes"] = (["many.pt", "--format", "ncfm", "--factor", "1"], "has 3 classes: a set of another dataset?")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "idc.pt").read_bytes()[:300])
+    cases["a truncated file"] = (["truncated.pt", "--format", "idc", "--factor", "2"], "may be truncated")
+    torch.save({"data": [[normalised(pixels(6)), torch.arange(3).repeat_interleave(2)]]}, "res_DC_X_ConvNet_2ipc.pt")
+    cases["no mean/std for this dataset"] = (["res_DC_X_ConvNet_2ipc.pt", "--format", "dc"], "pass --mean and --std")
+    for name, (args, message) in cases.items():
+        assert_one_error(main, ["import", *args, "--data", str(data), "--out", "out.safetensors"], capsys, contains=message), name
+        assert not (tmp_path / "out.safetensors").exists(), name
