@@ -54,6 +54,9 @@ class DistillConfig:
     ipc: int = setting(10, "stored images (canvases) per class")
     factor: int = setting(2, "multi-formation: each canvas decodes into factor x factor images")
     init_images: str = setting("random", "real images that initialise the canvases: random or first (each class's first, as the published code)")
+    init_from: str | None = setting(None, "start from the canvases of this set instead of real images (a .safetensors file, a run "
+                                          "folder or a Hub folder: our own or one `condense import` wrote; its IPC, factor, classes and "
+                                          "image size must be the run's)")
     init_resize: str = setting(DEFAULT_RESIZE, f"how a real image is downsized into its canvas tile: {choices(RESIZE_MODES)} (the published code: nearest)")
 
     net: str = setting("convnet", f"matcher network: {choices(NETS)}")

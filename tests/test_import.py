@@ -162,3 +162,20 @@ def test_bad_input_is_one_error_and_leaves_nothing(tmp_path, data, monkeypatch, 
     for name, (args, message) in cases.items():
         assert_one_error(main, ["import", *args, "--data", str(data), "--out", "out.safetensors"], capsys, contains=message), name
         assert not (tmp_path / "out.safetensors").exists(), name
+
+
+def test_distill_starts_from_an_imported_or_our_own_set(tmp_path, data, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    canvases = pixels(3).clamp(0, 1)
+    torch.save([canvases, torch.arange(3)], "ncfm.pt")
+    assert main(["import", "ncfm.pt", "--format", "ncfm", "--factor", "2", "--data", str(data), "--out", "imported.safetensors"]) == 0
+    tiny = ["distill", "--data", str(data), "--ipc", "1", "--width", "4", "--depth", "2", "--real-batch", "4", "--frequencies", "32",
+            "--pool-size", "1", "--eval-runs", "0", "--no-progress"]
+    assert main([*tiny, "--iterations", "0", "--init-from", "imported.safetensors", "--out", "start"]) == 0
+    assert torch.equal(SyntheticSet.load(tmp_path / "start" / "synthetic.safetensors").canvases, canvases)
+    assert main([*tiny, "--iterations", "2", "--init-from", "start", "--out", "refined"]) == 0  # a run folder works too
+    refined = SyntheticSet.load(tmp_path / "refined" / "synthetic.safetensors")
+    assert not torch.equal(refined.canvases, canvases) and refined.config["init_from"] == "start"
+    assert_one_error(main, [*tiny, "--ipc", "2", "--init-from", "imported.safetensors", "--out", "bad"], capsys,
+                     contains="the set's IPC 1 (the run: 2) differ from the run's")
+    assert not (tmp_path / "bad" / "synthetic.safetensors").exists()

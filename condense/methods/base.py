@@ -123,6 +123,12 @@ class Method:
         """The weight of the trained pool member's cross-entropy on the synthetic images (0 for a method without one)."""
         return getattr(self.settings, "calibration_weight", 0.0) if self.pool is not None else 0.0
 
+    def start_from(self, canvases: torch.Tensor) -> None:
+        """Start from these canvases of all classes (class-major, `ipc` per class) instead of the real images."""
+        rows = torch.cat([torch.arange(c * self.config.ipc, (c + 1) * self.config.ipc) for c in self.classes])
+        with torch.no_grad():
+            self.canvases.copy_(canvases[rows].to(self.device))
+
     def all_canvases(self) -> torch.Tensor:
         """The canvases of all classes (ordered by class), each class's taken from the rank that owns it."""
         return self.world.merge_rows(self.canvases.detach(), len(self.classes))
