@@ -158,6 +158,7 @@ def _card_context(name: str, synthetic: SyntheticSet) -> dict:
         "soft_labels": synthetic.soft_labels is not None,
         "image_space": IMAGE_SPACES[synthetic.image_space],
         "imported": synthetic.config.get("import"),
+        "learned_lr": synthetic.learned_lr,
         "source": synthetic.source_dataset + (f" (a local folder; split {synthetic.source_fingerprint})" if synthetic.source_fingerprint else ""),
         "mean": list(synthetic.mean),
         "std": list(synthetic.std),

@@ -58,7 +58,8 @@ def cmd_import(args: argparse.Namespace) -> None:
         raise UserError("--mean and --std go together: pass both, or neither (the method's own values for the dataset)")
     source = source_from_args(args)
     real = source.load(args.split)
-    synthetic = import_set(args.source, args.format, real, ipc=args.ipc, factor=args.factor, experiment=args.experiment, **numbers)
+    synthetic = import_set(args.source, args.format, real, ipc=args.ipc, factor=args.factor, experiment=args.experiment, lr=args.lr,
+                           **numbers)
     synthetic.config["import"]["data"] = args.data if not Path(args.data).exists() else Path(args.data.rstrip("/")).name
     out = Path(args.out or f"{Path(args.source.rstrip('/')).stem}-{args.format}.safetensors")
     synthetic.save(out)
@@ -78,6 +79,8 @@ def add_import_parser(commands) -> None:
     parser.add_argument("--mean", help="the mean the method normalised with, per channel, comma-separated (default: its value for the dataset)")
     parser.add_argument("--std", help="the std the method normalised with (with --mean)")
     parser.add_argument("--ipc", type=int, help="images per class as stored (default: from the set)")
+    parser.add_argument("--lr", type=float, help="mtt: the lr it learned (MTT logs it to wandb only); kept with the set, "
+                                                 "`condense eval` trains with it under SGD protocols")
     parser.add_argument("--split", default="train", help="the split of --data the set was distilled from (its classes, image size)")
     parser.add_argument("--out", help="output .safetensors (default: <source>-<format>.safetensors)")
     add_source_arguments(parser, required=True)
@@ -186,7 +189,7 @@ def check_holdout(holdout: int, recorded: dict) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     """`condense eval`, in one process or with its runs shared across `torchrun` ranks."""
     from .distributed import torchrun_world
-    from .evaluate import evaluate_set, format_result
+    from .evaluate import evaluate_set, format_result, use_learned_lr
     from .hub import CARD, SET_FILE, load_set_source
     from .runtime import resolve_device, write_json
 
@@ -197,6 +200,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         default_out = source.with_name(f"{source.name}{'-' + args.config if args.config else ''}.eval.json")
     else:
         default_out = (source / SET_FILE if source.is_dir() else source).with_suffix(".eval.json")
+    learned_lr = use_learned_lr(config, synthetic.learned_lr, args.lr is not None)
     source = source_from_args(args, synthetic.data_source(args.data))
     split = args.split or (synthetic.config.get("split", "train") if args.holdout else "test")
     check_holdout(args.holdout, synthetic.config)
@@ -209,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                               batched=args.batched_runs, objective=objective)
     if world.is_main:
         out = Path(args.out or default_out)
-        write_json(out, {"set_file": str(args.set), **result})
+        write_json(out, {"set_file": str(args.set), **result, **({"learned_lr": learned_lr} if learned_lr else {})})
         print(format_result(result))
         print(f"wrote {out}")
 

@@ -98,6 +98,20 @@ LABEL_PROTOCOLS = {
 }
 
 
+def use_learned_lr(config: EvalConfig, learned_lr: float | None, lr_given: bool) -> dict | None:
+    """Train with the lr a method learned with its images (MTT, DATM: for SGD) where the protocol trains with SGD and no
+    --lr was given; what was done, for the JSON. Under AdamW an SGD lr means nothing, so the protocol keeps its own."""
+    if learned_lr is None:
+        return None
+    if lr_given:
+        return {"value": learned_lr, "used": False, "why": "--lr was given"}
+    if config.train.optimizer != "sgd":
+        return {"value": learned_lr, "used": False, "why": f"learned for SGD; the protocol trains with {config.train.optimizer} at its own lr"}
+    config.train = replace(config.train, lr=learned_lr)
+    config.name = f"{config.name} with the set's learned lr"
+    return {"value": learned_lr, "used": True, "why": "the protocol trains with SGD, as the method that learned it"}
+
+
 def training_targets(train_set: SyntheticSet | RealData, labels: str) -> tuple[torch.Tensor, str]:
     """What to train on, and its name in LABEL_PROTOCOLS: the class labels ("hard") or the set's soft labels ("stored")."""
     if labels not in ("hard", "stored"):

@@ -47,6 +47,7 @@ class Read:
     canvases: torch.Tensor | None = None
     factor: int = 1
     method: str | None = None  # the original method where the file names it (DC, DSA or DM)
+    learned_lr: float | None = None
     settings: dict = field(default_factory=dict)
 
 
@@ -154,11 +155,31 @@ def read_ddranking(path: Path, dataset: str, mean=None, std=None, **_) -> Read:
     if not torch.is_tensor(images) or images.dim() != 4:
         raise UserError(f"{folder} holds no images.pt with an [N, C, H, W] tensor (DD-Ranking's input); is --format right?")
     mean, std = _stats(DDRANKING_STATS, dataset, mean, std)
-    settings = {"mean": list(mean), "std": list(std)}
-    if (folder / "lr.pt").is_file():
-        lr = safe_load(folder / "lr.pt")
-        settings["learned_lr"] = float(lr) if isinstance(lr, (int, float)) or (torch.is_tensor(lr) and lr.numel() == 1) else None
-    return Read(_unnormalise(images.detach().float(), mean, std), torch.empty(0, dtype=torch.long), settings=settings)
+    learned_lr = _lr(folder / "lr.pt") if (folder / "lr.pt").is_file() else None
+    return Read(_unnormalise(images.detach().float(), mean, std), torch.empty(0, dtype=torch.long), learned_lr=learned_lr,
+                settings={"mean": list(mean), "std": list(std)})
+
+
+def read_mtt(path: Path, dataset: str, mean=None, std=None, lr: float | None = None, **_) -> Read:
+    """MTT without --zca: images_{it,best}.pt (mean/std normalised; CIFAR-100 with CIFAR-10's values) and the labels_ file
+    beside it. Its learned lr is in no file (wandb only): --lr gives it."""
+    labels_file = path.with_name(path.name.replace("images_", "labels_", 1))
+    if not path.name.startswith("images_") or not labels_file.is_file():
+        raise UserError(f"{path}: MTT writes images_<it>.pt beside labels_<it>.pt; pass the images file of such a pair")
+    images, labels = safe_load(path), safe_load(labels_file)
+    if not (torch.is_tensor(images) and torch.is_tensor(labels)):
+        raise UserError(f"{path} and {labels_file.name} are not tensors (MTT saves bare tensors); is --format right?")
+    mean, std = _stats(DDRANKING_STATS, dataset, mean, std)
+    return Read(_unnormalise(images.detach().float(), mean, std), labels.detach().long(), learned_lr=lr,
+                settings={"mean": list(mean), "std": list(std), "labels_file": labels_file.name})
+
+
+def _lr(path: Path) -> float:
+    """A learned lr saved as a float or a 0-d tensor."""
+    value = safe_load(path)
+    if isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1):
+        return float(value)
+    raise UserError(f"{path} holds no learning rate (a number or a one-element tensor)")
 
 
 def read_imagefolder(path: Path, **_) -> Read:
@@ -193,6 +214,7 @@ LAYOUTS = {
     "datadam": Layout(read_datadam, "DataDAM", "Sajedi et al., DataDAM: Efficient Dataset Distillation with Attention Matching (ICCV 2023)"),
     "idc": Layout(read_canvases, "IDC", "Kim et al., Dataset Condensation via Efficient Synthetic-Data Parameterization (ICML 2022)"),
     "ncfm": Layout(read_canvases, "NCFM", "Wang et al., Dataset Distillation with Neural Characteristic Function (CVPR 2025)"),
+    "mtt": Layout(read_mtt, "MTT", "Cazenavette et al., Dataset Distillation by Matching Training Trajectories (CVPR 2022)"),
     "ddranking": Layout(read_ddranking, "DD-Ranking input", "Li et al., DD-Ranking: Rethinking the Evaluation of Dataset Distillation"),
     "imagefolder": Layout(read_imagefolder, "image folder", "SRe2L (NeurIPS 2023), RDED (CVPR 2024) and others that publish image folders"),
 }
@@ -223,6 +245,7 @@ def import_set(path: str | Path, layout: str, real: RealData, ipc: int | None = 
                   "file": path.name, "sha256": sha, "settings": read.settings}
     return SyntheticSet(images=read.images.contiguous(), labels=read.labels, canvases=read.canvases, class_names=list(real.class_names),
                         mean=real.mean, std=real.std, method=layout, **published_source(real), ipc=ipc, factor=read.factor,
+                        learned_lr=read.learned_lr,
                         image_space="pixels01" if _within_01(read.images) else "pixels", config={"import": provenance})
 
 

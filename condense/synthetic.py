@@ -59,6 +59,7 @@ class SyntheticSet:
     config: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
     image_space: str = "pixels01"  # IMAGE_SPACES; saved only where it is not pixels01, so older files and readers are unchanged
+    learned_lr: float | None = None  # the training lr a method learned with its images (MTT, DATM: for SGD); saved only where set
     local_source: str | None = field(default=None, repr=False, compare=False)  # this machine's path of the source; never saved
 
     def __post_init__(self) -> None:
@@ -126,6 +127,7 @@ class SyntheticSet:
             "source_revision": self.source_revision or "",
             **({"source_fingerprint": self.source_fingerprint} if self.source_fingerprint else {}),  # absent: files stay as before
             **({"image_space": self.image_space} if self.image_space != "pixels01" else {}),
+            **({"learned_lr": repr(float(self.learned_lr))} if self.learned_lr is not None else {}),
             "ipc": str(self.ipc),
             "factor": str(self.factor),
             "version": __version__,
@@ -170,7 +172,8 @@ class SyntheticSet:
             raise UserError(f"{origin} lacks {', '.join(missing)}; the file is incomplete or was written by another tool")
         try:
             decoded = {key: json.loads(metadata[key]) for key in JSON_KEYS}
-            decoded.update(ipc=int(metadata["ipc"]), factor=int(metadata["factor"]), image_space=metadata.get("image_space", "pixels01"))
+            decoded.update(ipc=int(metadata["ipc"]), factor=int(metadata["factor"]), image_space=metadata.get("image_space", "pixels01"),
+                           learned_lr=float(metadata["learned_lr"]) if "learned_lr" in metadata else None)
         except (ValueError, RecursionError) as exc:  # json.loads recurses once per level: a deeply nested value exhausts the stack
             raise UserError(f"{origin} has malformed metadata ({str(exc)[:200]}); "
                             "the file was edited or written by another tool: write it again with `condense`") from exc
@@ -192,6 +195,7 @@ class SyntheticSet:
             ipc=decoded["ipc"],
             factor=decoded["factor"],
             image_space=decoded["image_space"],
+            learned_lr=decoded["learned_lr"],
             config=decoded["config"],
             evaluation=decoded["evaluation"],
         )
@@ -229,6 +233,9 @@ def _problem(images, labels, soft_labels, canvases, values: dict) -> str | None:
     if wrong:
         return f"{wrong!r} must be a JSON {JSON_TYPES[wrong]}, got {reprlib.repr(values[wrong])}"
     names, ipc, factor = values["class_names"], values["ipc"], values["factor"]
+    learned_lr = values.get("learned_lr")
+    if learned_lr is not None and not (isinstance(learned_lr, (int, float)) and math.isfinite(learned_lr) and learned_lr > 0):
+        return f"the learned lr must be a finite number above 0, got {learned_lr!r}"
     if values["image_space"] not in IMAGE_SPACES:
         return f"image space {values['image_space']!r} is not one of {', '.join(IMAGE_SPACES)}"
     problem = _check_tensors(images, labels, soft_labels, canvases, len(names), within_01=values["image_space"] == "pixels01")

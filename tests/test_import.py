@@ -1,6 +1,7 @@
 """Issue 26: `condense import` reads the layouts of ../shared/FORMATS.md, built here the way each method's code writes them;
 the tensors equal a hand decoding in float64; crafted pickles run nothing; bad input is one error and no output."""
 
+import json
 import pickle
 
 import numpy as np
@@ -94,7 +95,7 @@ def test_datadam_ddranking_and_image_folders(tmp_path, data):
     torch.save(images, tmp_path / "ddr" / "images.pt")
     torch.save(torch.tensor(0.0123), tmp_path / "ddr" / "lr.pt")
     ranking = imported(tmp_path, [tmp_path / "ddr", "--format", "ddranking", "--data", data, *STATS])
-    assert torch.equal(ranking.labels, labels) and ranking.config["import"]["settings"]["learned_lr"] == pytest.approx(0.0123)
+    assert torch.equal(ranking.labels, labels) and ranking.learned_lr == pytest.approx(0.0123)
     uint8 = (pixels(6, 4, 0, 1) * 255).round().to(torch.uint8)
     for k, image in enumerate(uint8):
         folder = tmp_path / "folder" / f"new{k // 2:03d}"
@@ -179,3 +180,22 @@ def test_distill_starts_from_an_imported_or_our_own_set(tmp_path, data, monkeypa
     assert_one_error(main, [*tiny, "--ipc", "2", "--init-from", "imported.safetensors", "--out", "bad"], capsys,
                      contains="the set's IPC 1 (the run: 2) differ from the run's")
     assert not (tmp_path / "bad" / "synthetic.safetensors").exists()
+
+
+def test_mtts_learned_lr_is_kept_and_trains_under_sgd_protocols_only(tmp_path, data, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    images = normalised(pixels(6, 5))
+    torch.save(images.requires_grad_(), "images_best.pt")  # MTT's saved leaf may carry requires_grad
+    torch.save(torch.arange(3).repeat_interleave(2), "labels_best.pt")
+    synthetic = imported(tmp_path, ["images_best.pt", "--format", "mtt", "--data", data, *STATS, "--lr", "0.02"])
+    assert synthetic.learned_lr == 0.02 and torch.allclose(synthetic.images.double(), unnormalised64(images.detach()), atol=1e-6)
+    quick = ["--epochs", "1", "--runs", "1", "--width", "4", "--depth", "2", "--no-progress", "--data", str(data)]
+    for protocol, used, lr in (("dc", True, 0.02), ("cpu", False, None), ("dc --lr 0.05", False, 0.05)):
+        name, *extra = protocol.split()
+        assert main(["eval", str(tmp_path / "imported.safetensors"), "--protocol", name, *extra, *quick, "--out", "eval.json"]) == 0
+        result = json.loads((tmp_path / "eval.json").read_text())
+        assert result["learned_lr"]["used"] is used, protocol
+        if lr is not None:
+            assert result["protocol"]["train"]["lr"] == lr, protocol
+    assert_one_error(main, ["import", "images_best.pt", "--format", "mtt", "--data", str(data), *STATS, "--lr", "-1"], capsys,
+                     contains="the learned lr must be a finite number above 0")
