@@ -59,7 +59,7 @@ def cmd_import(args: argparse.Namespace) -> None:
     source = source_from_args(args)
     real = source.load(args.split)
     synthetic = import_set(args.source, args.format, real, ipc=args.ipc, factor=args.factor, experiment=args.experiment, lr=args.lr,
-                           **numbers)
+                           zca=args.zca, to_pixels=args.to_pixels, **numbers)
     synthetic.config["import"]["data"] = args.data if not Path(args.data).exists() else Path(args.data.rstrip("/")).name
     out = Path(args.out or f"{Path(args.source.rstrip('/')).stem}-{args.format}.safetensors")
     synthetic.save(out)
@@ -81,6 +81,10 @@ def add_import_parser(commands) -> None:
     parser.add_argument("--ipc", type=int, help="images per class as stored (default: from the set)")
     parser.add_argument("--lr", type=float, help="mtt: the lr it learned (MTT logs it to wandb only); kept with the set, "
                                                  "`condense eval` trains with it under SGD protocols")
+    parser.add_argument("--zca", action="store_true", help="mtt: the run used --zca (its images are in ZCA space); datm always does")
+    parser.add_argument("--to-pixels", action="store_true", help="a ZCA-space set (mtt --zca, datm): refit the whitening on --data's "
+                                                                 "training images (eps 0.1, as those methods fit it) and map the set back "
+                                                                 "to pixels, not clamped (evaluating in ZCA space itself: not supported yet)")
     parser.add_argument("--split", default="train", help="the split of --data the set was distilled from (its classes, image size)")
     parser.add_argument("--out", help="output .safetensors (default: <source>-<format>.safetensors)")
     add_source_arguments(parser, required=True)

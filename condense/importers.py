@@ -48,6 +48,7 @@ class Read:
     factor: int = 1
     method: str | None = None  # the original method where the file names it (DC, DSA or DM)
     learned_lr: float | None = None
+    soft_labels: torch.Tensor | None = None
     settings: dict = field(default_factory=dict)
 
 
@@ -160,18 +161,82 @@ def read_ddranking(path: Path, dataset: str, mean=None, std=None, **_) -> Read:
                 settings={"mean": list(mean), "std": list(std)})
 
 
-def read_mtt(path: Path, dataset: str, mean=None, std=None, lr: float | None = None, **_) -> Read:
-    """MTT without --zca: images_{it,best}.pt (mean/std normalised; CIFAR-100 with CIFAR-10's values) and the labels_ file
-    beside it. Its learned lr is in no file (wandb only): --lr gives it."""
+def read_mtt(path: Path, dataset: str, mean=None, std=None, lr: float | None = None, zca: bool = False, real_train=None, **_) -> Read:
+    """MTT: images_{it,best}.pt (mean/std normalised, CIFAR-100 with CIFAR-10's values; or in ZCA space, run with --zca) and
+    the labels_ file beside it. Its learned lr is in no file (wandb only): --lr gives it."""
     labels_file = path.with_name(path.name.replace("images_", "labels_", 1))
     if not path.name.startswith("images_") or not labels_file.is_file():
         raise UserError(f"{path}: MTT writes images_<it>.pt beside labels_<it>.pt; pass the images file of such a pair")
     images, labels = safe_load(path), safe_load(labels_file)
     if not (torch.is_tensor(images) and torch.is_tensor(labels)):
         raise UserError(f"{path} and {labels_file.name} are not tensors (MTT saves bare tensors); is --format right?")
+    if zca:
+        read = from_zca(images.detach().float(), real_train, path)
+        read.labels, read.learned_lr = labels.detach().long(), lr
+        return read
     mean, std = _stats(DDRANKING_STATS, dataset, mean, std)
     return Read(_unnormalise(images.detach().float(), mean, std), labels.detach().long(), learned_lr=lr,
                 settings={"mean": list(mean), "std": list(std), "labels_file": labels_file.name})
+
+
+def read_datm(path: Path, real_train: RealData | None = None, **_) -> Read:
+    """DATM: images_{it,best}.pt in ZCA space, labels_ (learned logits [N, C], used as softmax(logits) at T = 1) and lr_."""
+    names = {kind: path.with_name(path.name.replace("images_", f"{kind}_", 1)) for kind in ("labels", "lr")}
+    if not path.name.startswith("images_") or not names["labels"].is_file():
+        raise UserError(f"{path}: DATM writes images_<it>.pt beside labels_<it>.pt and lr_<it>.pt; pass the images file of such a set")
+    images, logits = safe_load(path), safe_load(names["labels"])
+    if not (torch.is_tensor(images) and torch.is_tensor(logits) and logits.dim() == 2):
+        raise UserError(f"{path}: DATM's images and [N, C] label logits are tensors; is --format right?")
+    logits = logits.detach().float()
+    read = from_zca(images.detach().float(), real_train, path)
+    read.soft_labels = torch.softmax(logits, 1)  # the hard labels: class-major by position, as DATM lays the rows out
+    read.learned_lr = _lr(names["lr"]) if names["lr"].is_file() else None
+    read.settings["soft_labels"] = "softmax of DATM's learned logits, T = 1 (as its SoftCrossEntropy)"
+    return read
+
+
+def from_zca(images: torch.Tensor, real_train: RealData | None, path: Path) -> Read:
+    """Images out of ZCA space back to pixels (`ZCA.invert`, not clamped), with the whitening refitted on the source's
+    training pixels as MTT, DATM and DD-Ranking fit it."""
+    if real_train is None:
+        raise UserError(f"{path}: the set is in ZCA space; pass --to-pixels (the whitening is refitted on --data's training images "
+                        "and the set mapped back to pixels, not clamped). Evaluating in ZCA space itself is not supported yet")
+    zca = ZCA.fit(real_train)
+    return Read(zca.invert(images), torch.empty(0, dtype=torch.long), settings={"zca": zca.describe(), "to_pixels": True})
+
+
+class ZCA:
+    """kornia's ZCAWhitening as MTT, DATM and DD-Ranking use it (FORMATS.md §9): rows flattened in (C, H, W) order, the
+    training images' per-pixel mean μ, unbiased covariance Σ = U S Uᵀ, W = U (S + eps)^(-1/2) Uᵀ, W⁻¹ = U (S + eps)^(1/2) Uᵀ;
+    whiten z = (x − μ) W, invert x = z W⁻¹ + μ. Fitted in float64 here (the authors fitted in float32 on a GPU)."""
+
+    def __init__(self, mean: torch.Tensor, whiten: torch.Tensor, invert: torch.Tensor, eps: float, images: int):
+        self.mean, self.whiten_matrix, self.invert_matrix, self.eps, self.images = mean, whiten, invert, eps, images
+
+    @classmethod
+    def fit(cls, real: RealData, eps: float = 0.1, batch: int = 5000) -> ZCA:
+        """On all of `real`'s images as [0, 1] pixels (no mean/std step), in float64, a batch of rows at a time."""
+        n, dim = len(real), real.channels * real.image_size[0] * real.image_size[1]
+        total, gram = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64)
+        for start in range(0, n, batch):
+            rows = real.floats(torch.arange(start, min(n, start + batch))).reshape(-1, dim).double()
+            total += rows.sum(0)
+            gram += rows.T @ rows
+        mean = total / n
+        covariance = (gram - n * torch.outer(mean, mean)) / (n - 1)
+        u, s, _ = torch.linalg.svd(covariance)
+        return cls(mean, u @ torch.diag((s + eps).rsqrt()) @ u.T, u @ torch.diag((s + eps).sqrt()) @ u.T, eps, n)
+
+    def invert(self, images: torch.Tensor) -> torch.Tensor:
+        rows = images.reshape(len(images), -1).double() @ self.invert_matrix + self.mean
+        return rows.reshape(images.shape).float()
+
+    def whiten(self, images: torch.Tensor) -> torch.Tensor:
+        rows = (images.reshape(len(images), -1).double() - self.mean) @ self.whiten_matrix
+        return rows.reshape(images.shape).float()
+
+    def describe(self) -> dict:
+        return {"eps": self.eps, "fitted_on": f"{self.images} training images as [0, 1] pixels, no mean/std", "precision": "float64"}
 
 
 def _lr(path: Path) -> float:
@@ -215,6 +280,8 @@ LAYOUTS = {
     "idc": Layout(read_canvases, "IDC", "Kim et al., Dataset Condensation via Efficient Synthetic-Data Parameterization (ICML 2022)"),
     "ncfm": Layout(read_canvases, "NCFM", "Wang et al., Dataset Distillation with Neural Characteristic Function (CVPR 2025)"),
     "mtt": Layout(read_mtt, "MTT", "Cazenavette et al., Dataset Distillation by Matching Training Trajectories (CVPR 2022)"),
+    "datm": Layout(read_datm, "DATM", "Guo et al., Towards Lossless Dataset Distillation via Difficulty-Aligned Trajectory Matching "
+                   "(ICLR 2024)"),
     "ddranking": Layout(read_ddranking, "DD-Ranking input", "Li et al., DD-Ranking: Rethinking the Evaluation of Dataset Distillation"),
     "imagefolder": Layout(read_imagefolder, "image folder", "SRe2L (NeurIPS 2023), RDED (CVPR 2024) and others that publish image folders"),
 }
@@ -225,14 +292,15 @@ def dataset_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", Path(name.rstrip("/")).name.lower().replace("tiny-imagenet", "tinyimagenet"))
 
 
-def import_set(path: str | Path, layout: str, real: RealData, ipc: int | None = None, **options) -> SyntheticSet:
-    """The set in `path`, stored in `layout` (LAYOUTS), of the dataset `real` (its classes, channels, image size)."""
+def import_set(path: str | Path, layout: str, real: RealData, ipc: int | None = None, to_pixels: bool = False, **options) -> SyntheticSet:
+    """The set in `path`, stored in `layout` (LAYOUTS), of the dataset `real` (its classes, channels, image size; with
+    `to_pixels`, a ZCA-space set is mapped back to pixels through a whitening refitted on `real`, the training split)."""
     path = Path(path)
     if layout not in LAYOUTS:
         raise UserError(f"unknown format {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if not path.exists():
         raise UserError(f"no such file or folder: {path}")
-    read = LAYOUTS[layout].read(path, dataset=dataset_key(real.source), **options)
+    read = LAYOUTS[layout].read(path, dataset=dataset_key(real.source), real_train=real if to_pixels else None, **options)
     if not len(read.labels):  # a layout without labels: C x ipc images, class-major
         if len(read.images) % real.num_classes:
             raise UserError(f"{len(read.images)} images do not split into {real.num_classes} classes of equal size (class-major)")
@@ -245,7 +313,7 @@ def import_set(path: str | Path, layout: str, real: RealData, ipc: int | None = 
                   "file": path.name, "sha256": sha, "settings": read.settings}
     return SyntheticSet(images=read.images.contiguous(), labels=read.labels, canvases=read.canvases, class_names=list(real.class_names),
                         mean=real.mean, std=real.std, method=layout, **published_source(real), ipc=ipc, factor=read.factor,
-                        learned_lr=read.learned_lr,
+                        learned_lr=read.learned_lr, soft_labels=read.soft_labels,
                         image_space="pixels01" if _within_01(read.images) else "pixels", config={"import": provenance})
 
 

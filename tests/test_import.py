@@ -126,12 +126,13 @@ class RunsCode:
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
-@pytest.mark.parametrize("layout", ["dc", "datadam", "idc", "ncfm", "ddranking"])
+@pytest.mark.parametrize("layout", ["dc", "datadam", "idc", "ncfm", "ddranking", "mtt", "datm"])
 def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, data, monkeypatch, capsys, layout, writer):
     monkeypatch.chdir(tmp_path)
     payloads = {"dc": {"data": [[RunsCode(), torch.zeros(1)]]}, "datadam": {"data": [RunsCode(), torch.zeros(1)]}}
     (tmp_path / "ddr").mkdir()
-    path = tmp_path / "ddr" / "images.pt" if layout == "ddranking" else tmp_path / "set.pt"
+    path = {"ddranking": tmp_path / "ddr" / "images.pt", "mtt": tmp_path / "images_1.pt", "datm": tmp_path / "images_1.pt"}.get(layout, tmp_path / "set.pt")
+    torch.save(torch.zeros(6, 3), tmp_path / "labels_1.pt")  # the pair's other file, harmless
     payload = payloads.get(layout, [RunsCode(), torch.zeros(1)])
     if writer == "pickle.dump":  # a legacy (non-zip) pickle: torch.load reads those too
         with path.open("wb") as handle:
@@ -139,7 +140,7 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, data
     else:
         torch.save(payload, path)
     args = ["import", path.parent if layout == "ddranking" else path, "--format", layout, "--data", data, *STATS, "--factor", "2",
-            "--out", "out.safetensors"]
+            *(["--to-pixels"] if layout == "datm" else []), "--out", "out.safetensors"]
     assert_one_error(main, args, capsys, contains="never loaded (it could run code); nothing was run")
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "out.safetensors").exists()
 
@@ -199,3 +200,42 @@ def test_mtts_learned_lr_is_kept_and_trains_under_sgd_protocols_only(tmp_path, d
             assert result["protocol"]["train"]["lr"] == lr, protocol
     assert_one_error(main, ["import", "images_best.pt", "--format", "mtt", "--data", str(data), *STATS, "--lr", "-1"], capsys,
                      contains="the learned lr must be a finite number above 0")
+
+
+def zca64(train):
+    """FORMATS.md §9 transcribed in float64: μ, unbiased Σ, torch.svd, W = U (S + 0.1)^(-1/2) Uᵀ."""
+    x = train.reshape(len(train), -1).double()
+    mean = x.mean(0)
+    u, s, _ = torch.svd(torch.cov(x.T))
+    return mean, u @ torch.diag((s + 0.1) ** -0.5) @ u.T
+
+
+@pytest.mark.parametrize("layout", ["mtt", "datm"])
+def test_zca_sets_map_back_to_pixels_through_a_refitted_whitening(tmp_path, data, monkeypatch, layout):
+    from condense.source import DataSource
+
+    monkeypatch.chdir(tmp_path)
+    train = DataSource(str(data)).load("train")
+    mean, whiten = zca64(train.floats(torch.arange(len(train))))
+    original = pixels(6, 6)  # overshooting [0, 1], as a set optimised in ZCA space and inverted may
+    whitened = ((original.reshape(6, -1).double() - mean) @ whiten).reshape(6, 3, 8, 8).float()
+    torch.save(whitened, "images_best.pt")
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(7))
+    torch.save(torch.arange(3).repeat_interleave(2) if layout == "mtt" else logits, "labels_best.pt")
+    torch.save(torch.tensor(0.03), "lr_best.pt")
+    extra = ["--zca", "--lr", "0.01"] if layout == "mtt" else []
+    synthetic = imported(tmp_path, ["images_best.pt", "--format", layout, "--data", data, "--to-pixels", *extra])
+    assert torch.allclose(synthetic.images, original, atol=2e-5) and synthetic.image_space == "pixels"
+    assert torch.equal(synthetic.labels, torch.arange(3).repeat_interleave(2))
+    assert synthetic.config["import"]["settings"]["zca"]["eps"] == 0.1
+    if layout == "datm":
+        assert torch.allclose(synthetic.soft_labels, torch.softmax(logits, 1)) and synthetic.learned_lr == pytest.approx(0.03)
+
+
+def test_a_zca_set_without_to_pixels_is_refused_with_what_to_do(tmp_path, data, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    torch.save(torch.zeros(6, 3, 8, 8), "images_best.pt")
+    torch.save(torch.zeros(6, 3), "labels_best.pt")
+    assert_one_error(main, ["import", "images_best.pt", "--format", "datm", "--data", str(data), "--out", "out.safetensors"], capsys,
+                     contains="the set is in ZCA space; pass --to-pixels")
+    assert not (tmp_path / "out.safetensors").exists()
