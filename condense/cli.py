@@ -72,8 +72,9 @@ def add_import_parser(commands) -> None:
 
     parser = commands.add_parser("import", help="read a set another method published (DC/DSA/DM, DataDAM, IDC, NCFM, DD-Ranking, image folders)")
     parser.add_argument("source", help="the file (or folder, for ddranking and imagefolder) the method wrote")
-    parser.add_argument("--format", required=True, choices=list(LAYOUTS),
-                        help="its layout (../shared/FORMATS.md): " + "; ".join(f"{name}: {layout.method}" for name, layout in LAYOUTS.items()))
+    parser.add_argument("--format", required=True, choices=[*LAYOUTS, "auto"],
+                        help="its layout (../shared/FORMATS.md): " + "; ".join(f"{name}: {layout.method}" for name, layout in LAYOUTS.items())
+                             + "; auto: where the file's shape says it alone (else an error naming the candidates)")
     parser.add_argument("--factor", type=int, help="idc, ncfm: the multi-formation factor (IDC: in the run's folder name; NCFM: 2)")
     parser.add_argument("--experiment", type=int, default=-1, help="dc: which experiment of the file (default -1, the last, as IDC reads them)")
     parser.add_argument("--mean", help="the mean the method normalised with, per channel, comma-separated (default: its value for the dataset)")

@@ -287,6 +287,34 @@ LAYOUTS = {
 }
 
 
+def detect_format(path: Path) -> str:
+    """The layout of `path` where its shape says it alone (--format auto); else one error naming the candidates."""
+    def ambiguous(candidates: str, why: str):
+        return UserError(f"--format auto: {path} could be {candidates} ({why}); pass --format")
+
+    if path.is_dir():
+        if (path / "images.pt").is_file():
+            return "ddranking"
+        if any(p.is_dir() for p in path.iterdir()):
+            return "imagefolder"
+        raise UserError(f"--format auto: {path} is a folder without images.pt (DD-Ranking) or class folders (an image folder)")
+    if path.name.startswith("images_"):
+        labels = path.with_name(path.name.replace("images_", "labels_", 1))
+        labels = safe_load(labels) if labels.is_file() else None
+        if torch.is_tensor(labels) and labels.dim() == 2:
+            return "datm"
+        raise ambiguous("mtt or mtt --zca", "MTT's files do not say whether the run whitened its images")
+    saved = safe_load(path, numpy_scalars=True)
+    if isinstance(saved, dict) and isinstance(saved.get("data"), list) and saved["data"] and isinstance(saved["data"][0], (list, tuple)) \
+            and len(saved["data"][0]) == 2 and not torch.is_tensor(saved["data"][0]):
+        return "dc"
+    if isinstance(saved, dict) and "data" in saved:
+        return "datadam"
+    if isinstance(saved, (list, tuple)) and len(saved) == 2:
+        raise ambiguous("idc or ncfm", "both write [canvases, labels]; either needs --factor")
+    raise UserError(f"--format auto: {path} is in none of the layouts {', '.join(LAYOUTS)}; pass --format if it is one of them")
+
+
 def dataset_key(name: str) -> str:
     """The key of DC_STATS a source dataset's name means (cifar10 for uoft-cs/cifar10 or ../data/cifar10)."""
     return re.sub(r"[^a-z0-9]", "", Path(name.rstrip("/")).name.lower().replace("tiny-imagenet", "tinyimagenet"))
@@ -296,6 +324,8 @@ def import_set(path: str | Path, layout: str, real: RealData, ipc: int | None = 
     """The set in `path`, stored in `layout` (LAYOUTS), of the dataset `real` (its classes, channels, image size; with
     `to_pixels`, a ZCA-space set is mapped back to pixels through a whitening refitted on `real`, the training split)."""
     path = Path(path)
+    if layout == "auto" and path.exists():
+        layout = detect_format(path)
     if layout not in LAYOUTS:
         raise UserError(f"unknown format {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if not path.exists():

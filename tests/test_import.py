@@ -239,3 +239,23 @@ def test_a_zca_set_without_to_pixels_is_refused_with_what_to_do(tmp_path, data, 
     assert_one_error(main, ["import", "images_best.pt", "--format", "datm", "--data", str(data), "--out", "out.safetensors"], capsys,
                      contains="the set is in ZCA space; pass --to-pixels")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_format_auto_only_where_the_layout_says_it(tmp_path, data, monkeypatch, capsys):
+    from condense.importers import detect_format
+
+    monkeypatch.chdir(tmp_path)
+    labels = torch.arange(3).repeat_interleave(2)
+    torch.save({"data": [[normalised(pixels(6)), labels]], "accs_all_exps": {"ConvNet": [np.float64(0.5)]}}, "dc.pt")
+    torch.save({"data": [normalised(pixels(6)), labels]}, "dam.pt")
+    torch.save([pixels(6), labels], "canvases.pt")
+    (tmp_path / "run").mkdir()
+    torch.save(pixels(6), "run/images_best.pt")
+    torch.save(torch.randn(6, 3), "run/labels_best.pt")
+    assert [detect_format(tmp_path / name) for name in ("dc.pt", "dam.pt", "run/images_best.pt")] == ["dc", "datadam", "datm"]
+    assert imported(tmp_path, ["dc.pt", "--format", "auto", "--data", data, *STATS]).config["import"]["format"] == "dc"
+    assert_one_error(main, ["import", "canvases.pt", "--format", "auto", "--data", str(data), "--out", "x.safetensors"], capsys,
+                     contains="could be idc or ncfm")
+    torch.save(labels, "run/labels_best.pt")
+    assert_one_error(main, ["import", "run/images_best.pt", "--format", "auto", "--data", str(data), "--out", "x.safetensors"], capsys,
+                     contains="could be mtt or mtt --zca")
