@@ -191,28 +191,45 @@ def check_holdout(holdout: int, recorded: dict) -> None:
                         f"it would be tested on; test it on the test split (drop --holdout), or distil with --holdout {holdout} or more")
 
 
+def eval_inputs(args: argparse.Namespace):
+    """What `condense eval` trains on (a condensed set, or the train split of a plain image-classification dataset: a Hub
+    id, or a folder in Hub layout with data/), where its result goes, and the test source and split."""
+    from .hub import CARD, SET_FILE, load_set_source
+    from .runtime import is_local
+    from .source import DataSource
+
+    given = Path(args.set)
+    hub_dataset = not is_local(args.set) and "/" in args.set and not args.set.endswith(".safetensors")  # OWNER/NAME of a dataset repo
+    if hub_dataset or (given.is_dir() and (given / "data").is_dir() and not (given / SET_FILE).is_file()):
+        if not args.data or args.holdout:
+            raise UserError(f"{args.set} is a dataset, trained on as a whole: pass --data for the test split (and no --holdout)")
+        train = DataSource(args.set).load("train")
+        return train, Path(f"{Path(args.set.rstrip('/')).name}.eval.json"), source_from_args(args), args.split or "test"
+    synthetic = load_set_source(args.set, args.config)
+    if (given / CARD).is_file():  # a Hub folder: the result goes beside it, never into what `push` uploads
+        default_out = given.with_name(f"{given.name}{'-' + args.config if args.config else ''}.eval.json")
+    else:
+        default_out = (given / SET_FILE if given.is_dir() else given).with_suffix(".eval.json")
+    check_holdout(args.holdout, synthetic.config)
+    split = args.split or (synthetic.config.get("split", "train") if args.holdout else "test")
+    return synthetic, default_out, source_from_args(args, synthetic.data_source(args.data)), split
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     """`condense eval`, in one process or with its runs shared across `torchrun` ranks."""
     from .distributed import torchrun_world
     from .evaluate import evaluate_set, format_result, use_learned_lr
-    from .hub import CARD, SET_FILE, load_set_source
     from .runtime import resolve_device, write_json
 
     objective = eval_objective(args)  # bad settings are refused before the set or any data is read
     config = eval_config(args, objective)
-    synthetic, source = load_set_source(args.set, args.config), Path(args.set)
-    if (source / CARD).is_file():  # a Hub folder: the result goes beside it, never into what `push` uploads
-        default_out = source.with_name(f"{source.name}{'-' + args.config if args.config else ''}.eval.json")
-    else:
-        default_out = (source / SET_FILE if source.is_dir() else source).with_suffix(".eval.json")
-    learned_lr = use_learned_lr(config, synthetic.learned_lr, args.lr is not None)
-    source = source_from_args(args, synthetic.data_source(args.data))
-    split = args.split or (synthetic.config.get("split", "train") if args.holdout else "test")
-    check_holdout(args.holdout, synthetic.config)
+    synthetic, default_out, source, split = eval_inputs(args)
+    learned_lr = use_learned_lr(config, getattr(synthetic, "learned_lr", None), args.lr is not None)
     with torchrun_world(resolve_device(args.device)) as (world, device):
         test = world.main_first(lambda: source.load(split) if not args.holdout else source.load(split).holdout_split(args.holdout)[1])
         if world.is_main:
-            print(f"evaluating {synthetic.summary()}\non {test.name} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
+            described = synthetic.summary() if hasattr(synthetic, "summary") else f"{synthetic.name} [{synthetic.split}], {len(synthetic)} images"
+            print(f"evaluating {described}\non {test.name} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
         result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress and world.is_main, world=world,
                               batched=args.batched_runs, objective=objective)
@@ -349,7 +366,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     pretrain.set_defaults(func=cmd_pretrain)
 
     evaluate = commands.add_parser("eval", help="train on a set, report final-epoch accuracy on the real test split")
-    evaluate.add_argument("set", help="a .safetensors set, a run folder of `condense distill` or a Hub folder of `condense export`")
+    evaluate.add_argument("set", help="a .safetensors set, a run folder of `condense distill`, a Hub folder of `condense export`, or "
+                                      "a plain image-classification dataset (a Hub id or a folder in Hub layout) whose train split is the set")
     evaluate.add_argument("--config", help="the config of a Hub folder (default: its only one)")
     evaluate.add_argument("--batched-runs", action="store_true",
                           help="train the runs at once (stacked weights, one vmapped forward): the same draws, other rounding, which training "

@@ -218,7 +218,7 @@ def test_cli_eval_takes_a_hub_folder_and_writes_beside_it(run_folder, tmp_path, 
 
 @pytest.mark.parametrize("argv, contains", [
     (["{tmp}/none.safetensors"], "no such file"),
-    (["{tmp}/data"], "has no synthetic.safetensors"),
+    (["{tmp}/data"], "is a dataset, trained on as a whole: pass --data"),  # a dataset folder is a training set of its own (issue 26)
     (["{run}", "--labels", "stored", "--teacher", "{tmp}/teacher.safetensors"], "two sources of soft labels; drop one"),
     (["{hard}", "--labels", "stored", "--data", "{tmp}/data"], "no soft labels; use --labels hard"),
 ])

@@ -259,3 +259,14 @@ def test_format_auto_only_where_the_layout_says_it(tmp_path, data, monkeypatch, 
     torch.save(labels, "run/labels_best.pt")
     assert_one_error(main, ["import", "run/images_best.pt", "--format", "auto", "--data", str(data), "--out", "x.safetensors"], capsys,
                      contains="could be mtt or mtt --zca")
+
+
+def test_eval_trains_on_a_plain_image_classification_dataset(tmp_path, data, monkeypatch, capsys):
+    """Issue 26 item 4: e.g. the rethinkdc sets: rows of images and class labels; the test split comes from --data."""
+    monkeypatch.chdir(tmp_path)
+    published = write_image_folder(tmp_path / "published", {"image": "image", "label": "label"}, splits=("train",), rows=9, seed=3)
+    quick = ["--epochs", "1", "--runs", "1", "--width", "4", "--depth", "2", "--no-progress"]
+    assert main(["eval", str(published), "--data", str(data), *quick]) == 0
+    result = json.loads((tmp_path / "published.eval.json").read_text())
+    assert 0 <= result["accuracy_mean"] <= 100 and "data" in result["test"]
+    assert_one_error(main, ["eval", str(published), *quick], capsys, contains="pass --data for the test split")
