@@ -60,7 +60,7 @@ def cmd_import(args: argparse.Namespace) -> None:
     real = source.load(args.split)
     synthetic = import_set(args.source, args.format, real, ipc=args.ipc, factor=args.factor, experiment=args.experiment, lr=args.lr,
                            zca=args.zca, to_pixels=args.to_pixels, **numbers)
-    synthetic.config["import"]["data"] = args.data if not Path(args.data).exists() else Path(args.data.rstrip("/")).name
+    synthetic.config["import"].update(data=args.data if not Path(args.data).exists() else Path(args.data.rstrip("/")).name, split=args.split)
     out = Path(args.out or f"{Path(args.source.rstrip('/')).stem}-{args.format}.safetensors")
     synthetic.save(out)
     print(f"wrote {out}: {synthetic.summary()} (imported from {Path(args.source).name}, image space {synthetic.image_space})")
@@ -215,6 +215,16 @@ def eval_inputs(args: argparse.Namespace):
     return synthetic, default_out, source_from_args(args, synthetic.data_source(args.data)), split
 
 
+def zca_of(synthetic, source, world):
+    """For a ZCA-space set, the whitening refitted on its source's training pixels (the test images are whitened alike); else None."""
+    if getattr(synthetic, "image_space", None) != "zca":
+        return None
+    from .importers import ZCA
+
+    split = synthetic.config.get("import", {}).get("split", "train")
+    return ZCA.fit(world.main_first(lambda: source.load(split)), eps=synthetic.config["import"]["settings"]["zca"]["eps"])
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     """`condense eval`, in one process or with its runs shared across `torchrun` ranks."""
     from .distributed import torchrun_world
@@ -231,11 +241,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
             described = synthetic.summary() if hasattr(synthetic, "summary") else f"{synthetic.name} [{synthetic.split}], {len(synthetic)} images"
             print(f"evaluating {described}\non {test.name} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
+        whitening = zca_of(synthetic, source, world)
         result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress and world.is_main, world=world,
-                              batched=args.batched_runs, objective=objective)
+                              batched=args.batched_runs, objective=objective, test_transform=whitening and whitening.whiten)
     if world.is_main:
         out = Path(args.out or default_out)
-        write_json(out, {"set_file": str(args.set), **result, **({"learned_lr": learned_lr} if learned_lr else {})})
+        notes = {**({"learned_lr": learned_lr} if learned_lr else {}), **({"test_whitened": whitening.describe()} if whitening else {})}
+        write_json(out, {"set_file": str(args.set), **result, **notes})
         print(format_result(result))
         print(f"wrote {out}")
 

@@ -51,6 +51,7 @@ def canvases_of(config: DistillConfig, real: RealData) -> torch.Tensor:
     from .hub import load_set_source
 
     start = load_set_source(config.init_from)
+    start.require_pixels("--init-from")
     canvases = start.canvases if start.canvases is not None else start.images if start.factor == 1 else None
     wanted = {"IPC": config.ipc, "factor": config.factor, "classes": real.num_classes, "image size": (real.channels, *real.image_size)}
     found = {"IPC": start.ipc, "factor": start.factor, "classes": start.num_classes, "image size": tuple(start.images.shape[1:])}

@@ -182,7 +182,8 @@ def check_compatible(synthetic: SyntheticSet, test: RealData) -> None:
 
 def train_runs(make_net: Callable[[int], torch.nn.Module], images: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
                seeds: list[int], device: torch.device, *, mean, std, test: RealData | None = None, teacher=None,
-               objective: Objective | None = None, run_targets=None, desc: str | None = None, progress: bool = True) -> list[dict]:
+               objective: Objective | None = None, run_targets=None, desc: str | None = None, progress: bool = True,
+               test_transform=None) -> list[dict]:
     """The per-run trainer: a fresh network per seed (`make_net(seed)`, e.g. `functools.partial(seeded_net, ...)`),
     trained (at once when several), tested at the final epoch when `test` is given.
 
@@ -190,30 +191,34 @@ def train_runs(make_net: Callable[[int], torch.nn.Module], images: torch.Tensor,
     on which runs share its call or process. `run_targets(targets, generator)` gives a run its own targets (label
     noise, drawn from the run's generator before training); such runs train one at a time. Returns one dict per seed:
     seed, accuracy (None without `test`), loss, seconds, images per second, and the trained network ("net").
+    `test_transform` replaces the test images' normalisation (`accuracy`).
     """
     if run_targets is not None and len(seeds) > 1:
         return [run for seed in seeds for run in train_runs(make_net, images, targets, config, [seed], device, mean=mean, std=std, test=test,
                                                             teacher=teacher, objective=objective, run_targets=run_targets, desc=desc,
-                                                            progress=progress)]
+                                                            progress=progress, test_transform=test_transform)]
     nets = [make_net(seed) for seed in seeds]
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     if run_targets is not None:
         targets = run_targets(targets, generators[0])
     stats = train(nets, images, targets, config, mean=mean, std=std, generator=generators, device=device, desc=desc, progress=progress,
                   teacher=teacher, objective=objective)
-    return [{"seed": seed, "accuracy": accuracy(net, test, mean, std, device) if test is not None else None, **figures, "net": net}
+    return [{"seed": seed, "accuracy": accuracy(net, test, mean, std, device, transform=test_transform) if test is not None else None,
+             **figures, "net": net}
             for seed, net, figures in zip(seeds, nets, stats)]
 
 
 def evaluate_set(synthetic: SyntheticSet | RealData, test: RealData, config: EvalConfig, device: torch.device, progress: bool = True,
-                 world: World | None = None, batched: bool = False, objective: Objective | None = None, run_targets=None) -> dict:
+                 world: World | None = None, batched: bool = False, objective: Objective | None = None, run_targets=None,
+                 test_transform=None) -> dict:
     """Train a fresh network per run on `synthetic` (or on real data), report final-epoch accuracy on `test`.
 
     The targets are the class labels unless `config.teacher` is given (KD on every augmented batch)
     or `config.labels` is "stored" (the set's soft labels, which do not follow the augmentation);
     the result names the protocol ("labels", "label_protocol").
     `objective` (e.g. `downstream.dlb.DLB`) replaces plain cross-entropy (`train(objective=...)`; one network at a time);
-    `run_targets` gives each run its own targets (see `train_runs`).
+    `run_targets` gives each run its own targets (see `train_runs`); `test_transform` replaces the test images' normalisation
+    (a ZCA set's whitening).
     Under torchrun (`world`) the runs are shared across ranks; each run is seeded by its index, so
     the figures are those of one process, and every rank gets all of them. `batched` trains each
     rank's runs at once (`train` on a list of networks): the same draws, other rounding (`train`), so figures within
@@ -234,7 +239,8 @@ def evaluate_set(synthetic: SyntheticSet | RealData, test: RealData, config: Eva
     def some_runs(runs: list[int]) -> list[dict]:
         desc = f"run{'s' if len(runs) > 1 else ''} {', '.join(str(run + 1) for run in runs)}/{config.runs}"
         done = train_runs(make_net, synthetic.images, targets, config.train, [config.seed + run for run in runs], device, mean=synthetic.mean,
-                          std=synthetic.std, test=test, teacher=teacher, objective=objective, run_targets=run_targets, desc=desc, progress=progress)
+                          std=synthetic.std, test=test, teacher=teacher, objective=objective, run_targets=run_targets, desc=desc, progress=progress,
+                          test_transform=test_transform)
         return [{k: v for k, v in run.items() if k != "net"} for run in done]
 
     groups = world.groups(list(range(config.runs)), batched)

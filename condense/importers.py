@@ -49,6 +49,7 @@ class Read:
     method: str | None = None  # the original method where the file names it (DC, DSA or DM)
     learned_lr: float | None = None
     soft_labels: torch.Tensor | None = None
+    image_space: str | None = None  # zca where the set stays whitened; else pixels01 or pixels by its values
     settings: dict = field(default_factory=dict)
 
 
@@ -196,13 +197,13 @@ def read_datm(path: Path, real_train: RealData | None = None, **_) -> Read:
 
 
 def from_zca(images: torch.Tensor, real_train: RealData | None, path: Path) -> Read:
-    """Images out of ZCA space back to pixels (`ZCA.invert`, not clamped), with the whitening refitted on the source's
-    training pixels as MTT, DATM and DD-Ranking fit it."""
+    """A ZCA-space set: kept whitened (image space zca; `condense eval` refits the whitening on the source's training
+    pixels and whitens the test images alike), or, given `real_train` (--to-pixels), back to pixels through that refit
+    (`ZCA.invert`, not clamped)."""
     if real_train is None:
-        raise UserError(f"{path}: the set is in ZCA space; pass --to-pixels (the whitening is refitted on --data's training images "
-                        "and the set mapped back to pixels, not clamped). Evaluating in ZCA space itself is not supported yet")
+        return Read(images, torch.empty(0, dtype=torch.long), image_space="zca", settings={"zca": {"eps": ZCA.EPS, "to_pixels": False}})
     zca = ZCA.fit(real_train)
-    return Read(zca.invert(images), torch.empty(0, dtype=torch.long), settings={"zca": zca.describe(), "to_pixels": True})
+    return Read(zca.invert(images), torch.empty(0, dtype=torch.long), settings={"zca": {**zca.describe(), "to_pixels": True}})
 
 
 class ZCA:
@@ -210,11 +211,13 @@ class ZCA:
     training images' per-pixel mean μ, unbiased covariance Σ = U S Uᵀ, W = U (S + eps)^(-1/2) Uᵀ, W⁻¹ = U (S + eps)^(1/2) Uᵀ;
     whiten z = (x − μ) W, invert x = z W⁻¹ + μ. Fitted in float64 here (the authors fitted in float32 on a GPU)."""
 
+    EPS = 0.1  # MTT's, DATM's and DD-Ranking's
+
     def __init__(self, mean: torch.Tensor, whiten: torch.Tensor, invert: torch.Tensor, eps: float, images: int):
         self.mean, self.whiten_matrix, self.invert_matrix, self.eps, self.images = mean, whiten, invert, eps, images
 
     @classmethod
-    def fit(cls, real: RealData, eps: float = 0.1, batch: int = 5000) -> ZCA:
+    def fit(cls, real: RealData, eps: float = EPS, batch: int = 5000) -> ZCA:
         """On all of `real`'s images as [0, 1] pixels (no mean/std step), in float64, a batch of rows at a time."""
         n, dim = len(real), real.channels * real.image_size[0] * real.image_size[1]
         total, gram = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64)
@@ -339,12 +342,14 @@ def import_set(path: str | Path, layout: str, real: RealData, ipc: int | None = 
     counts = read.labels.bincount(minlength=real.num_classes)
     ipc = ipc or int(counts.min()) // read.factor**2
     sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    space = read.image_space or ("pixels01" if _within_01(read.images) else "pixels")
+    identity = ((0.0,) * real.channels, (1.0,) * real.channels)  # whitened images take no further normalisation
     provenance = {"format": layout, "method": read.method or LAYOUTS[layout].method, "paper": LAYOUTS[layout].paper,
                   "file": path.name, "sha256": sha, "settings": read.settings}
+    mean, std = identity if space == "zca" else (real.mean, real.std)
     return SyntheticSet(images=read.images.contiguous(), labels=read.labels, canvases=read.canvases, class_names=list(real.class_names),
-                        mean=real.mean, std=real.std, method=layout, **published_source(real), ipc=ipc, factor=read.factor,
-                        learned_lr=read.learned_lr, soft_labels=read.soft_labels,
-                        image_space="pixels01" if _within_01(read.images) else "pixels", config={"import": provenance})
+                        mean=mean, std=std, method=layout, **published_source(real), ipc=ipc, factor=read.factor,
+                        learned_lr=read.learned_lr, soft_labels=read.soft_labels, image_space=space, config={"import": provenance})
 
 
 def _within_01(images: torch.Tensor) -> bool:

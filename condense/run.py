@@ -13,7 +13,7 @@ import torch
 
 from .config import DistillConfig
 from .data import RealData, normalise
-from .distill import check_class_sizes, make_method
+from .distill import canvases_of, check_class_sizes, make_method
 from .distributed import World, init_world, local_device
 from .errors import UserError
 from .evaluate import eval_preset, evaluate_set, evaluation_summary, load_teacher
@@ -129,6 +129,8 @@ def distill(config: DistillConfig, out: str | Path, device: torch.device, resume
 
         def check_data(real: RealData) -> None:
             check_class_sizes(config, real)
+            if config.init_from:
+                canvases_of(config, real)  # a set that cannot start the run is refused before the pool is trained
             if teacher_file:
                 check_teacher(config.soft_labels, real, device)
 

@@ -34,7 +34,9 @@ EVALUATION_TYPES = {"accuracy_mean": "percentage", "accuracy_std": "percentage",
                     "test": "string", "label_protocol": "string", "evaluated_on": "string", "protocol": "object"}
 EVALUATION_REQUIRED = ("accuracy_mean", "accuracy_std", "run_accuracies", "labels", "test")
 PROTOCOL_TYPES = {"name": "string", "net": "string", "net_options": "object", "train": "object"}
-IMAGE_SPACES = {"pixels01": "pixels in [0, 1]", "pixels": "pixels, not clamped: an imported method's values may overshoot [0, 1]"}
+IMAGE_SPACES = {"pixels01": "pixels in [0, 1]", "pixels": "pixels, not clamped: an imported method's values may overshoot [0, 1]",
+                "zca": "ZCA-whitened as MTT, DATM and DD-Ranking whiten (fitted on the source's training pixels, eps in the import "
+                       "settings); mean 0 and std 1 stored, so no normalisation; `condense eval` whitens the test images alike"}
 MAX_DEPTH = 32  # how deep config and evaluation may nest: deeper than any set writes, shallow enough for recursive readers
 SOFT_LABEL_TOLERANCE = 1e-3  # how far a row of soft labels may sum from 1 (float32 softmax is within 1e-6)
 
@@ -71,6 +73,13 @@ class SyntheticSet:
         problem = _problem(self.images, self.labels, self.soft_labels, self.canvases, self.__dict__)
         if problem:
             raise UserError(f"invalid synthetic set: {problem}")
+
+    def require_pixels(self, use: str) -> None:
+        """Refuse a ZCA-whitened set where `use` takes images as pixels (everything but `condense eval`, which whitens
+        the test images alike)."""
+        if self.image_space == "zca":
+            raise UserError(f"{use} takes images as pixels, and this set is ZCA-whitened: only `condense eval` trains on it as it is; "
+                            "`condense import --to-pixels` maps it to pixels for every other use")
 
     @property
     def num_classes(self) -> int:

@@ -313,11 +313,15 @@ class _Training:
 
 
 @torch.no_grad()
-def accuracy(net: nn.Module, data: RealData, mean, std, device: torch.device, batch_size: int = 1000) -> float:
-    """Top-1 accuracy (%) of `net` on every image of `data`."""
+def accuracy(net: nn.Module, data: RealData, mean, std, device: torch.device, batch_size: int = 1000, transform=None) -> float:
+    """Top-1 accuracy (%) of `net` on every image of `data`; `transform` of the [0, 1] pixels (on the CPU) instead of
+    normalising with mean/std (a ZCA set's whitening)."""
     net.to(device).eval()
     correct = 0
     for first in range(0, len(data), batch_size):
-        x = normalise(data.images[first : first + batch_size].to(device).float() / 255, mean, std)
+        if transform is not None:
+            x = transform(data.images[first : first + batch_size].float() / 255).to(device)
+        else:
+            x = normalise(data.images[first : first + batch_size].to(device).float() / 255, mean, std)
         correct += (net(x).argmax(1).cpu() == data.labels[first : first + batch_size]).sum().item()
     return 100.0 * correct / len(data)

@@ -18,6 +18,12 @@ def load_condensed(source: str | Path, config: str | None = None, revision: str 
     In a Hub folder or repo the safetensors file is preferred and the parquet rows are the
     fallback; when both exist they must agree bit for bit. `config` may be omitted when there is one.
     """
+    synthetic = _load(source, config, revision)
+    synthetic.require_pixels("downstream training")
+    return synthetic
+
+
+def _load(source: str | Path, config: str | None, revision: str | None) -> SyntheticSet:
     path = Path(source)
     if path.is_file():
         return SyntheticSet.load(path)

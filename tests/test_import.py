@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from condense.cli import main
+from condense.errors import UserError
 from condense.synthetic import SyntheticSet
 
 from conftest import assert_one_error, write_image_folder
@@ -232,41 +233,23 @@ def test_zca_sets_map_back_to_pixels_through_a_refitted_whitening(tmp_path, data
         assert torch.allclose(synthetic.soft_labels, torch.softmax(logits, 1)) and synthetic.learned_lr == pytest.approx(0.03)
 
 
-def test_a_zca_set_without_to_pixels_is_refused_with_what_to_do(tmp_path, data, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    torch.save(torch.zeros(6, 3, 8, 8), "images_best.pt")
-    torch.save(torch.zeros(6, 3), "labels_best.pt")
-    assert_one_error(main, ["import", "images_best.pt", "--format", "datm", "--data", str(data), "--out", "out.safetensors"], capsys,
-                     contains="the set is in ZCA space; pass --to-pixels")
-    assert not (tmp_path / "out.safetensors").exists()
-
-
-def test_format_auto_only_where_the_layout_says_it(tmp_path, data, monkeypatch, capsys):
-    from condense.importers import detect_format
+def test_a_zca_set_stays_whitened_and_eval_whitens_the_test_images_alike(tmp_path, data, monkeypatch, capsys):
+    from condense.importers import ZCA
+    from downstream.load import load_condensed
 
     monkeypatch.chdir(tmp_path)
-    labels = torch.arange(3).repeat_interleave(2)
-    torch.save({"data": [[normalised(pixels(6)), labels]], "accs_all_exps": {"ConvNet": [np.float64(0.5)]}}, "dc.pt")
-    torch.save({"data": [normalised(pixels(6)), labels]}, "dam.pt")
-    torch.save([pixels(6), labels], "canvases.pt")
-    (tmp_path / "run").mkdir()
-    torch.save(pixels(6), "run/images_best.pt")
-    torch.save(torch.randn(6, 3), "run/labels_best.pt")
-    assert [detect_format(tmp_path / name) for name in ("dc.pt", "dam.pt", "run/images_best.pt")] == ["dc", "datadam", "datm"]
-    assert imported(tmp_path, ["dc.pt", "--format", "auto", "--data", data, *STATS]).config["import"]["format"] == "dc"
-    assert_one_error(main, ["import", "canvases.pt", "--format", "auto", "--data", str(data), "--out", "x.safetensors"], capsys,
-                     contains="could be idc or ncfm")
-    torch.save(labels, "run/labels_best.pt")
-    assert_one_error(main, ["import", "run/images_best.pt", "--format", "auto", "--data", str(data), "--out", "x.safetensors"], capsys,
-                     contains="could be mtt or mtt --zca")
-
-
-def test_eval_trains_on_a_plain_image_classification_dataset(tmp_path, data, monkeypatch, capsys):
-    """Issue 26 item 4: e.g. the rethinkdc sets: rows of images and class labels; the test split comes from --data."""
-    monkeypatch.chdir(tmp_path)
-    published = write_image_folder(tmp_path / "published", {"image": "image", "label": "label"}, splits=("train",), rows=9, seed=3)
-    quick = ["--epochs", "1", "--runs", "1", "--width", "4", "--depth", "2", "--no-progress"]
-    assert main(["eval", str(published), "--data", str(data), *quick]) == 0
-    result = json.loads((tmp_path / "published.eval.json").read_text())
-    assert 0 <= result["accuracy_mean"] <= 100 and "data" in result["test"]
-    assert_one_error(main, ["eval", str(published), *quick], capsys, contains="pass --data for the test split")
+    torch.save(torch.randn(6, 3, 8, 8), "images_best.pt")
+    torch.save(torch.randn(6, 3), "labels_best.pt")
+    synthetic = imported(tmp_path, ["images_best.pt", "--format", "datm", "--data", data])
+    assert synthetic.image_space == "zca" and synthetic.mean == (0.0,) * 3 and synthetic.std == (1.0,) * 3
+    whitened = []
+    original = ZCA.whiten
+    monkeypatch.setattr(ZCA, "whiten", lambda self, x: whitened.append(len(x)) or original(self, x))
+    quick = ["--epochs", "1", "--runs", "1", "--width", "4", "--depth", "2", "--no-progress", "--data", str(data)]
+    assert main(["eval", str(tmp_path / "imported.safetensors"), *quick, "--out", "eval.json"]) == 0
+    assert sum(whitened) == 36 and json.loads((tmp_path / "eval.json").read_text())["test_whitened"]["eps"] == 0.1  # every test image
+    with pytest.raises(UserError, match="ZCA-whitened: only `condense eval`"):
+        load_condensed(tmp_path / "imported.safetensors")
+    assert_one_error(main, ["distill", "--data", str(data), "--ipc", "2", "--factor", "1", "--real-batch", "4", "--init-from",
+                            "imported.safetensors", "--pool-folder", "pool"], capsys, contains="ZCA-whitened")
+    assert not (tmp_path / "pool").exists()  # refused before any pool is trained
