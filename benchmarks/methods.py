@@ -39,7 +39,7 @@ from condense.loop import run_distillation
 from condense.methods import method_class
 from condense.pool import load_member
 from condense.run import prepare
-from condense.runfolder import load_checkpoint
+from condense.runfolder import check_run_folder, load_checkpoint
 from condense.runtime import resolve_device, write_json
 from condense.synthetic import SyntheticSet
 
@@ -73,6 +73,8 @@ class Study:
         if unknown:
             raise UserError(f"unknown rows {', '.join(unknown)}; choose from {', '.join(ROWS)}")
         self.given = dict(parse_setting(item) for item in args.set)
+        if "method" in self.given:
+            raise UserError("--set method=...: each row is its method; choose rows with --rows instead")
         shared = {k: v for k, v in self.given.items() if k in SHARED_SETTINGS}
         self.base = preset(args.preset).changed(**shared, data=args.data, pool_folder=str(self.out / "pool"), eval_runs=0, soft_labels="none")
         self.device = resolve_device(args.device)
@@ -119,8 +121,12 @@ class Study:
         real, _, pool, _ = self.data()
         if "method" in spec:  # every seed matches through the one pool (seed 0's), as every method does
             method, run = make_method(self.row_config(row, seed), real, pool, self.device), self.out / "runs" / f"{row}-seed{seed}"
-            if (run / "checkpoint.pt").is_file():  # a killed study continues the run
+            if (run / "checkpoint.pt").is_file():  # a killed study continues the run, if it has the same settings
+                if (run / "config.json").is_file():
+                    check_run_folder(run, method.config, resume=True)
                 load_checkpoint(method, run / "checkpoint.pt")
+            run.mkdir(parents=True, exist_ok=True)
+            write_json(run / "config.json", method.config.to_dict())
             run_distillation(method, run, progress=False)
             synthetic = method.synthetic_set()
         elif spec["baseline"] == "random":

@@ -74,6 +74,9 @@ def coreset(data: RealData, ipc: int, kind: str, network: torch.nn.Module, devic
         raise UserError(f"unknown coreset {kind!r}; use {' or '.join(ORDERS)}")
     if ipc < 1:
         raise UserError(f"--ipc must be at least 1, got {ipc}")
+    smallest = min(len(members) for members in data.by_class)
+    if ipc > smallest:
+        raise UserError(f"--ipc {ipc} is more than the smallest class of {data.source} holds ({smallest} images); lower it")
     network.eval()
     chosen = []
     for members in data.by_class:

@@ -143,7 +143,8 @@ def render_card(config_folders: dict[str, Path], *, repo_id: str, source_id: str
 def _card_context(name: str, synthetic: SyntheticSet) -> dict:
     """What the card template shows of one config."""
     recorded = dict(synthetic.config)
-    own = recorded.pop("method_settings", None) or {}  # a method's own settings, shown beside the shared ones
+    own = recorded.pop("method_settings", None)  # a method's own settings, shown beside the shared ones
+    own = own if isinstance(own, dict) else {}
     settings = {k: v for k, v in {**recorded, **own}.items() if k not in ("data", "pool_folder")}
     evaluation = synthetic.evaluation
     protocol = evaluation.get("protocol", {})

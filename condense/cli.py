@@ -262,18 +262,25 @@ def add_distill_arguments(parser: argparse.ArgumentParser, argv: list[str] | Non
                                                                       "each runs any --method at its shared settings")
     add_runtime_arguments(parser)
     add_dataclass_arguments(parser.add_argument_group("settings (override the preset)"), DistillConfig)
-    chosen = argparse.ArgumentParser(add_help=False)
+    chosen = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     chosen.add_argument("--method")
-    method = chosen.parse_known_args(sys.argv[1:] if argv is None else argv)[0].method or DistillConfig.method
+    try:
+        method = chosen.parse_known_args(sys.argv[1:] if argv is None else argv)[0].method or DistillConfig.method
+    except argparse.ArgumentError:  # --method without a value: the main parser says so
+        method = DistillConfig.method
     try:
         settings = method_class(method).Settings  # an installed package's method is loaded here
-    except UserError:  # refused, naming the registered methods, once the flags are parsed
+    except UserError:  # refused (unknown, or settings that cannot be flags) once the flags are parsed, in one error line
         method, settings = DistillConfig.method, method_class(DistillConfig.method).Settings
     added = {f.name for f in dataclasses.fields(settings)}
     add_dataclass_arguments(parser.add_argument_group(f"settings of the method {method} (override the preset)"), settings)
-    for other in METHODS.values():
-        add_dataclass_arguments(parser, other.Settings, skip=tuple(added), hidden=True)
-        added |= {f.name for f in dataclasses.fields(other.Settings)}
+    for name in list(METHODS):
+        try:
+            other = method_class(name).Settings
+        except UserError:  # a registered method whose settings cannot be flags breaks no other command
+            continue
+        add_dataclass_arguments(parser, other, skip=tuple(added), hidden=True)
+        added |= {f.name for f in dataclasses.fields(other)}
 
 
 def distill_config(args: argparse.Namespace):
@@ -293,7 +300,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     from .runtime import resolve_device
 
     config = distill_config(args)
-    out = Path(args.out or Path("runs") / args.preset)
+    out = Path(args.out or Path("runs") / (args.preset if config.method == "ncfm" else f"{args.preset}-{config.method}"))
     with torchrun_world(resolve_device(args.device)) as (world, device):
         result = distill(config, out, device, resume=args.resume, progress=not args.no_progress)
     if not world.is_main:

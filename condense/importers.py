@@ -67,8 +67,10 @@ def safe_load(path: Path, numpy_scalars: bool = False):
 
     scalar = (getattr(numpy, "_core", None) or numpy.core).multiarray.scalar  # numpy 2 moved numpy.core to numpy._core
     dtypes = {type(numpy.dtype(kind)) for kind in ("float64", "float32", "int64")}
-    # pickles of numpy 1.x name the scalar numpy.core.multiarray.scalar: the same function under its old name
-    allowed = [scalar, (scalar, "numpy.core.multiarray.scalar"), numpy.dtype, *dtypes] if numpy_scalars else []
+    # pickles of numpy 1.x name the scalar numpy.core.multiarray.scalar: the same function under its old name (torch 2.6 and
+    # later take such an alias; under 2.5 those pickles are refused)
+    aliases = [(scalar, "numpy.core.multiarray.scalar")] if _torch_version() >= (2, 6) else []
+    allowed = [scalar, *aliases, numpy.dtype, *dtypes] if numpy_scalars else []
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -79,6 +81,10 @@ def safe_load(path: Path, numpy_scalars: bool = False):
     except Exception as exc:  # truncated, not a torch file: RuntimeError, EOFError, zipfile errors and others
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise UserError(f"{path} is not a readable torch file ({type(exc).__name__}: {first}); it may be truncated") from None
+
+
+def _torch_version() -> tuple[int, int]:
+    return tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
 
 
 def _pair(value, where: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,6 +134,8 @@ def read_canvases(path: Path, factor: int | None = None, **_) -> Read:
         raise UserError(f"{path}: IDC and NCFM files do not record their multi-formation factor (IDC's folder name and args.txt do; "
                         "every NCFM config uses 2); pass --factor")
     canvases, labels = _pair(safe_load(path), str(path))
+    order = labels.argsort(stable=True)  # class-major, as the images are decoded (and as --init-from reads canvases)
+    canvases, labels = canvases[order], labels[order]
     images, decoded_labels = [], []
     for c in labels.unique(sorted=True).tolist():  # per class, as both methods decode
         block = canvases[labels == c]
@@ -260,9 +268,12 @@ def read_imagefolder(path: Path, **_) -> Read:
         raise UserError(f"{path} is not a folder of class folders of images; is --format right?")
     images, labels = [], []
     for label, folder in enumerate(classes):
-        for file in sorted(f for f in folder.iterdir() if f.is_file()):
-            with Image.open(file) as image:
-                images.append(pil_to_tensor(image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode)).float() / 255)
+        for file in sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")):  # not .DS_Store and the like
+            try:
+                with Image.open(file) as image:
+                    images.append(pil_to_tensor(image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode)).float() / 255)
+            except OSError as exc:  # PIL's UnidentifiedImageError is one
+                raise UserError(f"{file} is not an image PIL reads ({exc}); remove it from the class folder") from None
             labels.append(label)
     if len({tuple(image.shape) for image in images}) > 1:
         raise UserError(f"the images in {path} differ in size; resize them to the source dataset's size first")

@@ -17,8 +17,9 @@ from .runfolder import RunLog, save_checkpoint
 
 
 class Callback:
-    """What the loop calls: `stop` before every step (True ends the loop there), `on_step` after every step with its
-    record (figures, "seconds", "real_indices"), `on_end` once."""
+    """What the loop calls: `stop` before every step (True ends the loop there; under torchrun every rank must answer
+    alike, or the ranks wait on each other for ever), `on_step` after every step with its record (figures, "seconds",
+    "real_indices"), `on_end` once."""
 
     def stop(self, distiller: Method) -> bool:
         return False

@@ -61,6 +61,8 @@ def pool_folder_for(config: DistillConfig, spec: PoolSpec) -> Path:
 
 def teacher_of(soft_labels: str, pool_folder: Path) -> str:
     """The teacher file(s) a `soft_labels` setting names: the pool's first trained member, all of them, its teacher, or a file."""
+    if soft_labels not in SOFT_LABEL_SOURCES:
+        return soft_labels  # a file: no pool needed (a method without a pool has no pool folder)
     named = {"pool": pool_folder / "member-000-trained.safetensors", "ensemble": pool_folder, "teacher": pool_folder / TEACHER_FILE}
     return str(named.get(soft_labels, soft_labels))
 

@@ -185,7 +185,7 @@ def add_cl_arguments(parser: argparse.ArgumentParser) -> None:
                        help="epochs of the continual model per experience (herding reads it; replay trains and tests it)")
     group.add_argument("--condensed-count", choices=("stored", "decoded"), default=argparse.SUPPRESS,
                        help="a condensed class's budget counts stored canvases (default) or decoded images")
-    group.add_argument("--condense-iterations", type=int, default=argparse.SUPPRESS, help="condense-as-you-go: NCFM iterations per step")
+    group.add_argument("--condense-iterations", type=int, default=argparse.SUPPRESS, help="condense-as-you-go: distillation iterations per step")
 
 
 def cmd_cl(args: argparse.Namespace) -> None:

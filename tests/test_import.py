@@ -253,3 +253,23 @@ def test_a_zca_set_stays_whitened_and_eval_whitens_the_test_images_alike(tmp_pat
     assert_one_error(main, ["distill", "--data", str(data), "--ipc", "2", "--factor", "1", "--real-batch", "4", "--init-from",
                             "imported.safetensors", "--pool-folder", "pool"], capsys, contains="ZCA-whitened")
     assert not (tmp_path / "pool").exists()  # refused before any pool is trained
+
+
+def test_canvases_in_any_class_order_come_out_class_major_and_stray_files_are_handled(tmp_path, data, monkeypatch, capsys):
+    """Review findings: canvases follow their images into class order (--init-from reads them class-major); a hidden file in
+    a class folder is skipped, any other non-image is one error."""
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    canvases, labels = pixels(6).clamp(0, 1), torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.save([canvases, labels], "mixed.pt")
+    synthetic = imported(tmp_path, ["mixed.pt", "--format", "ncfm", "--factor", "1", "--data", data])
+    assert torch.equal(synthetic.canvases, canvases[[0, 3, 1, 4, 2, 5]]) and torch.equal(synthetic.images, synthetic.canvases)
+    for c in range(3):
+        (tmp_path / "folder" / f"{c:05d}").mkdir(parents=True)
+        Image.fromarray((torch.rand(8, 8, 3) * 255).byte().numpy()).save(tmp_path / "folder" / f"{c:05d}" / "a.png")
+    (tmp_path / "folder" / "00000" / ".DS_Store").write_bytes(b"\0junk")
+    assert len(imported(tmp_path, ["folder", "--format", "imagefolder", "--data", data]).images) == 3
+    (tmp_path / "folder" / "00001" / "notes.txt").write_text("not an image")
+    assert_one_error(main, ["import", "folder", "--format", "imagefolder", "--data", str(data), "--out", "x.safetensors"], capsys,
+                     contains="notes.txt is not an image PIL reads")

@@ -227,3 +227,30 @@ def test_the_methods_table_is_written_and_a_partial_one_continued(image_folder, 
     assert methods.main(args) == 0
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items() if path.name != "dm-seed1-cpu.json")
     assert json.loads((tmp_path / "table" / "methods.json").read_text())["rows"]["dm"]["cpu"]["seeds_done"] == [0, 1]
+
+
+def test_a_method_whose_settings_cannot_be_flags_is_refused_and_breaks_no_other_command(monkeypatch, capsys):
+    import condense.methods
+
+    @dataclass
+    class Clashing:
+        lr: float = setting(0.1, "the images' lr again")
+
+    monkeypatch.setitem(condense.methods.METHODS, "clashing", type("Clashing", (PixelMeans,), {"Settings": Clashing, "name": "clashing"}))
+    assert_one_error(main, ["distill", "--method", "clashing"], capsys, contains="its setting 'lr' is also a shared setting's name")
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])  # the other methods' flags are still built
+    assert "--frequencies" in capsys.readouterr().out
+
+
+def test_review_findings_teacher_file_without_a_pool_and_coresets_beyond_a_class(tmp_path):
+    from condense.baseline import coreset
+    from condense.nets import build_net
+    from condense.run import teacher_of
+
+    from conftest import make_real
+
+    assert teacher_of("elsewhere/member-003-trained.safetensors", None) == "elsewhere/member-003-trained.safetensors"  # dm: no pool folder
+    real = make_real(per_class=4)
+    with pytest.raises(UserError, match="more than the smallest class"):
+        coreset(real, 5, "herding", build_net("convnet", 3, real.num_classes, real.image_size, depth=1, width=4), CPU)

@@ -2,7 +2,7 @@
 
 `RandomMemory`, `HerdingMemory` (by the current model's features), `CondensedMemory` (a precomputed
 condensed set, sliced by the classes of each experience) and `CondensingMemory` (condense-as-you-go:
-NCFM on each experience's classes, matchers pretrained on the data seen so far).
+a distillation method (NCFM by default) on each experience's classes, its pool pretrained on the data seen so far).
 Budget: `max_size` items in all, so a class holds `min(max_per_class, max_size // classes seen)`;
 the share shrinks as classes arrive. A condensed class counts its stored canvases by default
 (`count="stored"`: a multi-formation canvas is one image of storage and decodes to factor² images),
