@@ -14,7 +14,7 @@ from pathlib import Path
 from .augment import DSA, MATCHING_STRATEGY, MODES
 from .errors import UserError
 from .evaluate import EVAL_PRESETS
-from .flags import check_numbers, flag, setting
+from .flags import TYPES, check_numbers, flag, setting
 from .formation import DEFAULT_RESIZE, INIT_IMAGES, RESIZE_MODES
 from .methods import method_class
 from .nets import ACTIVATIONS, NETS, NORMS, POOLINGS, current_options, net_class
@@ -118,7 +118,7 @@ class DistillConfig:
                             "or pool / ensemble / teacher for the run's own pool")
         if self.pool_dsa:
             DSA(self.pool_dsa, mode=self.pool_dsa_mode)
-        method = method_class(self.method)
+        method = method_of(self.method)
         self.method_settings = own_settings(method, self.method_settings)
         method.check(self)
 
@@ -165,6 +165,21 @@ class DistillConfig:
         own.update(record.get("method_settings") or {})
         shared = {f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record and f.name != "method_settings"}
         return cls(**shared, method_settings=own)
+
+
+def method_of(name: str):
+    """The registered method `name` (`method_class`), its own settings checked: flags of their own (no shared setting's
+    name) of a type the flags read; one clear error otherwise."""
+    cls = method_class(name)
+    shared = {f.name for f in dataclasses.fields(DistillConfig)}
+    for item in dataclasses.fields(cls.Settings):
+        kind = getattr(item.type, "__name__", str(item.type)).replace(" | None", "")
+        problem = ("is also a shared setting's name" if item.name in shared else
+                   None if kind in (*TYPES, "bool") and "help" in item.metadata else "is not a plain setting")
+        if problem:
+            raise UserError(f"method {cls.name}: its setting {item.name!r} {problem}; each is made with condense.flags.setting, "
+                            "of type int, float, str or bool (or None), under a name of its own")
+    return cls
 
 
 def parse_setting(item: str, option: str = "--set") -> tuple[str, object]:

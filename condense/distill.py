@@ -6,33 +6,20 @@ The methods are in `condense.methods` (`ncfm`, `dance`, `dm`, and any registered
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from .config import PRESETS, DistillConfig, preset
 from .data import RealData
 from .distributed import World
 from .errors import UserError
-from .formation import decode, decoded_labels, init_canvases
+from .formation import init_canvases
 from .methods import Method, method_class
+from .methods.base import canvas_set, check_class_sizes
 from .pool import Pool
-from .synthetic import SyntheticSet, published_source
+from .synthetic import SyntheticSet
 
 __all__ = ["PRESETS", "DistillConfig", "Method", "canvas_set", "check_class_sizes", "initial_set", "make_method", "preset"]
 
-
-def check_class_sizes(config: DistillConfig, real: RealData, classes=None) -> None:
-    """Every class to distil has the real images that initialisation and one real batch take."""
-    smallest = min(len(real.by_class[c]) for c in (range(real.num_classes) if classes is None else classes))
-    needed = config.ipc * config.factor**2
-    if needed > smallest:
-        raise UserError(
-            f"IPC {config.ipc} with factor {config.factor} needs {needed} real images per class to initialise, "
-            f"but the smallest class of {real.source} has {smallest}; lower --ipc or --factor"
-        )
-    if config.real_batch > smallest:
-        raise UserError(f"--real-batch {config.real_batch} is larger than the smallest class ({smallest} images); lower it")
 
 
 def make_method(config: DistillConfig, real: RealData, pool: Pool | None, device: torch.device, classes=None,
@@ -67,22 +54,6 @@ def canvases_of(config: DistillConfig, real: RealData) -> torch.Tensor:
     return canvases.clamp(0, 1)  # an imported set's pixels may overshoot [0, 1]; every step clamps the canvases to it
 
 
-def canvas_set(config: DistillConfig, real: RealData, canvases: torch.Tensor, canvas_labels: torch.Tensor, iterations_done: int) -> SyntheticSet:
-    """The SyntheticSet of canvases distilled from `real` under `config`."""
-    return SyntheticSet(
-        images=decode(canvases, config.factor), labels=decoded_labels(canvas_labels, config.factor),
-        canvases=canvases, class_names=list(real.class_names), mean=real.mean, std=real.std,
-        method=config.method, **published_source(real), ipc=config.ipc, factor=config.factor,
-        config={**published_settings(config, real), "iterations_done": iterations_done},
-    )
-
-
-def published_settings(config: DistillConfig, real: RealData) -> dict:
-    """`config` as a published set records it: the data, the pool folder, a teacher file and the set it started from by name,
-    not by this machine's path."""
-    settings = config.to_dict()
-    named = {key: Path(settings[key]).name for key in ("pool_folder", "soft_labels", "init_from") if settings[key] and ("/" in settings[key] or Path(settings[key]).exists())}
-    return {**settings, **named, "data": real.name}
 
 
 def initial_set(config: DistillConfig, real: RealData) -> SyntheticSet:

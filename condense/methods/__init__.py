@@ -42,25 +42,7 @@ def method_class(name: str) -> type[Method]:
             point.load()  # the module registers its method
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    check_settings(METHODS[name])
     return METHODS[name]
-
-
-def check_settings(cls: type[Method]) -> None:
-    """A method's own settings must be flags of their own (no shared setting's name) of a type the flags read."""
-    import dataclasses
-
-    from ..config import DistillConfig
-    from ..flags import TYPES
-
-    shared = {f.name for f in dataclasses.fields(DistillConfig)}
-    for item in dataclasses.fields(cls.Settings):
-        kind = getattr(item.type, "__name__", str(item.type)).replace(" | None", "")
-        problem = ("is also a shared setting's name" if item.name in shared else
-                   None if kind in (*TYPES, "bool") and "help" in item.metadata else "is not a plain setting")
-        if problem:
-            raise UserError(f"method {cls.name}: its setting {item.name!r} {problem}; each is made with condense.flags.setting, "
-                            "of type int, float, str or bool (or None), under a name of its own")
 
 
 from . import dance, dm, ncfm  # noqa: E402  the built-in methods register themselves

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from ..data import RealData, normalise
 from ..distributed import World
 from ..errors import UserError
 from ..formation import decode, decoded_labels, init_canvases
+from ..synthetic import SyntheticSet, published_source
 from ..train import make_optimizer
 
 
@@ -59,8 +61,6 @@ class Method:
 
         Under torchrun (`world`), every rank draws for all classes but computes only its shard.
         """
-        from ..distill import check_class_sizes
-
         if self.uses_pool and pool is None:
             raise ValueError(f"method {self.name} matches through a pool; pass one")
         self.config, self.settings, self.real, self.pool, self.device = config, config.method_settings, real, pool, device
@@ -216,8 +216,6 @@ class Method:
 
     def synthetic_set(self):
         """The set as it stands (collective under torchrun: every rank gathers the canvases)."""
-        from ..distill import canvas_set
-
         return canvas_set(self.config, self.real, self.all_canvases().cpu(), self.canvas_labels, self.iteration)
 
 
@@ -240,3 +238,34 @@ class PoolMatcher(Method):
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.features(x).float()
+
+
+def check_class_sizes(config, real: RealData, classes=None) -> None:
+    """Every class to distil has the real images that initialisation and one real batch take."""
+    smallest = min(len(real.by_class[c]) for c in (range(real.num_classes) if classes is None else classes))
+    needed = config.ipc * config.factor**2
+    if needed > smallest:
+        raise UserError(
+            f"IPC {config.ipc} with factor {config.factor} needs {needed} real images per class to initialise, "
+            f"but the smallest class of {real.source} has {smallest}; lower --ipc or --factor"
+        )
+    if config.real_batch > smallest:
+        raise UserError(f"--real-batch {config.real_batch} is larger than the smallest class ({smallest} images); lower it")
+
+
+def canvas_set(config, real: RealData, canvases: torch.Tensor, canvas_labels: torch.Tensor, iterations_done: int) -> SyntheticSet:
+    """The SyntheticSet of canvases distilled from `real` under `config`."""
+    return SyntheticSet(
+        images=decode(canvases, config.factor), labels=decoded_labels(canvas_labels, config.factor),
+        canvases=canvases, class_names=list(real.class_names), mean=real.mean, std=real.std,
+        method=config.method, **published_source(real), ipc=config.ipc, factor=config.factor,
+        config={**published_settings(config, real), "iterations_done": iterations_done},
+    )
+
+
+def published_settings(config, real: RealData) -> dict:
+    """`config` as a published set records it: the data, the pool folder, a teacher file and the set it started from by name,
+    not by this machine's path."""
+    settings = config.to_dict()
+    named = {key: Path(settings[key]).name for key in ("pool_folder", "soft_labels", "init_from") if settings[key] and ("/" in settings[key] or Path(settings[key]).exists())}
+    return {**settings, **named, "data": real.name}
