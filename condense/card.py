@@ -59,6 +59,11 @@ CITATIONS = {
 }
 
 
+# The arXiv id of each method's paper (a set's method, or the layout it was imported from), for the card's links.
+ARXIV = {"ncfm": "2502.20653", "dance": "2406.01063", "dm": "2110.04181", "herding": "1611.07725", "kcenter": "1708.00489",
+         "dc": "2006.05929", "datadam": "2310.00093", "idc": "2205.14959", "mtt": "2203.11932", "datm": "2310.05773"}
+
+
 def read_card(folder: Path):
     """The folder's `DatasetCard`, or None when it has none; YAML is read safely (no tags that build objects)."""
     import yaml
@@ -121,7 +126,8 @@ def render_card(config_folders: dict[str, Path], *, repo_id: str, source_id: str
         license=license,
         pretty_name=pretty_name,
         task_categories=["image-classification"],
-        tags=sorted(set(TAGS) | {s.method for s in sets.values()}),
+        tags=sorted(set(TAGS) | {s.method for s in sets.values()} | {f"ipc-{s.ipc}" for s in sets.values()}),
+        annotations_creators=["machine-generated"],
         size_categories=["n<1K" if count < 1000 else "1K<n<10K" if count < 10_000 else "10K<n<100K"],
         condense_repo_id=repo_id,
     )
@@ -152,6 +158,7 @@ def _card_context(name: str, synthetic: SyntheticSet) -> dict:
         "name": name,
         "summary": synthetic.summary(),
         "method": synthetic.method,
+        "arxiv": ARXIV.get(synthetic.method),
         "ipc": synthetic.ipc,
         "factor": synthetic.factor,
         "images": len(synthetic),

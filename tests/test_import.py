@@ -273,3 +273,18 @@ def test_canvases_in_any_class_order_come_out_class_major_and_stray_files_are_ha
     (tmp_path / "folder" / "00001" / "notes.txt").write_text("not an image")
     assert_one_error(main, ["import", "folder", "--format", "imagefolder", "--data", str(data), "--out", "x.safetensors"], capsys,
                      contains="notes.txt is not an image PIL reads")
+
+
+def test_cards_link_papers_tag_the_ipc_and_count_in_words(tmp_path, data, monkeypatch):
+    """Issue 28 item 5, on an imported set: the paper's arXiv link, an ipc-N tag, machine-generated annotations, '1 run'."""
+    from huggingface_hub import DatasetCard
+
+    monkeypatch.chdir(tmp_path)
+    torch.save([pixels(6).clamp(0, 1), torch.arange(3).repeat_interleave(2)], "idc.pt")
+    imported(tmp_path, ["idc.pt", "--format", "idc", "--factor", "1", "--data", data])
+    assert main(["eval", "imported.safetensors", "--data", str(data), "--epochs", "1", "--runs", "1", "--width", "4", "--depth", "2",
+                 "--no-progress"]) == 0
+    assert main(["export", "imported.safetensors", "--out", "hub"]) == 0
+    card = DatasetCard.load(tmp_path / "hub" / "README.md")
+    assert "ipc-2" in card.data.tags and card.data.annotations_creators == ["machine-generated"]
+    assert "https://arxiv.org/abs/2205.14959" in card.text and "over 1 run " in card.text.replace("\n", " ")
