@@ -14,3 +14,9 @@
 # the runs; methods.md, methods.png; evals/*.json, every evaluation whole; timing.json), plan-worker*.log.
 # The ncfm row's cpu cells reproduce the previous headline exactly (54.75 and 55.405 per seed, init-streams.json of
 # cpu-2026-12-07): the restructuring moved no NCFM set.
+# The plan was stopped by hand at 23:50 UTC (the session's end) after its fifth command (the coresets, cpu): the dc cells
+# of the rows other than ncfm and dance (random: seed 0 only) and MNIST's seed 1 were not run. methods-mnist/: the
+# fourth command (mnist-ipc10-cpu, rows ncfm, dance, dm, cpu protocol, seed 0). Tables rewritten from what was done:
+#   python benchmarks/methods.py --data ../shared/data/cifar10 --out benchmarks/runs/methods/cifar10 --table
+#   python benchmarks/methods.py --preset mnist-ipc10-cpu --data ../shared/data/mnist --out benchmarks/runs/methods/mnist \
+#       --rows ncfm,dance,dm --protocols cpu --seeds 0 --timing-steps 0 --table
