@@ -151,7 +151,7 @@ def zca_of(synthetic, source, world):
 def cmd_eval(args: argparse.Namespace) -> None:
     """`condense eval`, in one process or with its runs shared across `torchrun` ranks."""
     from .distributed import torchrun_world
-    from .evaluate import evaluate_set, format_result, use_learned_lr
+    from .evaluate import describe, evaluate_set, format_result, use_learned_lr
     from .runtime import resolve_device, write_json
 
     objective = eval_objective(args)  # bad settings are refused before the set or any data is read
@@ -161,8 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     with torchrun_world(resolve_device(args.device)) as (world, device):
         test = world.main_first(lambda: source.load(split) if not args.holdout else source.load(split).holdout_split(args.holdout)[1])
         if world.is_main:
-            described = synthetic.summary() if hasattr(synthetic, "summary") else f"{synthetic.name} [{synthetic.split}], {len(synthetic)} images"
-            print(f"evaluating {described}\non {test.name} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
+            print(f"evaluating {describe(synthetic)}\non {test.name} [{test.split}] with {config.net}{f' and {objective}' if objective else ''} on {device}"
                   + (f", runs shared by {world.size} processes" if world.size > 1 else ""))
         whitening = zca_of(synthetic, source, world)
         result = evaluate_set(synthetic, test, config, device, progress=not args.no_progress and world.is_main, world=world,
