@@ -288,3 +288,34 @@ def test_cards_link_papers_tag_the_ipc_and_count_in_words(tmp_path, data, monkey
     card = DatasetCard.load(tmp_path / "hub" / "README.md")
     assert "ipc-2" in card.data.tags and card.data.annotations_creators == ["machine-generated"]
     assert "https://arxiv.org/abs/2205.14959" in card.text and "over 1 run " in card.text.replace("\n", " ")
+
+
+def test_format_auto_only_where_the_layout_says_it(tmp_path, data, monkeypatch, capsys):
+    from condense.importers import detect_format
+
+    monkeypatch.chdir(tmp_path)
+    labels = torch.arange(3).repeat_interleave(2)
+    torch.save({"data": [[normalised(pixels(6)), labels]], "accs_all_exps": {"ConvNet": [np.float64(0.5)]}}, "dc.pt")
+    torch.save({"data": [normalised(pixels(6)), labels]}, "dam.pt")
+    torch.save([pixels(6), labels], "canvases.pt")
+    (tmp_path / "run").mkdir()
+    torch.save(pixels(6), "run/images_best.pt")
+    torch.save(torch.randn(6, 3), "run/labels_best.pt")
+    assert [detect_format(tmp_path / name) for name in ("dc.pt", "dam.pt", "run/images_best.pt")] == ["dc", "datadam", "datm"]
+    assert imported(tmp_path, ["dc.pt", "--format", "auto", "--data", data, *STATS]).config["import"]["format"] == "dc"
+    assert_one_error(main, ["import", "canvases.pt", "--format", "auto", "--data", str(data), "--out", "x.safetensors"], capsys,
+                     contains="could be idc or ncfm")
+    torch.save(labels, "run/labels_best.pt")
+    assert_one_error(main, ["import", "run/images_best.pt", "--format", "auto", "--data", str(data), "--out", "x.safetensors"], capsys,
+                     contains="could be mtt or mtt --zca")
+
+
+def test_eval_trains_on_a_plain_image_classification_dataset(tmp_path, data, monkeypatch, capsys):
+    """Issue 26 item 4: e.g. the rethinkdc sets: rows of images and class labels; the test split comes from --data."""
+    monkeypatch.chdir(tmp_path)
+    published = write_image_folder(tmp_path / "published", {"image": "image", "label": "label"}, splits=("train",), rows=9, seed=3)
+    quick = ["--epochs", "1", "--runs", "1", "--width", "4", "--depth", "2", "--no-progress"]
+    assert main(["eval", str(published), "--data", str(data), *quick]) == 0
+    result = json.loads((tmp_path / "published.eval.json").read_text())
+    assert 0 <= result["accuracy_mean"] <= 100 and "data" in result["test"]
+    assert_one_error(main, ["eval", str(published), *quick], capsys, contains="pass --data for the test split")
